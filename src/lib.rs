@@ -1,0 +1,2 @@
+//! anytls-rs: a thread-per-core AnyTLS server on glommio and rustls.
+pub mod proto;

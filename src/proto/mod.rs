@@ -1,0 +1,23 @@
+//! The sans-IO AnyTLS protocol core: bytes in, bytes or values out.
+//!
+//! Nothing here touches a socket, a clock or a global RNG, so every rule of the wire
+//! contract (`PROTOCOL.md`) is unit-tested and fuzzable on its own.
+//!
+//! - [`frame`]: the 7-byte-header frame codec.
+//! - [`auth`]: the authentication preamble and the users' credentials.
+//! - [`settings`]: `key=value` Settings and ServerSettings.
+//! - [`padding`]: the padding scheme, its md5, record sizes and write shaping.
+//! - [`addr`]: SOCKS5-form target addresses.
+//! - [`error`]: one error enum per kind of input.
+
+pub mod addr;
+pub mod auth;
+pub mod error;
+pub mod frame;
+pub mod padding;
+pub mod settings;
+
+pub use addr::Address;
+pub use frame::{Command, Frame};
+pub use padding::PaddingScheme;
+pub use settings::Settings;
