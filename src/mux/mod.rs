@@ -1,0 +1,18 @@
+//! Executor-local plumbing shared by both ends of a session: a coalescing frame
+//! write queue, a bounded byte pipe per stream, a one-shot event, an `Rc`-based
+//! read/write split, and timeouts.
+//!
+//! Everything here lives on one executor thread (`Rc`, `Cell`, `RefCell`): no locks,
+//! no atomics.
+
+mod event;
+mod pipe;
+mod queue;
+mod split;
+mod time;
+
+pub use event::Event;
+pub use pipe::{Pipe, PipeClosed};
+pub use queue::{write_loop, Padder, SharedScheme, WriteQueue, QUEUE_HIGH_WATER};
+pub use split::{split, ReadHalf, WriteHalf};
+pub use time::timeout;
