@@ -1,3 +1,30 @@
 //! anytls-rs: a thread-per-core AnyTLS server on glommio and rustls.
+//!
+//! # Layout
+//!
+//! - [`proto`]: the sans-IO protocol core (frames, authentication, settings,
+//!   padding scheme, SOCKS addresses). No sockets.
+//! - [`mux`]: executor-local plumbing both ends share: the coalescing frame write
+//!   queue, bounded per-stream pipes, events, timeouts.
+//! - [`session`]: the server side of a connection: handshake, authentication, the
+//!   session's frame loop and each stream's relay.
+//! - [`client`]: the client side of a session (used by the tests and the client).
+//! - [`outbound`]: dialing targets: off-executor name resolution with a per-core cache.
+//! - [`runtime`]: one pinned glommio executor per core, `SO_REUSEPORT` listeners,
+//!   start-up checks, shutdown.
+//! - [`tls`]: rustls configuration, PEM loading, the self-signed default.
+//! - [`stats`]: per-core counters summed when reported.
+//! - [`config`]: the server's settled configuration.
+
+pub mod client;
+pub mod config;
 pub mod mux;
+pub mod outbound;
 pub mod proto;
+pub mod runtime;
+pub mod session;
+pub mod stats;
+pub mod tls;
+
+pub use config::ServerConfig;
+pub use runtime::Server;

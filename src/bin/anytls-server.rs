@@ -1,1 +1,177 @@
-fn main(){}
+//! anytls-server: flags -> [`ServerConfig`] -> [`Server`], then waits for a signal.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anytls::config::{self, ServerConfig};
+use anytls::proto::auth::Users;
+use anytls::proto::PaddingScheme;
+use anytls::runtime::{self, Server};
+use anytls::tls::ServerTls;
+use clap::Parser;
+use log::{error, info};
+
+/// A thread-per-core AnyTLS server (io_uring via glommio, TLS via rustls).
+///
+/// Clients (anytls-go, sing-box, mihomo) connect with TLS, authenticate with
+/// sha256(password) and multiplex proxied TCP streams over the session.
+/// Log verbosity comes from RUST_LOG (default: info).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on (every core binds it with SO_REUSEPORT).
+    #[arg(short = 'l', long = "listen", default_value = "0.0.0.0:8443")]
+    listen: String,
+
+    /// Password clients authenticate with.
+    #[arg(short = 'p', long = "password")]
+    password: String,
+
+    /// Padding scheme file sent to clients (default: the reference's default scheme).
+    #[arg(long = "padding-scheme", value_name = "FILE")]
+    padding_scheme: Option<PathBuf>,
+
+    /// PEM certificate chain. Without --cert/--key a self-signed certificate is
+    /// generated at start and its SHA-256 fingerprint logged.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+
+    /// PEM private key for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+
+    /// Executors to run, one pinned per CPU [default: every CPU this process may use].
+    #[arg(long)]
+    cores: Option<usize>,
+
+    /// Seconds allowed for the TLS handshake plus the authentication preamble.
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    handshake_timeout: u64,
+
+    /// Seconds allowed to resolve and connect to a stream's target.
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_CONNECT_TIMEOUT.as_secs())]
+    connect_timeout: u64,
+
+    /// Seconds a session with no stream and no frame stays open.
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_SESSION_IDLE_TIMEOUT.as_secs())]
+    idle_session_timeout: u64,
+
+    /// Seconds between statistics log lines (0 turns them off).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    stats_interval: u64,
+}
+
+/// A start-up problem: printed as one line, exit code 2.
+struct Fatal(String);
+
+impl<E: std::fmt::Display> From<E> for Fatal {
+    fn from(e: E) -> Self {
+        Fatal(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fatal(message)) => {
+            error!("{message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn seconds(flag: &str, secs: u64) -> Result<Duration, Fatal> {
+    if secs == 0 {
+        return Err(Fatal(format!("--{flag} must be at least 1 second")));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
+    let listen: SocketAddr = args
+        .listen
+        .to_socket_addrs()
+        .map_err(|e| Fatal(format!("invalid --listen {}: {e}", args.listen)))?
+        .next()
+        .ok_or_else(|| Fatal(format!("--listen {} resolves to no address", args.listen)))?;
+    if args.password.is_empty() {
+        return Err(Fatal("--password must not be empty".into()));
+    }
+    let padding = match &args.padding_scheme {
+        None => PaddingScheme::default(),
+        Some(path) => {
+            let raw = std::fs::read(path)
+                .map_err(|e| Fatal(format!("cannot read padding scheme {}: {e}", path.display())))?;
+            PaddingScheme::parse(&raw)
+                .map_err(|e| Fatal(format!("invalid padding scheme {}: {e}", path.display())))?
+        }
+    };
+    let tls = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => ServerTls::from_pem_files(cert, key)?,
+        _ => ServerTls::self_signed()?,
+    };
+    let certificate_note = match &args.cert {
+        Some(cert) => format!("certificate {} (SHA-256 {})", cert.display(), tls.fingerprint),
+        None => format!(
+            "self-signed certificate for localhost, SHA-256 fingerprint {} (clients need insecure=1 or this pin)",
+            tls.fingerprint
+        ),
+    };
+    let allowed = config::allowed_cpus();
+    let cpus: Vec<usize> = match args.cores {
+        None => allowed.clone(),
+        Some(0) => return Err(Fatal("--cores must be at least 1".into())),
+        Some(n) if n > allowed.len() => {
+            return Err(Fatal(format!(
+                "--cores {n} but this process may run on only {} CPU(s): {allowed:?}",
+                allowed.len()
+            )))
+        }
+        Some(n) => allowed[..n].to_vec(),
+    };
+    let mut users = Users::default();
+    users.add("default", &args.password);
+    let config = ServerConfig {
+        listen,
+        users,
+        padding: Arc::new(padding),
+        tls: tls.config,
+        cpus,
+        handshake_timeout: seconds("handshake-timeout", args.handshake_timeout)?,
+        connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
+        session_idle_timeout: seconds("idle-session-timeout", args.idle_session_timeout)?,
+    };
+    Ok((config, certificate_note))
+}
+
+fn serve(args: Args) -> Result<(), Fatal> {
+    let (config, certificate_note) = build_config(&args)?;
+    let cpus = config.cpus.clone();
+    // Register signal handlers before any thread starts so every thread inherits them.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let server = Server::start(config)?;
+    info!("{certificate_note}");
+    runtime::log_started(&server, &cpus);
+    let interval = Duration::from_secs(args.stats_interval);
+    let mut next_report = Instant::now() + interval;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if args.stats_interval > 0 && Instant::now() >= next_report {
+            info!("{}", server.stats().snapshot());
+            next_report += interval;
+        }
+    }
+    info!("signal received: closing sessions");
+    server.shutdown();
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! The server's settled configuration, built by the binary from its flags (or by
+//! tests directly) and shared read-only by every core.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::proto::auth::Users;
+use crate::proto::PaddingScheme;
+
+/// Default bound on TLS handshake + authentication.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on resolving and connecting to a stream's target.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default lifetime of a session with no stream and no frame.
+pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Everything a running server needs to know.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Address every core's listener binds (port 0 picks one port for all).
+    pub listen: SocketAddr,
+    /// Accepted credentials.
+    pub users: Users,
+    /// The padding scheme clients are told to use.
+    pub padding: Arc<PaddingScheme>,
+    /// TLS server configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// CPU ids to run one executor on each, in order.
+    pub cpus: Vec<usize>,
+    /// Bound on TLS handshake + authentication preamble.
+    pub handshake_timeout: Duration,
+    /// Bound on resolving + connecting to a target.
+    pub connect_timeout: Duration,
+    /// A session with no open stream and no frame for this long is closed.
+    pub session_idle_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// A configuration with the defaults, one user and the given TLS config,
+    /// listening on `listen` with one executor on the first allowed CPU.
+    pub fn new(listen: SocketAddr, password: &str, tls: Arc<rustls::ServerConfig>) -> Self {
+        let mut users = Users::default();
+        users.add("default", password);
+        ServerConfig {
+            listen,
+            users,
+            padding: Arc::new(PaddingScheme::default()),
+            tls,
+            cpus: allowed_cpus().into_iter().take(1).collect(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask, which respects cpusets),
+/// in ascending order.
+pub fn allowed_cpus() -> Vec<usize> {
+    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|core| core.id)
+        .collect();
+    cpus.sort_unstable();
+    if cpus.is_empty() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cpus = (0..n).collect();
+    }
+    cpus
+}

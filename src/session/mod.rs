@@ -1,0 +1,316 @@
+//! The server side of a connection: TLS handshake, authentication, then the session
+//! that demultiplexes frames into streams and relays each stream to its target.
+//!
+//! A session is one task running three loops at once: the frame reader, the
+//! coalescing writer ([`crate::mux::write_loop`]) and an idle watchdog. Each stream
+//! is its own task (see [`stream`]), so one slow dial never stalls the others.
+//! Failures are scoped as in h2: a stream failure answers SYNACK error or FIN and
+//! the session goes on; a session failure sends Alert (where the protocol says so)
+//! and closes the connection.
+
+mod stream;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{future, AsyncRead, AsyncReadExt};
+use futures_rustls::server::TlsStream;
+use glommio::net::TcpStream;
+use log::{debug, info};
+
+use crate::mux::{self, timeout, Event, Pipe, WriteQueue};
+use crate::proto::auth::decode_preamble;
+use crate::proto::frame::{self, Command, Frame};
+use crate::proto::Settings;
+use crate::runtime::CoreContext;
+
+/// Bytes requested from TLS per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Client->target bytes buffered per stream before the session stops reading
+/// (see README, "Memory per stream").
+pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
+/// Bound on flushing the last frames (an Alert) when a session ends.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The Alert text for a SYN that arrives before Settings.
+pub const ALERT_NO_SETTINGS: &str = "client did not send its settings";
+
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("read failed before authentication: {0}")]
+    Read(std::io::Error),
+    #[error("connection closed before authentication")]
+    Closed,
+    #[error("wrong password")]
+    WrongPassword,
+}
+
+/// Serves one accepted TCP connection to its end.
+pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, core: Rc<CoreContext>) {
+    let counters = core.counters();
+    let accepted = timeout(core.config.handshake_timeout, handshake(tcp, &core)).await;
+    let (tls, user, leftover) = match accepted {
+        Some(Ok(accepted)) => accepted,
+        Some(Err(HandshakeError::WrongPassword)) => {
+            counters.auth_failures.add(1);
+            info!("{peer}: authentication failed, connection closed");
+            return;
+        }
+        Some(Err(e)) => {
+            counters.handshake_failures.add(1);
+            debug!("{peer}: {e}");
+            return;
+        }
+        None => {
+            counters.handshake_failures.add(1);
+            debug!(
+                "{peer}: no TLS handshake and authentication within {:?}",
+                core.config.handshake_timeout
+            );
+            return;
+        }
+    };
+    counters.sessions_open.add(1);
+    counters.sessions_total.add(1);
+    debug!("{peer}: session opened for user {user}");
+    let session = Rc::new(Session::new(core.clone(), peer, user));
+    let reason = session.clone().run(tls, leftover).await;
+    debug!("{peer}: session of user {} closed: {reason}", session.user);
+    core.counters().sessions_open.sub(1);
+}
+
+async fn handshake(
+    tcp: TcpStream,
+    core: &CoreContext,
+) -> Result<(TlsStream<TcpStream>, String, Vec<u8>), HandshakeError> {
+    let mut tls = core.acceptor.accept(tcp).await.map_err(HandshakeError::Tls)?;
+    let mut buf = Vec::new();
+    loop {
+        if let Some(preamble) = decode_preamble(&buf) {
+            let user = core
+                .config
+                .users
+                .authenticate(&preamble.hash)
+                .ok_or(HandshakeError::WrongPassword)?
+                .to_owned();
+            buf.drain(..preamble.len);
+            return Ok((tls, user, buf));
+        }
+        if read_more(&mut tls, &mut buf).await.map_err(HandshakeError::Read)? == 0 {
+            return Err(HandshakeError::Closed);
+        }
+    }
+}
+
+/// Reads up to [`READ_CHUNK`] more bytes onto the end of `buf`.
+async fn read_more<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let filled = buf.len();
+    buf.resize(filled + READ_CHUNK, 0);
+    let result = reader.read(&mut buf[filled..]).await;
+    buf.truncate(filled + *result.as_ref().unwrap_or(&0));
+    result
+}
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("client closed the connection")]
+    ClientClosed,
+    #[error("read failed: {0}")]
+    ReadFailed(std::io::Error),
+    #[error("write failed: {0}")]
+    WriteFailed(std::io::Error),
+    #[error("alert sent: {0}")]
+    Alerted(&'static str),
+    #[error("idle for {0:?}")]
+    Idle(Duration),
+    #[error("server shutting down")]
+    Shutdown,
+}
+
+/// What a frame handler tells the read loop.
+enum Flow {
+    Continue,
+    End(SessionEnd),
+}
+
+/// Per-stream state the reader shares with the stream's task.
+struct StreamEntry {
+    /// Client->target bytes, the target address first.
+    upload: Pipe,
+}
+
+/// A session's state, shared by its loops and its stream tasks.
+pub(crate) struct Session {
+    core: Rc<CoreContext>,
+    peer: SocketAddr,
+    user: String,
+    queue: WriteQueue,
+    streams: RefCell<HashMap<u32, Rc<StreamEntry>>>,
+    settings_received: Cell<bool>,
+    /// The client's protocol version once Settings arrived.
+    version: Cell<u32>,
+    last_activity: Cell<Instant>,
+    closed: Event,
+}
+
+impl Session {
+    fn new(core: Rc<CoreContext>, peer: SocketAddr, user: String) -> Session {
+        Session {
+            core,
+            peer,
+            user,
+            queue: WriteQueue::default(),
+            streams: RefCell::default(),
+            settings_received: Cell::new(false),
+            version: Cell::new(0),
+            last_activity: Cell::new(Instant::now()),
+            closed: Event::default(),
+        }
+    }
+
+    async fn run(self: Rc<Self>, tls: TlsStream<TcpStream>, leftover: Vec<u8>) -> SessionEnd {
+        let (reader, writer) = mux::split(tls);
+        let decided: RefCell<Option<SessionEnd>> = RefCell::new(None);
+        let reading = async {
+            let end = future::or(
+                future::or(self.read_loop(reader, leftover), self.idle_watchdog()),
+                async {
+                    self.core.shutdown.wait().await;
+                    SessionEnd::Shutdown
+                },
+            )
+            .await;
+            *decided.borrow_mut() = Some(end);
+            // Let the writer send what is queued (an Alert, say), within a bound.
+            self.queue.close();
+            glommio::timer::sleep(CLOSE_FLUSH_TIMEOUT).await;
+            Ok(())
+        };
+        let writing = mux::write_loop(writer, &self.queue, None);
+        let written = future::or(reading, writing).await;
+        self.close();
+        let decided = decided.take();
+        match (decided, written) {
+            (Some(end), _) => end,
+            (None, Err(e)) => SessionEnd::WriteFailed(e),
+            (None, Ok(())) => SessionEnd::ClientClosed,
+        }
+    }
+
+    /// Ends every stream and fails further queueing.
+    fn close(&self) {
+        self.closed.set();
+        self.queue.close();
+        for (_, stream) in self.streams.borrow_mut().drain() {
+            stream.upload.abort();
+        }
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(self: &Rc<Self>, mut reader: R, mut buf: Vec<u8>) -> SessionEnd {
+        let mut start = 0;
+        loop {
+            while let Some(frame) = frame::decode(&buf[start..]) {
+                start += frame.wire_len();
+                if let Flow::End(end) = self.handle_frame(frame).await {
+                    return end;
+                }
+            }
+            buf.drain(..start);
+            start = 0;
+            match read_more(&mut reader, &mut buf).await {
+                Ok(0) => return SessionEnd::ClientClosed,
+                Ok(_) => self.last_activity.set(Instant::now()),
+                Err(e) => return SessionEnd::ReadFailed(e),
+            }
+        }
+    }
+
+    async fn handle_frame(self: &Rc<Self>, frame: Frame<'_>) -> Flow {
+        match frame.cmd {
+            Command::Settings => self.on_settings(frame.data),
+            Command::Syn => return self.on_syn(frame.stream_id),
+            Command::Push => {
+                let stream = self.streams.borrow().get(&frame.stream_id).cloned();
+                if let Some(stream) = stream {
+                    // A closed pipe means the stream is ending: its bytes have nowhere to go.
+                    let _ = stream.upload.push(frame.data).await;
+                }
+            }
+            Command::Fin => {
+                if let Some(stream) = self.streams.borrow_mut().remove(&frame.stream_id) {
+                    stream.upload.finish();
+                }
+            }
+            Command::HeartRequest => {
+                self.queue
+                    .push_frame(Command::HeartResponse, frame.stream_id, &[]);
+            }
+            Command::Waste | Command::HeartResponse => {}
+            other => debug!("{}: ignoring {other:?} frame from client", self.peer),
+        }
+        Flow::Continue
+    }
+
+    fn on_settings(&self, data: &[u8]) {
+        let settings = Settings::decode(data).unwrap_or_else(|e| {
+            debug!("{}: {e}; treating settings as empty", self.peer);
+            Settings::default()
+        });
+        self.settings_received.set(true);
+        let padding = &self.core.config.padding;
+        if settings.get("padding-md5") != Some(padding.md5_hex()) {
+            self.queue.push_frame(
+                Command::UpdatePaddingScheme,
+                0,
+                padding.text().as_bytes(),
+            );
+        }
+        let version = settings.version();
+        self.version.set(version);
+        if version >= 2 {
+            self.queue
+                .push_frame(Command::ServerSettings, 0, &Settings::server().encode());
+        }
+        debug!(
+            "{}: client {} v{version}",
+            self.peer,
+            settings.get("client").unwrap_or("(unnamed)")
+        );
+    }
+
+    fn on_syn(self: &Rc<Self>, stream_id: u32) -> Flow {
+        if !self.settings_received.get() {
+            self.queue
+                .push_frame(Command::Alert, 0, ALERT_NO_SETTINGS.as_bytes());
+            return Flow::End(SessionEnd::Alerted(ALERT_NO_SETTINGS));
+        }
+        let mut streams = self.streams.borrow_mut();
+        if streams.contains_key(&stream_id) {
+            debug!("{}: repeated SYN for live stream {stream_id} ignored", self.peer);
+            return Flow::Continue;
+        }
+        let entry = Rc::new(StreamEntry {
+            upload: Pipe::new(STREAM_UPLOAD_LIMIT),
+        });
+        streams.insert(stream_id, entry.clone());
+        glommio::spawn_local(stream::run(self.clone(), stream_id, entry)).detach();
+        Flow::Continue
+    }
+
+    async fn idle_watchdog(&self) -> SessionEnd {
+        let limit = self.core.config.session_idle_timeout;
+        let check_every = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
+        loop {
+            glommio::timer::sleep(check_every).await;
+            if self.streams.borrow().is_empty() && self.last_activity.get().elapsed() >= limit {
+                return SessionEnd::Idle(limit);
+            }
+        }
+    }
+}

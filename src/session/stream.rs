@@ -1,0 +1,118 @@
+//! One proxied stream: read the target address from the first bytes, dial it, answer
+//! SYNACK, then relay both ways until either side ends.
+
+use std::rc::Rc;
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use log::debug;
+
+use super::{Session, StreamEntry};
+use crate::mux;
+use crate::outbound;
+use crate::proto::{Address, Command};
+
+/// Target->client bytes read per call.
+const DOWNLOAD_CHUNK: usize = 16 * 1024;
+/// The UDP-over-TCP magic names (not served yet).
+const UOT_NAMES: [&str; 2] = ["sp.v2.udp-over-tcp.arpa", "sp.udp-over-tcp.arpa"];
+
+/// How a relay ended.
+enum RelayEnd {
+    /// The client sent FIN: it expects no FIN back.
+    ClientFinished,
+    /// The target closed or failed: the client is told with FIN.
+    TargetFinished,
+}
+
+/// Runs stream `id` to its end, then forgets it.
+pub(super) async fn run(session: Rc<Session>, id: u32, entry: Rc<StreamEntry>) {
+    let counters = session.core.counters();
+    counters.streams_open.add(1);
+    counters.streams_total.add(1);
+    future::or(serve(&session, id, &entry), session.closed.wait()).await;
+    {
+        let mut streams = session.streams.borrow_mut();
+        if streams.get(&id).is_some_and(|e| Rc::ptr_eq(e, &entry)) {
+            streams.remove(&id);
+        }
+    }
+    entry.upload.abort();
+    session.last_activity.set(std::time::Instant::now());
+    session.core.counters().streams_open.sub(1);
+}
+
+async fn serve(session: &Session, id: u32, entry: &StreamEntry) {
+    let peer = session.peer;
+    let mut pending = Vec::new();
+    let mut chunk = Vec::new();
+    let target = loop {
+        match Address::decode(&pending) {
+            Ok(Some((target, used))) => {
+                pending.drain(..used);
+                break target;
+            }
+            Ok(None) => {}
+            Err(e) => return refuse(session, id, &format!("bad target address: {e}")),
+        }
+        if !entry.upload.take_all(&mut chunk).await {
+            return; // FIN (or session end) before a whole address arrived.
+        }
+        pending.extend_from_slice(&chunk);
+    };
+    if matches!(&target, Address::Domain(name, _) if UOT_NAMES.contains(&name.as_str())) {
+        return refuse(session, id, "UDP over TCP is not supported by this server yet");
+    }
+    let core = &session.core;
+    let outbound = match outbound::dial(&core.resolver, &target, core.config.connect_timeout).await {
+        Ok(outbound) => outbound,
+        Err(e) => {
+            debug!("{peer}: stream {id}: {e}");
+            return refuse(session, id, &e.to_string());
+        }
+    };
+    debug!("{peer}: stream {id} connected to {target}");
+    if session.version.get() >= 2 {
+        session.queue.push_frame(Command::SynAck, id, &[]);
+    }
+    let (mut from_target, mut to_target) = mux::split(outbound);
+    let counters = core.counters();
+    let upload = async {
+        let mut buf = pending;
+        loop {
+            if !buf.is_empty() {
+                if to_target.write_all(&buf).await.is_err() {
+                    return RelayEnd::TargetFinished;
+                }
+                counters.bytes_up.add(buf.len() as u64);
+            }
+            if !entry.upload.take_all(&mut buf).await {
+                return RelayEnd::ClientFinished;
+            }
+        }
+    };
+    let download = async {
+        let mut buf = vec![0u8; DOWNLOAD_CHUNK];
+        loop {
+            match from_target.read(&mut buf).await {
+                Ok(0) | Err(_) => return RelayEnd::TargetFinished,
+                Ok(n) => {
+                    if session.queue.push_data(id, &buf[..n]).await.is_err() {
+                        return RelayEnd::ClientFinished;
+                    }
+                    counters.bytes_down.add(n as u64);
+                }
+            }
+        }
+    };
+    if let RelayEnd::TargetFinished = future::or(upload, download).await {
+        session.queue.push_frame(Command::Fin, id, &[]);
+    }
+}
+
+/// Tells the client its stream failed: SYNACK with the reason (v2), then FIN.
+fn refuse(session: &Session, id: u32, reason: &str) {
+    if session.version.get() >= 2 {
+        session.queue.push_frame(Command::SynAck, id, reason.as_bytes());
+    }
+    session.queue.push_frame(Command::Fin, id, &[]);
+}

@@ -1,0 +1,140 @@
+//! Server counters, kept per core and summed only when reported.
+//!
+//! Each core writes only its own [`CoreCounters`] (a plain load + store, no
+//! read-modify-write, no shared cache line); readers on other threads sum them with
+//! relaxed loads, which is all a periodic report needs.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// One core's counters, padded to its own cache lines.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct CoreCounters {
+    /// Sessions authenticated and still open.
+    pub sessions_open: Counter,
+    /// Sessions authenticated since start.
+    pub sessions_total: Counter,
+    /// Streams open now.
+    pub streams_open: Counter,
+    /// Streams opened since start.
+    pub streams_total: Counter,
+    /// Payload bytes client -> target.
+    pub bytes_up: Counter,
+    /// Payload bytes target -> client.
+    pub bytes_down: Counter,
+    /// Connections that presented a wrong password or a malformed preamble.
+    pub auth_failures: Counter,
+    /// Connections that failed or timed out in TLS or before authenticating.
+    pub handshake_failures: Counter,
+}
+
+/// A counter written by one core only.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning core may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Subtracts `n`. Only the owning core may call this.
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+
+    /// The current value, from any thread.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Every core's counters.
+#[derive(Clone)]
+pub struct Stats {
+    cores: Arc<[CoreCounters]>,
+}
+
+impl Stats {
+    /// Counters for `cores` cores.
+    pub fn new(cores: usize) -> Stats {
+        Stats {
+            cores: (0..cores).map(|_| CoreCounters::default()).collect(),
+        }
+    }
+
+    /// The counters of core `index` (its position in `--cores` order).
+    pub fn core(&self, index: usize) -> &CoreCounters {
+        &self.cores[index]
+    }
+
+    /// The sum over all cores.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut total = StatsSnapshot::default();
+        for core in self.cores.iter() {
+            total.sessions_open += core.sessions_open.get();
+            total.sessions_total += core.sessions_total.get();
+            total.streams_open += core.streams_open.get();
+            total.streams_total += core.streams_total.get();
+            total.bytes_up += core.bytes_up.get();
+            total.bytes_down += core.bytes_down.get();
+            total.auth_failures += core.auth_failures.get();
+            total.handshake_failures += core.handshake_failures.get();
+        }
+        total
+    }
+}
+
+/// Summed counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct StatsSnapshot {
+    pub sessions_open: u64,
+    pub sessions_total: u64,
+    pub streams_open: u64,
+    pub streams_total: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub auth_failures: u64,
+    pub handshake_failures: u64,
+}
+
+impl fmt::Display for StatsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[Server Stats] Sessions: {} open ({} total), Streams: {} open ({} total), \
+             Bytes: {} up, {} down, Auth failures: {}, Handshake failures: {}",
+            self.sessions_open,
+            self.sessions_total,
+            self.streams_open,
+            self.streams_total,
+            self.bytes_up,
+            self.bytes_down,
+            self.auth_failures,
+            self.handshake_failures
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sums_cores() {
+        let stats = Stats::new(3);
+        stats.core(0).streams_open.add(2);
+        stats.core(2).streams_open.add(5);
+        stats.core(2).streams_open.sub(1);
+        stats.core(1).bytes_up.add(1000);
+        let snap = stats.snapshot();
+        assert_eq!(snap.streams_open, 6);
+        assert_eq!(snap.bytes_up, 1000);
+        assert!(snap.to_string().contains("Streams: 6 open"));
+    }
+}

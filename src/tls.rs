@@ -1,0 +1,230 @@
+//! rustls configuration: the server's certificate (PEM files or a self-signed one
+//! made at start) and the client's verifier (web PKI roots, a pinned certificate,
+//! or none for `insecure`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{ring, CryptoProvider};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+/// A TLS set-up problem, reported to the operator at start.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// A certificate or key file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The certificate file holds no PEM certificate.
+    #[error("{0}: no PEM certificate found")]
+    NoCertificate(PathBuf),
+    /// The key file holds no PEM private key.
+    #[error("{0}: no PEM private key found (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey(PathBuf),
+    /// rustls refused the certificate/key pair.
+    #[error("certificate and key do not form a usable pair: {0}")]
+    Rejected(#[from] rustls::Error),
+    /// The self-signed certificate could not be generated.
+    #[error("cannot generate a self-signed certificate: {0}")]
+    SelfSigned(#[from] rcgen::Error),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+/// The server's TLS configuration and the SHA-256 fingerprint of its leaf certificate.
+pub struct ServerTls {
+    /// Ready for `futures_rustls::TlsAcceptor`.
+    pub config: Arc<rustls::ServerConfig>,
+    /// Colon-separated uppercase hex SHA-256 of the leaf certificate.
+    pub fingerprint: String,
+    /// The leaf certificate, DER (clients may pin it).
+    pub leaf: CertificateDer<'static>,
+}
+
+impl ServerTls {
+    /// Loads a PEM certificate chain and private key.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let cert_pem = read(cert)?;
+        let key_pem = read(key)?;
+        let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+            .filter_map(Result::ok)
+            .collect();
+        if chain.is_empty() {
+            return Err(TlsError::NoCertificate(cert.to_owned()));
+        }
+        let key_der = rustls_pemfile::private_key(&mut &key_pem[..])
+            .ok()
+            .flatten()
+            .ok_or_else(|| TlsError::NoKey(key.to_owned()))?;
+        Self::build(chain, key_der)
+    }
+
+    /// Makes a self-signed certificate for `localhost` in memory.
+    pub fn self_signed() -> Result<ServerTls, TlsError> {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        let key = PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        Self::build(vec![certified.cert.der().clone()], key)
+    }
+
+    fn build(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<ServerTls, TlsError> {
+        let leaf = chain[0].clone();
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        Ok(ServerTls {
+            config: Arc::new(config),
+            fingerprint: fingerprint(&leaf),
+            leaf,
+        })
+    }
+}
+
+/// Colon-separated uppercase hex SHA-256 of a certificate.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// How a client checks the server's certificate.
+pub enum ServerVerification {
+    /// Trust the given roots (for example the web PKI).
+    Roots(rustls::RootCertStore),
+    /// Accept only this exact certificate (a self-signed server's).
+    Pinned(CertificateDer<'static>),
+    /// Accept any certificate (`insecure=1`): still a TLS handshake, no authentication.
+    Insecure,
+}
+
+/// A client TLS configuration.
+pub fn client_config(verification: ServerVerification) -> Arc<rustls::ClientConfig> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions");
+    let config = match verification {
+        ServerVerification::Roots(roots) => builder.with_root_certificates(roots),
+        ServerVerification::Pinned(cert) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptCert {
+                pinned: Some(cert),
+                provider: provider(),
+            })),
+        ServerVerification::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptCert {
+                pinned: None,
+                provider: provider(),
+            })),
+    }
+    .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Accepts a pinned certificate or, without a pin, any certificate; handshake
+/// signatures are still verified so the peer must hold the certificate's key.
+#[derive(Debug)]
+struct AcceptCert {
+    pinned: Option<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match &self.pinned {
+            Some(pinned) if pinned.as_ref() != end_entity.as_ref() => Err(
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            ),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_has_a_fingerprint() {
+        let tls = ServerTls::self_signed().unwrap();
+        assert_eq!(tls.fingerprint.len(), 32 * 3 - 1);
+        assert_eq!(tls.fingerprint, fingerprint(&tls.leaf));
+    }
+
+    #[test]
+    fn missing_and_empty_files_are_named() {
+        let err = ServerTls::from_pem_files(Path::new("/nonexistent.pem"), Path::new("/x"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent.pem"), "{err}");
+        let dir = std::env::temp_dir().join(format!("anytls-tls-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, b"not pem").unwrap();
+        let err = ServerTls::from_pem_files(&empty, &empty).err().unwrap();
+        assert!(matches!(err, TlsError::NoCertificate(_)), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
