@@ -1,0 +1,192 @@
+//! Test harness: the real server binary on 127.0.0.1 with an ephemeral port, local
+//! targets, and a glommio executor for the client side. Every loop is bounded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anytls::client::ClientConfig;
+use anytls::tls::{client_config, ServerVerification};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::{LocalExecutorBuilder, Placement};
+
+pub const PASSWORD: &str = "test-password";
+
+/// The server binary running as a child process.
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    baseline_fds: usize,
+}
+
+impl TestServer {
+    /// Starts the server with `--cores 1` and extra flags; waits until it listens.
+    pub fn start(extra: &[&str]) -> TestServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_anytls-server"))
+            .args(["-l", "127.0.0.1:0", "-p", PASSWORD, "--cores", "1"])
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("server binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap().to_owned();
+                    let _ = addr_tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()))
+            .parse()
+            .unwrap();
+        let mut server = TestServer {
+            child,
+            addr,
+            log,
+            baseline_fds: 0,
+        };
+        server.baseline_fds = server.fd_count();
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+
+    /// Waits (at most 10 s) for the server's fd count to return to its start value.
+    pub fn assert_fds_back_to_baseline(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut now = self.fd_count();
+        while now != self.baseline_fds && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            now = self.fd_count();
+        }
+        assert_eq!(
+            now, self.baseline_fds,
+            "server fds did not return to baseline"
+        );
+    }
+
+    /// Whether any log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Waits (at most `limit`) for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.logged(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig::new(
+            self.addr,
+            "localhost",
+            client_config(ServerVerification::Insecure),
+            PASSWORD,
+        )
+    }
+
+    /// Sends a signal and waits (at most `limit`) for the exit status.
+    pub fn signal_and_wait(&mut self, signal: i32, limit: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `fut` on a fresh glommio executor on this thread.
+pub fn run_local<T>(fut: impl std::future::Future<Output = T>) -> T {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(64 * 1024)
+        .make()
+        .expect("client executor")
+        .run(fut)
+}
+
+/// What a target does with a connection.
+#[derive(Clone, Copy)]
+pub enum TargetKind {
+    /// Sends back everything it receives.
+    Echo,
+    /// Reads and discards until EOF.
+    Sink,
+}
+
+/// Starts a target on 127.0.0.1 served by its own executor thread.
+pub fn spawn_target(kind: TargetKind) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        run_local(async move {
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let Ok(mut conn) = listener.accept().await else { continue };
+                glommio::spawn_local(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if let TargetKind::Echo = kind {
+                                    if conn.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                })
+                .detach();
+            }
+        })
+    });
+    rx.recv().unwrap()
+}
+
+/// A deterministic byte pattern for content checks.
+pub fn pattern(offset: usize, len: usize) -> Vec<u8> {
+    (offset..offset + len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
