@@ -80,7 +80,11 @@ impl Resolver {
             }
         };
         lookup
-            .map(|ips| ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
+            .map(|ips| {
+                ips.into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect()
+            })
             .map_err(|e| DialError::Resolve(host.clone(), e))
     }
 
@@ -92,7 +96,11 @@ impl Resolver {
                 cache.clear();
             }
         }
-        let ttl = if lookup.is_ok() { CACHE_TTL } else { NEGATIVE_TTL };
+        let ttl = if lookup.is_ok() {
+            CACHE_TTL
+        } else {
+            NEGATIVE_TTL
+        };
         cache.insert(host.to_owned(), (now + ttl, lookup));
     }
 }

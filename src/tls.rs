@@ -123,22 +123,25 @@ pub fn client_config(verification: ServerVerification) -> Arc<rustls::ClientConf
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions");
-    let config = match verification {
-        ServerVerification::Roots(roots) => builder.with_root_certificates(roots),
-        ServerVerification::Pinned(cert) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptCert {
-                pinned: Some(cert),
-                provider: provider(),
-            })),
-        ServerVerification::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptCert {
-                pinned: None,
-                provider: provider(),
-            })),
-    }
-    .with_no_client_auth();
+    let config =
+        match verification {
+            ServerVerification::Roots(roots) => builder.with_root_certificates(roots),
+            ServerVerification::Pinned(cert) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptCert {
+                    pinned: Some(cert),
+                    provider: provider(),
+                })),
+            ServerVerification::Insecure => {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AcceptCert {
+                        pinned: None,
+                        provider: provider(),
+                    }))
+            }
+        }
+        .with_no_client_auth();
     Arc::new(config)
 }
 

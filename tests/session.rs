@@ -84,7 +84,9 @@ fn relays_100_mb_byte_exact() {
     const TOTAL: usize = 100 * 1024 * 1024;
     const CHUNK: usize = 60 * 1024;
     run_local(async {
-        let session = ClientSession::connect(&server.client_config()).await.unwrap();
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
         let stream = session.open_stream(&Address::Ip(echo)).unwrap();
         let send = async {
             let mut sent = 0;
@@ -113,6 +115,7 @@ fn relays_100_mb_byte_exact() {
             .await
             .expect("100 MB echoed within 120 s");
         assert_eq!(received, TOTAL);
+        eprintln!("relayed {received} bytes");
     });
     server.assert_fds_back_to_baseline();
 }
@@ -122,7 +125,11 @@ fn thousand_streams_on_one_session() {
     let server = TestServer::start(&[]);
     let echo = spawn_target(TargetKind::Echo);
     run_local(async {
-        let session = Rc::new(ClientSession::connect(&server.client_config()).await.unwrap());
+        let session = Rc::new(
+            ClientSession::connect(&server.client_config())
+                .await
+                .unwrap(),
+        );
         // 1,000 streams, all open at once.
         let tasks: Vec<_> = (0..1000)
             .map(|i| {
@@ -185,7 +192,9 @@ fn wrong_password_gets_no_reply_and_others_are_served() {
         let config = server.client_config();
         let mut tls = connect_tls(&config).await.unwrap();
         tls.write_all(&preamble("not-the-password")).await.unwrap();
-        tls.write_all(&settings_frame(&default_md5())).await.unwrap();
+        tls.write_all(&settings_frame(&default_md5()))
+            .await
+            .unwrap();
         tls.flush().await.unwrap();
         let mut buf = [0u8; 64];
         let read = timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
@@ -221,7 +230,9 @@ fn preamble_split_across_records_authenticates() {
             .unwrap();
         assert_eq!(settings.2, b"v=2");
         assert!(
-            !frames.iter().any(|(c, _, _)| *c == Command::UpdatePaddingScheme),
+            !frames
+                .iter()
+                .any(|(c, _, _)| *c == Command::UpdatePaddingScheme),
             "md5 matched, so no padding update: {frames:?}"
         );
     });
@@ -241,7 +252,11 @@ fn syn_before_settings_gets_alert() {
         assert!(closed);
         assert_eq!(
             frames,
-            vec![(Command::Alert, 0, b"client did not send its settings".to_vec())]
+            vec![(
+                Command::Alert,
+                0,
+                b"client did not send its settings".to_vec()
+            )]
         );
     });
     server.assert_fds_back_to_baseline();
@@ -252,11 +267,22 @@ fn padding_update_when_md5_differs() {
     let server = TestServer::start(&[]);
     run_local(async {
         let mut tls = connect_tls(&server.client_config()).await.unwrap();
-        let wire = [preamble(PASSWORD), settings_frame("0123456789abcdef0123456789abcdef")].concat();
+        let wire = [
+            preamble(PASSWORD),
+            settings_frame("0123456789abcdef0123456789abcdef"),
+        ]
+        .concat();
         tls.write_all(&wire).await.unwrap();
         tls.flush().await.unwrap();
         let (frames, _) = read_frames(&mut tls, |f| f.len() >= 2).await;
-        assert_eq!(frames[0], (Command::UpdatePaddingScheme, 0, DEFAULT_SCHEME.as_bytes().to_vec()));
+        assert_eq!(
+            frames[0],
+            (
+                Command::UpdatePaddingScheme,
+                0,
+                DEFAULT_SCHEME.as_bytes().to_vec()
+            )
+        );
         assert_eq!(frames[1], (Command::ServerSettings, 0, b"v=2".to_vec()));
     });
 }
@@ -287,7 +313,9 @@ fn custom_scheme_reaches_the_client_session() {
 fn heartbeat_is_answered() {
     let server = TestServer::start(&[]);
     run_local(async {
-        let session = ClientSession::connect(&server.client_config()).await.unwrap();
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
         for _ in 0..3 {
             timeout(Duration::from_secs(5), session.heartbeat())
                 .await
@@ -303,9 +331,14 @@ fn unreachable_target_gets_synack_error_and_session_survives() {
     let server = TestServer::start(&[]);
     let echo = spawn_target(TargetKind::Echo);
     // A port nobody listens on: bind, learn the port, close.
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     run_local(async {
-        let session = ClientSession::connect(&server.client_config()).await.unwrap();
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
         let started = Instant::now();
         let stream = session.open_stream(&Address::Ip(closed_port)).unwrap();
         let result = timeout(Duration::from_secs(6), stream.established())
@@ -318,7 +351,11 @@ fn unreachable_target_gets_synack_error_and_session_survives() {
             }
             other => panic!("expected a SYNACK error, got {other:?}"),
         }
-        assert_eq!(stream.read(&mut [0u8; 16]).await, 0, "FIN follows the error");
+        assert_eq!(
+            stream.read(&mut [0u8; 16]).await,
+            0,
+            "FIN follows the error"
+        );
         echo_round_trip(&session, echo, b"session still usable").await;
     });
     server.assert_fds_back_to_baseline();
@@ -349,7 +386,8 @@ fn garbage_and_unknown_frames_are_skipped() {
         tls.write_all(&wire).await.unwrap();
         tls.flush().await.unwrap();
         let (frames, closed) = read_frames(&mut tls, |f| {
-            f.iter().any(|(c, sid, d)| *c == Command::Push && *sid == 2 && d == b"ping")
+            f.iter()
+                .any(|(c, sid, d)| *c == Command::Push && *sid == 2 && d == b"ping")
         })
         .await;
         assert!(!closed);
@@ -423,7 +461,8 @@ fn v1_client_gets_no_synack_or_server_settings() {
         frame::encode(Command::Push, 1, &address, &mut wire).unwrap();
         tls.write_all(&wire).await.unwrap();
         tls.flush().await.unwrap();
-        let (frames, _) = read_frames(&mut tls, |f| f.iter().any(|(c, _, _)| *c == Command::Push)).await;
+        let (frames, _) =
+            read_frames(&mut tls, |f| f.iter().any(|(c, _, _)| *c == Command::Push)).await;
         assert_eq!(frames, vec![(Command::Push, 1, b"hello".to_vec())]);
     });
 }
@@ -432,7 +471,9 @@ fn v1_client_gets_no_synack_or_server_settings() {
 fn idle_session_is_closed() {
     let server = TestServer::start(&["--idle-session-timeout", "1"]);
     run_local(async {
-        let session = ClientSession::connect(&server.client_config()).await.unwrap();
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
         session.heartbeat().await.unwrap();
         let started = Instant::now();
         timeout(Duration::from_secs(5), session.closed())

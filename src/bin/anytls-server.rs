@@ -106,8 +106,12 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
     let padding = match &args.padding_scheme {
         None => PaddingScheme::default(),
         Some(path) => {
-            let raw = std::fs::read(path)
-                .map_err(|e| Fatal(format!("cannot read padding scheme {}: {e}", path.display())))?;
+            let raw = std::fs::read(path).map_err(|e| {
+                Fatal(format!(
+                    "cannot read padding scheme {}: {e}",
+                    path.display()
+                ))
+            })?;
             PaddingScheme::parse(&raw)
                 .map_err(|e| Fatal(format!("invalid padding scheme {}: {e}", path.display())))?
         }

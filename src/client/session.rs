@@ -45,7 +45,12 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// A configuration with the default padding scheme.
-    pub fn new(server: SocketAddr, server_name: &str, tls: Arc<rustls::ClientConfig>, password: &str) -> Self {
+    pub fn new(
+        server: SocketAddr,
+        server_name: &str,
+        tls: Arc<rustls::ClientConfig>,
+        password: &str,
+    ) -> Self {
         ClientConfig {
             server,
             server_name: ServerName::try_from(server_name.to_owned())
@@ -135,7 +140,10 @@ impl ClientSession {
     pub fn open_stream(&self, target: &Address) -> io::Result<ClientStream> {
         let inner = &self.inner;
         if inner.closed.is_set() {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "session closed"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "session closed",
+            ));
         }
         let id = inner.next_id.get();
         inner.next_id.set(id + 1);
@@ -169,7 +177,10 @@ impl ClientSession {
         if pong.is_set() {
             Ok(())
         } else {
-            Err(io::Error::new(io::ErrorKind::NotConnected, "session closed"))
+            Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "session closed",
+            ))
         }
     }
 
@@ -235,7 +246,9 @@ impl Inner {
                     slot.resolve(if frame.data.is_empty() {
                         Ok(())
                     } else {
-                        Err(StreamError::Refused(String::from_utf8_lossy(frame.data).into_owned()))
+                        Err(StreamError::Refused(
+                            String::from_utf8_lossy(frame.data).into_owned(),
+                        ))
                     });
                 }
             }

@@ -190,7 +190,10 @@ mod tests {
         let pipe = Pipe::new(8);
         block_on(async {
             let mut push = pin!(pipe.push(&[1u8; 20]));
-            assert!(poll_once(push.as_mut()).await.is_none(), "must wait above limit");
+            assert!(
+                poll_once(push.as_mut()).await.is_none(),
+                "must wait above limit"
+            );
             assert_eq!(pipe.buffered(), 20, "bytes are accepted while waiting");
             let mut buf = [0u8; 15];
             assert_eq!(pipe.read(&mut buf).await, 15);

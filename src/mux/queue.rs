@@ -259,7 +259,10 @@ mod tests {
         let first = padder.shape(&[1u8; 10]).unwrap();
         assert_eq!(first.iter().map(Vec::len).collect::<Vec<_>>(), vec![100]);
         let second = padder.shape(&[1u8; 80]).unwrap();
-        assert_eq!(second.iter().map(Vec::len).collect::<Vec<_>>(), vec![50, 30]);
+        assert_eq!(
+            second.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![50, 30]
+        );
         assert!(padder.shape(&[1u8; 10]).is_none());
         assert!(padder.shape(&[1u8; 10]).is_none());
     }

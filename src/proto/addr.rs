@@ -81,8 +81,8 @@ impl Address {
                 out.extend_from_slice(&addr.ip().octets());
             }
             Address::Domain(name, _) => {
-                let len = u8::try_from(name.len())
-                    .map_err(|_| AddrError::DomainTooLong(name.len()))?;
+                let len =
+                    u8::try_from(name.len()).map_err(|_| AddrError::DomainTooLong(name.len()))?;
                 if len == 0 {
                     return Err(AddrError::EmptyDomain);
                 }
@@ -160,7 +160,11 @@ mod tests {
             let mut wire = Vec::new();
             address.encode(&mut wire).unwrap();
             for len in 0..wire.len() {
-                assert_eq!(Address::decode(&wire[..len]), Ok(None), "{address} prefix {len}");
+                assert_eq!(
+                    Address::decode(&wire[..len]),
+                    Ok(None),
+                    "{address} prefix {len}"
+                );
             }
         }
     }
@@ -168,10 +172,14 @@ mod tests {
     #[test]
     fn exact_wire_forms() {
         let mut wire = Vec::new();
-        Address::Domain("ab".into(), 0x1F90).encode(&mut wire).unwrap();
+        Address::Domain("ab".into(), 0x1F90)
+            .encode(&mut wire)
+            .unwrap();
         assert_eq!(wire, [3, 2, b'a', b'b', 0x1F, 0x90]);
         wire.clear();
-        Address::Ip("10.1.2.3:443".parse().unwrap()).encode(&mut wire).unwrap();
+        Address::Ip("10.1.2.3:443".parse().unwrap())
+            .encode(&mut wire)
+            .unwrap();
         assert_eq!(wire, [1, 10, 1, 2, 3, 1, 187]);
     }
 
@@ -189,7 +197,10 @@ mod tests {
             Err(AddrError::InvalidDomain)
         );
         let long = Address::Domain("x".repeat(256), 1);
-        assert_eq!(long.encode(&mut Vec::new()), Err(AddrError::DomainTooLong(256)));
+        assert_eq!(
+            long.encode(&mut Vec::new()),
+            Err(AddrError::DomainTooLong(256))
+        );
     }
 
     #[test]

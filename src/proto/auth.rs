@@ -70,7 +70,8 @@ pub struct Users {
 impl Users {
     /// Adds a user.
     pub fn add(&mut self, name: &str, password: &str) {
-        self.entries.push((name.to_owned(), PasswordHash::of(password)));
+        self.entries
+            .push((name.to_owned(), PasswordHash::of(password)));
     }
 
     /// Number of users.
@@ -142,7 +143,10 @@ mod tests {
         users.add("alice", "a-pass");
         users.add("bob", "b-pass");
         assert_eq!(users.authenticate(&PasswordHash::of("b-pass")), Some("bob"));
-        assert_eq!(users.authenticate(&PasswordHash::of("a-pass")), Some("alice"));
+        assert_eq!(
+            users.authenticate(&PasswordHash::of("a-pass")),
+            Some("alice")
+        );
         assert_eq!(users.authenticate(&PasswordHash::of("wrong")), None);
         assert_eq!(Users::default().authenticate(&PasswordHash::of("")), None);
     }

@@ -250,7 +250,9 @@ mod tests {
         encode_push(5, &payload, &mut out);
         let frames = decode_all(&out);
         assert_eq!(frames.len(), 4);
-        assert!(frames.iter().all(|(cmd, sid, _)| *cmd == Command::Push && *sid == 5));
+        assert!(frames
+            .iter()
+            .all(|(cmd, sid, _)| *cmd == Command::Push && *sid == 5));
         let joined: Vec<u8> = frames.into_iter().flat_map(|(_, _, d)| d).collect();
         assert_eq!(joined, payload);
         out.clear();

@@ -144,7 +144,10 @@ fn parse_rules(value: &str) -> Vec<Rule> {
 
 /// Lowercase hex md5 of `bytes`.
 pub fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Splits one session write into the records the scheme asks for, exactly as the
@@ -162,7 +165,10 @@ pub fn shape(mut payload: &[u8], steps: &[Step]) -> Vec<Vec<u8>> {
             payload = &payload[size..];
         } else if !payload.is_empty() {
             let mut record = payload.to_vec();
-            if let Some(waste) = size.checked_sub(payload.len() + HEADER_LEN).filter(|&w| w > 0) {
+            if let Some(waste) = size
+                .checked_sub(payload.len() + HEADER_LEN)
+                .filter(|&w| w > 0)
+            {
                 frame::encode_waste(waste, &mut record).expect("waste fits in a frame");
             }
             records.push(record);
@@ -226,11 +232,23 @@ mod tests {
 
         assert_eq!(PaddingScheme::parse(b""), Err(PaddingError::Empty));
         assert_eq!(PaddingScheme::parse(b"junk"), Err(PaddingError::Empty));
-        assert_eq!(PaddingScheme::parse(b"0=1-2"), Err(PaddingError::MissingStop));
-        assert_eq!(PaddingScheme::parse(b"stop=-1"), Err(PaddingError::MissingStop));
-        assert_eq!(PaddingScheme::parse(&[0xFF, b'=']), Err(PaddingError::NotUtf8));
+        assert_eq!(
+            PaddingScheme::parse(b"0=1-2"),
+            Err(PaddingError::MissingStop)
+        );
+        assert_eq!(
+            PaddingScheme::parse(b"stop=-1"),
+            Err(PaddingError::MissingStop)
+        );
+        assert_eq!(
+            PaddingScheme::parse(&[0xFF, b'=']),
+            Err(PaddingError::NotUtf8)
+        );
         let huge = vec![b'a'; 70_000];
-        assert_eq!(PaddingScheme::parse(&huge), Err(PaddingError::TooLong(70_000)));
+        assert_eq!(
+            PaddingScheme::parse(&huge),
+            Err(PaddingError::TooLong(70_000))
+        );
     }
 
     #[test]
@@ -267,7 +285,13 @@ mod tests {
     #[test]
     fn shape_splits_long_payload_and_stops_at_check() {
         let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        let steps = [Step::Size(400), Step::Check, Step::Size(700), Step::Check, Step::Size(300)];
+        let steps = [
+            Step::Size(400),
+            Step::Check,
+            Step::Size(700),
+            Step::Check,
+            Step::Size(300),
+        ];
         let records = shape(&payload, &steps);
         let lens: Vec<usize> = records.iter().map(Vec::len).collect();
         assert_eq!(lens, vec![400, 700]);
@@ -277,9 +301,15 @@ mod tests {
     #[test]
     fn shape_sends_pure_padding_and_leftover() {
         let records = shape(b"", &[Step::Size(10), Step::Size(20)]);
-        assert_eq!(records.iter().map(Vec::len).collect::<Vec<_>>(), vec![17, 27]);
+        assert_eq!(
+            records.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![17, 27]
+        );
         let records = shape(&[1u8; 30], &[Step::Size(10)]);
-        assert_eq!(records.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 20]);
+        assert_eq!(
+            records.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![10, 20]
+        );
         // A payload that leaves no room for a Waste header is sent as is.
         let records = shape(&[1u8; 95], &[Step::Size(100)]);
         assert_eq!(records, vec![vec![1u8; 95]]);

@@ -51,7 +51,9 @@ impl Settings {
 
     /// The announced protocol version (`v`), 0 when missing or not a number.
     pub fn version(&self) -> u32 {
-        self.get("v").and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+        self.get("v")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Every pair, in order.
@@ -117,6 +119,9 @@ mod tests {
 
     #[test]
     fn non_utf8_is_an_error() {
-        assert_eq!(Settings::decode(&[b'v', b'=', 0xFF]), Err(SettingsError::NotUtf8));
+        assert_eq!(
+            Settings::decode(&[b'v', b'=', 0xFF]),
+            Err(SettingsError::NotUtf8)
+        );
     }
 }

@@ -210,7 +210,10 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> Result<Vec<Socket>, StartEr
             Ok(socket)
         })
         .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|source| StartError::Bind { addr: actual, source })
+        .map_err(|source| StartError::Bind {
+            addr: actual,
+            source,
+        })
 }
 
 fn run_executor(
@@ -224,7 +227,9 @@ fn run_executor(
 ) {
     let fail = |reason: String| StartError::Executor { cpu, reason };
     if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-        let _ = ready.send(Err(fail("cannot pin the thread (sched_setaffinity)".into())));
+        let _ = ready.send(Err(fail(
+            "cannot pin the thread (sched_setaffinity)".into(),
+        )));
         return;
     }
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
@@ -278,7 +283,8 @@ async fn accept_loop(listener: &TcpListener, core: &Rc<CoreContext>) {
                     Err(_) => continue,
                 };
                 stream.set_nodelay(true).ok();
-                glommio::spawn_local(session::serve_connection(stream, peer, core.clone())).detach();
+                glommio::spawn_local(session::serve_connection(stream, peer, core.clone()))
+                    .detach();
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning, warn at most once a second.

@@ -89,7 +89,8 @@ mod tests {
     fn messages_say_how_to_fix() {
         let text = PreflightError::MemlockTooLow(1024).to_string();
         assert!(text.contains("ulimit -l"), "{text}");
-        let text = PreflightError::Disabled(std::io::Error::from_raw_os_error(libc::EPERM)).to_string();
+        let text =
+            PreflightError::Disabled(std::io::Error::from_raw_os_error(libc::EPERM)).to_string();
         assert!(text.contains("kernel.io_uring_disabled"), "{text}");
     }
 }

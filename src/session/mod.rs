@@ -88,7 +88,11 @@ async fn handshake(
     tcp: TcpStream,
     core: &CoreContext,
 ) -> Result<(TlsStream<TcpStream>, String, Vec<u8>), HandshakeError> {
-    let mut tls = core.acceptor.accept(tcp).await.map_err(HandshakeError::Tls)?;
+    let mut tls = core
+        .acceptor
+        .accept(tcp)
+        .await
+        .map_err(HandshakeError::Tls)?;
     let mut buf = Vec::new();
     loop {
         if let Some(preamble) = decode_preamble(&buf) {
@@ -101,14 +105,21 @@ async fn handshake(
             buf.drain(..preamble.len);
             return Ok((tls, user, buf));
         }
-        if read_more(&mut tls, &mut buf).await.map_err(HandshakeError::Read)? == 0 {
+        if read_more(&mut tls, &mut buf)
+            .await
+            .map_err(HandshakeError::Read)?
+            == 0
+        {
             return Err(HandshakeError::Closed);
         }
     }
 }
 
 /// Reads up to [`READ_CHUNK`] more bytes onto the end of `buf`.
-async fn read_more<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn read_more<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
     let filled = buf.len();
     buf.resize(filled + READ_CHUNK, 0);
     let result = reader.read(&mut buf[filled..]).await;
@@ -212,7 +223,11 @@ impl Session {
         }
     }
 
-    async fn read_loop<R: AsyncRead + Unpin>(self: &Rc<Self>, mut reader: R, mut buf: Vec<u8>) -> SessionEnd {
+    async fn read_loop<R: AsyncRead + Unpin>(
+        self: &Rc<Self>,
+        mut reader: R,
+        mut buf: Vec<u8>,
+    ) -> SessionEnd {
         let mut start = 0;
         loop {
             while let Some(frame) = frame::decode(&buf[start..]) {
@@ -265,11 +280,8 @@ impl Session {
         self.settings_received.set(true);
         let padding = &self.core.config.padding;
         if settings.get("padding-md5") != Some(padding.md5_hex()) {
-            self.queue.push_frame(
-                Command::UpdatePaddingScheme,
-                0,
-                padding.text().as_bytes(),
-            );
+            self.queue
+                .push_frame(Command::UpdatePaddingScheme, 0, padding.text().as_bytes());
         }
         let version = settings.version();
         self.version.set(version);
@@ -292,7 +304,10 @@ impl Session {
         }
         let mut streams = self.streams.borrow_mut();
         if streams.contains_key(&stream_id) {
-            debug!("{}: repeated SYN for live stream {stream_id} ignored", self.peer);
+            debug!(
+                "{}: repeated SYN for live stream {stream_id} ignored",
+                self.peer
+            );
             return Flow::Continue;
         }
         let entry = Rc::new(StreamEntry {

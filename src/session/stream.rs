@@ -60,10 +60,15 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) {
         pending.extend_from_slice(&chunk);
     };
     if matches!(&target, Address::Domain(name, _) if UOT_NAMES.contains(&name.as_str())) {
-        return refuse(session, id, "UDP over TCP is not supported by this server yet");
+        return refuse(
+            session,
+            id,
+            "UDP over TCP is not supported by this server yet",
+        );
     }
     let core = &session.core;
-    let outbound = match outbound::dial(&core.resolver, &target, core.config.connect_timeout).await {
+    let outbound = match outbound::dial(&core.resolver, &target, core.config.connect_timeout).await
+    {
         Ok(outbound) => outbound,
         Err(e) => {
             debug!("{peer}: stream {id}: {e}");
@@ -112,7 +117,9 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) {
 /// Tells the client its stream failed: SYNACK with the reason (v2), then FIN.
 fn refuse(session: &Session, id: u32, reason: &str) {
     if session.version.get() >= 2 {
-        session.queue.push_frame(Command::SynAck, id, reason.as_bytes());
+        session
+            .queue
+            .push_frame(Command::SynAck, id, reason.as_bytes());
     }
     session.queue.push_frame(Command::Fin, id, &[]);
 }

@@ -27,7 +27,12 @@ impl TestServer {
     /// Starts the server with `--cores 1` and extra flags; waits until it listens.
     pub fn start(extra: &[&str]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_anytls-server"))
-            .args(["-l", "127.0.0.1:0", "-p", PASSWORD, "--cores", "1"])
+            .args(["-l", "127.0.0.1:0", "-p", PASSWORD])
+            .args(if extra.contains(&"--cores") {
+                &[][..]
+            } else {
+                &["--cores", "1"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
@@ -105,16 +110,15 @@ impl TestServer {
     }
 
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig::new(
-            self.addr,
-            "localhost",
-            client_config(ServerVerification::Insecure),
-            PASSWORD,
-        )
+        client_config_for(self.addr)
     }
 
     /// Sends a signal and waits (at most `limit`) for the exit status.
-    pub fn signal_and_wait(&mut self, signal: i32, limit: Duration) -> Option<std::process::ExitStatus> {
+    pub fn signal_and_wait(
+        &mut self,
+        signal: i32,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
         let deadline = Instant::now() + limit;
@@ -133,6 +137,16 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A client configuration (insecure TLS, the test password) for a server at `addr`.
+pub fn client_config_for(addr: SocketAddr) -> ClientConfig {
+    ClientConfig::new(
+        addr,
+        "localhost",
+        client_config(ServerVerification::Insecure),
+        PASSWORD,
+    )
 }
 
 /// Runs `fut` on a fresh glommio executor on this thread.
@@ -161,7 +175,9 @@ pub fn spawn_target(kind: TargetKind) -> SocketAddr {
             let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             loop {
-                let Ok(mut conn) = listener.accept().await else { continue };
+                let Ok(mut conn) = listener.accept().await else {
+                    continue;
+                };
                 glommio::spawn_local(async move {
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
