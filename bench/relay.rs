@@ -151,6 +151,43 @@ async fn short_streams(
     total as f64 / started.elapsed().as_secs_f64()
 }
 
+/// CPU seconds used so far by this process's threads whose name starts with `prefix`.
+fn thread_cpu_seconds(prefix: &str) -> f64 {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            ticks +=
+                fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        }
+    }
+    ticks as f64 / ticks_per_second
+}
+
+/// Runs one row and prints its result with the server core's CPU use.
+async fn row(label: String, unit: &str, run: impl std::future::Future<Output = f64>) {
+    let cpu_before = thread_cpu_seconds("anytls-core");
+    let started = Instant::now();
+    let value = run.await;
+    let busy = (thread_cpu_seconds("anytls-core") - cpu_before) / started.elapsed().as_secs_f64();
+    println!(
+        "{label:<44} {value:>10.1} {unit:<10} {:>5.0}%",
+        busy * 100.0
+    );
+}
+
 fn main() {
     let options = options();
     let tls = ServerTls::self_signed().unwrap();
@@ -175,22 +212,19 @@ fn main() {
                 client_config(ServerVerification::Insecure),
                 PASSWORD,
             );
-            println!("{:<44} {:>14}", "scenario", "result");
+            println!("{:<44} {:>21} {:>6}", "scenario", "result", "server CPU");
             for streams in [1, 8] {
-                let mbps = throughput(&config, sink, streams, duration).await;
-                println!(
-                    "{:<44} {:>9.1} MB/s",
-                    format!("upload, {streams} stream(s), 1 session"),
-                    mbps
-                );
+                let label = format!("upload, {streams} stream(s), 1 session");
+                row(label, "MB/s", throughput(&config, sink, streams, duration)).await;
             }
             for concurrency in [1, 32] {
-                let rate = short_streams(&config, echo, concurrency, duration).await;
-                println!(
-                    "{:<44} {:>7.0} streams/s",
-                    format!("open+64B echo+close, {concurrency} in flight"),
-                    rate
-                );
+                let label = format!("open+64B echo+close, {concurrency} in flight");
+                row(
+                    label,
+                    "streams/s",
+                    short_streams(&config, echo, concurrency, duration),
+                )
+                .await;
             }
         });
     let stats = server.stats().snapshot();

@@ -12,6 +12,8 @@ use crate::proto::PaddingScheme;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on resolving and connecting to a stream's target.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a stream whose buffer is full may go without its target taking a byte.
+pub const DEFAULT_STREAM_STALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default lifetime of a session with no stream and no frame.
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -34,6 +36,9 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// A session with no open stream and no frame for this long is closed.
     pub session_idle_timeout: Duration,
+    /// A stream whose upload buffer is full and whose target takes no byte for this
+    /// long is closed, so the session (which stops reading meanwhile) goes on.
+    pub stream_stall_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -51,6 +56,7 @@ impl ServerConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
+            stream_stall_timeout: DEFAULT_STREAM_STALL_TIMEOUT,
         }
     }
 }

@@ -167,3 +167,19 @@ fn stats_line_is_logged_periodically() {
     });
     assert!(server.logged("Auth failures: 0"));
 }
+
+#[test]
+fn low_memlock_limit_is_explained() {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -l 128 && exec {} -l 127.0.0.1:0 -p x",
+            env!("CARGO_BIN_EXE_anytls-server")
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("RLIMIT_MEMLOCK"), "{stderr}");
+    assert!(stderr.contains("ulimit -l"), "{stderr}");
+}

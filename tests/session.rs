@@ -496,3 +496,47 @@ fn silent_connection_times_out_in_handshake() {
     assert!(started.elapsed() < Duration::from_secs(4));
     server.assert_fds_back_to_baseline();
 }
+
+#[test]
+fn stalled_target_is_bounded_then_closed() {
+    let server = TestServer::start(&["--stream-stall-timeout", "2"]);
+    let stalled = spawn_target(TargetKind::Stalled);
+    let echo = spawn_target(TargetKind::Echo);
+    let rss_before = server.rss_kib();
+    run_local(async {
+        let config = server.client_config();
+        let session = ClientSession::connect(&config).await.unwrap();
+        let stream = session.open_stream(&Address::Ip(stalled)).unwrap();
+        assert_eq!(stream.established().await, Ok(()));
+        // Offer up to 200 MB to a target that reads nothing.
+        let chunk = vec![0xAB; 64 * 1024];
+        let offer = async {
+            for _ in 0..3200 {
+                if stream.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            future::pending::<()>().await
+        };
+        let watch = async {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            let growth = server.rss_kib().saturating_sub(rss_before);
+            assert!(growth < 32 * 1024, "server RSS grew by {growth} KiB");
+            // The stall timeout closes the stream with FIN.
+            let mut buf = [0u8; 16];
+            let n = timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|| {
+                    panic!("no FIN after the stall timeout: {:?}", server.log_lines())
+                });
+            assert_eq!(n, 0);
+        };
+        future::or(offer, watch).await;
+        // The session itself goes on, and so does everyone else.
+        echo_round_trip(&session, echo, b"same session").await;
+        let other = ClientSession::connect(&config).await.unwrap();
+        echo_round_trip(&other, echo, b"other session").await;
+    });
+    assert!(server.logged("took no byte"));
+    server.assert_fds_back_to_baseline();
+}

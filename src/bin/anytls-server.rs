@@ -60,6 +60,11 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_SESSION_IDLE_TIMEOUT.as_secs())]
     idle_session_timeout: u64,
 
+    /// Seconds a stream may block its session (its 256 KiB upload buffer full) while
+    /// its target accepts no byte; then the stream is closed.
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_STREAM_STALL_TIMEOUT.as_secs())]
+    stream_stall_timeout: u64,
+
     /// Seconds between statistics log lines (0 turns them off).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     stats_interval: u64,
@@ -150,6 +155,7 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
         handshake_timeout: seconds("handshake-timeout", args.handshake_timeout)?,
         connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
         session_idle_timeout: seconds("idle-session-timeout", args.idle_session_timeout)?,
+        stream_stall_timeout: seconds("stream-stall-timeout", args.stream_stall_timeout)?,
     };
     Ok((config, certificate_note))
 }

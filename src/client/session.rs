@@ -228,6 +228,12 @@ impl Inner {
     }
 
     async fn handle_frame(&self, frame: Frame<'_>) -> bool {
+        log::trace!(
+            "client <- {:?} sid {} len {}",
+            frame.cmd,
+            frame.stream_id,
+            frame.data.len()
+        );
         let slot = || self.streams.borrow().get(&frame.stream_id).cloned();
         match frame.cmd {
             Command::Push => {
@@ -322,6 +328,8 @@ async fn read_loop<R: AsyncRead + Unpin>(inner: &Inner, mut reader: R) {
             Ok(0) | Err(_) => return,
             Ok(n) => buf.truncate(filled + n),
         }
+        // Let the writer and other tasks run even if the server never pauses.
+        future::yield_now().await;
     }
 }
 

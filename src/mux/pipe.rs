@@ -27,6 +27,7 @@ struct State {
     aborted: bool,
     consumer: Option<Waker>,
     producer: Option<Waker>,
+    consumed: u64,
 }
 
 impl State {
@@ -52,16 +53,28 @@ impl Pipe {
 
     /// Appends `bytes`, then waits until the backlog is at most the limit.
     pub async fn push(&self, bytes: &[u8]) -> Result<(), PipeClosed> {
-        {
-            let mut state = self.state.borrow_mut();
-            if state.aborted || state.finished {
-                return Err(PipeClosed);
-            }
-            state.data.extend_from_slice(bytes);
-            if let Some(waker) = state.consumer.take() {
-                waker.wake();
-            }
+        if self.append(bytes)? {
+            self.wait_room().await?;
         }
+        Ok(())
+    }
+
+    /// Appends `bytes` without waiting; `Ok(true)` if the backlog is now over the
+    /// limit and the producer should [`Pipe::wait_room`] before pushing more.
+    pub fn append(&self, bytes: &[u8]) -> Result<bool, PipeClosed> {
+        let mut state = self.state.borrow_mut();
+        if state.aborted || state.finished {
+            return Err(PipeClosed);
+        }
+        state.data.extend_from_slice(bytes);
+        if let Some(waker) = state.consumer.take() {
+            waker.wake();
+        }
+        Ok(state.buffered() > self.limit)
+    }
+
+    /// Waits until the backlog is at most the limit.
+    pub async fn wait_room(&self) -> Result<(), PipeClosed> {
         poll_fn(|cx| {
             let mut state = self.state.borrow_mut();
             if state.aborted {
@@ -74,6 +87,11 @@ impl Pipe {
             }
         })
         .await
+    }
+
+    /// Bytes the consumer has taken since the pipe was made.
+    pub fn consumed(&self) -> u64 {
+        self.state.borrow().consumed
     }
 
     /// No more bytes will be pushed; the consumer sees EOF once it has drained the rest.
@@ -118,7 +136,7 @@ impl Pipe {
         }
     }
 
-    fn consumed(state: &mut State) {
+    fn after_consuming(state: &mut State) {
         if state.buffered() == 0 {
             state.data.clear();
             state.read_pos = 0;
@@ -136,13 +154,14 @@ impl Pipe {
         }
         let mut state = self.state.borrow_mut();
         out.clear();
+        state.consumed += state.buffered() as u64;
         if state.read_pos == 0 {
             std::mem::swap(out, &mut state.data);
         } else {
             out.extend_from_slice(&state.data[state.read_pos..]);
             state.read_pos = state.data.len();
         }
-        Self::consumed(&mut state);
+        Self::after_consuming(&mut state);
         true
     }
 
@@ -156,7 +175,8 @@ impl Pipe {
         let n = buf.len().min(state.buffered());
         buf[..n].copy_from_slice(&state.data[start..start + n]);
         state.read_pos += n;
-        Self::consumed(&mut state);
+        state.consumed += n as u64;
+        Self::after_consuming(&mut state);
         n
     }
 }
@@ -197,6 +217,7 @@ mod tests {
             assert_eq!(pipe.buffered(), 20, "bytes are accepted while waiting");
             let mut buf = [0u8; 15];
             assert_eq!(pipe.read(&mut buf).await, 15);
+            assert_eq!(pipe.consumed(), 15);
             assert_eq!(poll_once(push.as_mut()).await, Some(Ok(())));
         });
     }

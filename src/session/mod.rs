@@ -154,6 +154,9 @@ enum Flow {
 struct StreamEntry {
     /// Client->target bytes, the target address first.
     upload: Pipe,
+    /// Set when the session gives up on the stream (its target stalled): the
+    /// stream's task ends and the client gets FIN.
+    reset: Event,
 }
 
 /// A session's state, shared by its loops and its stream tasks.
@@ -243,6 +246,10 @@ impl Session {
                 Ok(_) => self.last_activity.set(Instant::now()),
                 Err(e) => return SessionEnd::ReadFailed(e),
             }
+            // A client that keeps the socket full would otherwise keep this loop from
+            // ever returning Pending, starving this session's writer and every other
+            // task on the core.
+            future::yield_now().await;
         }
     }
 
@@ -253,8 +260,7 @@ impl Session {
             Command::Push => {
                 let stream = self.streams.borrow().get(&frame.stream_id).cloned();
                 if let Some(stream) = stream {
-                    // A closed pipe means the stream is ending: its bytes have nowhere to go.
-                    let _ = stream.upload.push(frame.data).await;
+                    self.push_upload(frame.stream_id, &stream, frame.data).await;
                 }
             }
             Command::Fin => {
@@ -270,6 +276,33 @@ impl Session {
             other => debug!("{}: ignoring {other:?} frame from client", self.peer),
         }
         Flow::Continue
+    }
+
+    /// Hands client bytes to a stream. Past the stream's buffer limit the session
+    /// stops reading until the target drains; a target that takes no byte for
+    /// `stream_stall_timeout` loses its stream (FIN) so the session can go on.
+    async fn push_upload(&self, id: u32, stream: &StreamEntry, data: &[u8]) {
+        // A closed pipe means the stream is ending: its bytes have nowhere to go.
+        if !matches!(stream.upload.append(data), Ok(true)) {
+            return;
+        }
+        let limit = self.core.config.stream_stall_timeout;
+        loop {
+            let consumed = stream.upload.consumed();
+            match timeout(limit, stream.upload.wait_room()).await {
+                Some(_) => return,
+                None if stream.upload.consumed() == consumed => {
+                    debug!(
+                        "{}: stream {id}: target took no byte for {limit:?}, closing it",
+                        self.peer
+                    );
+                    stream.upload.abort();
+                    stream.reset.set();
+                    return;
+                }
+                None => {}
+            }
+        }
     }
 
     fn on_settings(&self, data: &[u8]) {
@@ -312,6 +345,7 @@ impl Session {
         }
         let entry = Rc::new(StreamEntry {
             upload: Pipe::new(STREAM_UPLOAD_LIMIT),
+            reset: Event::default(),
         });
         streams.insert(stream_id, entry.clone());
         glommio::spawn_local(stream::run(self.clone(), stream_id, entry)).detach();

@@ -29,7 +29,25 @@ pub(super) async fn run(session: Rc<Session>, id: u32, entry: Rc<StreamEntry>) {
     let counters = session.core.counters();
     counters.streams_open.add(1);
     counters.streams_total.add(1);
-    future::or(serve(&session, id, &entry), session.closed.wait()).await;
+    let reset = async {
+        entry.reset.wait().await;
+        true
+    };
+    let session_closed = async {
+        session.closed.wait().await;
+        false
+    };
+    // A reset also aborts the upload pipe, so `serve` may see it first as a plain end.
+    let send_fin = future::or(
+        serve(&session, id, &entry),
+        future::or(reset, session_closed),
+    )
+    .await
+        || entry.reset.is_set();
+    if send_fin {
+        session.queue.push_frame(Command::Fin, id, &[]);
+    }
+    log::trace!("{}: stream {id} ended (FIN sent: {send_fin})", session.peer);
     {
         let mut streams = session.streams.borrow_mut();
         if streams.get(&id).is_some_and(|e| Rc::ptr_eq(e, &entry)) {
@@ -41,7 +59,8 @@ pub(super) async fn run(session: Rc<Session>, id: u32, entry: Rc<StreamEntry>) {
     session.core.counters().streams_open.sub(1);
 }
 
-async fn serve(session: &Session, id: u32, entry: &StreamEntry) {
+/// Serves the stream; `true` if the client must be sent FIN.
+async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
     let peer = session.peer;
     let mut pending = Vec::new();
     let mut chunk = Vec::new();
@@ -55,7 +74,7 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) {
             Err(e) => return refuse(session, id, &format!("bad target address: {e}")),
         }
         if !entry.upload.take_all(&mut chunk).await {
-            return; // FIN (or session end) before a whole address arrived.
+            return false; // FIN (or session end) before a whole address arrived.
         }
         pending.extend_from_slice(&chunk);
     };
@@ -109,17 +128,15 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) {
             }
         }
     };
-    if let RelayEnd::TargetFinished = future::or(upload, download).await {
-        session.queue.push_frame(Command::Fin, id, &[]);
-    }
+    matches!(future::or(upload, download).await, RelayEnd::TargetFinished)
 }
 
-/// Tells the client its stream failed: SYNACK with the reason (v2), then FIN.
-fn refuse(session: &Session, id: u32, reason: &str) {
+/// Tells the client its stream failed: SYNACK with the reason (v2); FIN follows.
+fn refuse(session: &Session, id: u32, reason: &str) -> bool {
     if session.version.get() >= 2 {
         session
             .queue
             .push_frame(Command::SynAck, id, reason.as_bytes());
     }
-    session.queue.push_frame(Command::Fin, id, &[]);
+    true
 }

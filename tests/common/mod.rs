@@ -34,7 +34,10 @@ impl TestServer {
                 &["--cores", "1"][..]
             })
             .args(extra)
-            .env("RUST_LOG", "debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("SERVER_LOG").unwrap_or_else(|_| "debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -90,6 +93,21 @@ impl TestServer {
             now, self.baseline_fds,
             "server fds did not return to baseline"
         );
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Every log line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// Whether any log line contains `needle`.
@@ -151,6 +169,7 @@ pub fn client_config_for(addr: SocketAddr) -> ClientConfig {
 
 /// Runs `fut` on a fresh glommio executor on this thread.
 pub fn run_local<T>(fut: impl std::future::Future<Output = T>) -> T {
+    let _ = env_logger::builder().is_test(true).try_init();
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(64 * 1024)
         .make()
@@ -165,6 +184,8 @@ pub enum TargetKind {
     Echo,
     /// Reads and discards until EOF.
     Sink,
+    /// Accepts and never reads: a target slower than any client.
+    Stalled,
 }
 
 /// Starts a target on 127.0.0.1 served by its own executor thread.
@@ -179,6 +200,9 @@ pub fn spawn_target(kind: TargetKind) -> SocketAddr {
                     continue;
                 };
                 glommio::spawn_local(async move {
+                    if let TargetKind::Stalled = kind {
+                        glommio::timer::sleep(Duration::from_secs(3600)).await;
+                    }
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
                         match conn.read(&mut buf).await {
