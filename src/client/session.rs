@@ -51,12 +51,24 @@ impl ClientConfig {
         tls: Arc<rustls::ClientConfig>,
         password: &str,
     ) -> Self {
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .unwrap_or_else(|_| ServerName::IpAddress(server.ip().into()));
+        Self::from_parts(server, server_name, tls, PasswordHash::of(password))
+    }
+
+    /// A configuration from already-parsed parts, with the default padding scheme.
+    /// (A `ClientConfig` is executor-local; threads share these parts and build one each.)
+    pub fn from_parts(
+        server: SocketAddr,
+        server_name: ServerName<'static>,
+        tls: Arc<rustls::ClientConfig>,
+        password: PasswordHash,
+    ) -> Self {
         ClientConfig {
             server,
-            server_name: ServerName::try_from(server_name.to_owned())
-                .unwrap_or_else(|_| ServerName::IpAddress(server.ip().into())),
+            server_name,
             tls,
-            password: PasswordHash::of(password),
+            password,
             padding: Rc::new(RefCell::new(Arc::new(PaddingScheme::default()))),
             client_name: format!("anytls-rs/{}", env!("CARGO_PKG_VERSION")),
         }
@@ -202,6 +214,11 @@ impl ClientSession {
     /// Waits until the session ends.
     pub async fn closed(&self) {
         self.inner.closed.wait().await
+    }
+
+    /// Closes the session.
+    pub fn close(&self) {
+        self.inner.close();
     }
 
     /// Streams not yet closed.

@@ -22,6 +22,8 @@ use crate::mux::Event;
 
 /// How often executors look at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(50);
+/// How long a bind keeps retrying a port in use (a previous instance's ring teardown).
+const RESTART_BIND_GRACE: Duration = Duration::from_millis(1000);
 /// Listen backlog of each core's listener.
 const LISTEN_BACKLOG: i32 = 4096;
 /// io_uring memory per executor; glommio uses it only for file I/O, which we do not do.
@@ -129,13 +131,30 @@ impl Drop for Executors {
 }
 
 /// Binds one `SO_REUSEPORT` listener per core on the same address. The first bind
-/// is made without `SO_REUSEPORT` to learn whether anyone else holds the port
+/// is made without `SO_REUSEPORT` to learn whether anyone else listens on the port
 /// (otherwise a second server of the same user would silently share it).
 fn bind_listeners(addr: SocketAddr, count: usize) -> Result<Vec<Socket>, StartError> {
     let bind_error = |source| StartError::Bind { addr, source };
     let domain = Domain::for_address(addr);
     let probe = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(bind_error)?;
-    probe.bind(&addr.into()).map_err(bind_error)?;
+    // SO_REUSEADDR lets a restart bind over TIME_WAIT leftovers; Linux still refuses
+    // it while anyone listens on the port.
+    probe.set_reuse_address(true).map_err(bind_error)?;
+    // A server that just exited may hold the port a moment longer: its io_uring is
+    // torn down asynchronously by the kernel, listener included.
+    let deadline = std::time::Instant::now() + RESTART_BIND_GRACE;
+    loop {
+        match probe.bind(&addr.into()) {
+            Ok(()) => break,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(bind_error(e)),
+        }
+    }
     let actual = probe
         .local_addr()
         .map_err(bind_error)?
@@ -171,7 +190,9 @@ fn run_executor<Fut: Future<Output = ()> + 'static>(
 ) {
     let fail = |reason: String| StartError::Executor { cpu, reason };
     if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-        let _ = ready.send(Err(fail("cannot pin the thread (sched_setaffinity)".into())));
+        let _ = ready.send(Err(fail(
+            "cannot pin the thread (sched_setaffinity)".into(),
+        )));
         return;
     }
     let executor = LocalExecutorBuilder::new(Placement::Unbound)

@@ -144,7 +144,9 @@ async fn accept_loop(listener: &TcpListener, core: &Rc<CoreContext>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let Ok(peer) = stream.peer_addr() else { continue };
+                let Ok(peer) = stream.peer_addr() else {
+                    continue;
+                };
                 stream.set_nodelay(true).ok();
                 glommio::spawn_local(session::serve_connection(stream, peer, core.clone()))
                     .detach();

@@ -26,8 +26,13 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the server with `--cores 1` and extra flags; waits until it listens.
     pub fn start(extra: &[&str]) -> TestServer {
+        Self::start_on("127.0.0.1:0", extra)
+    }
+
+    /// Starts the server listening on `listen`.
+    pub fn start_on(listen: &str, extra: &[&str]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_anytls-server"))
-            .args(["-l", "127.0.0.1:0", "-p", PASSWORD])
+            .args(["-l", listen, "-p", PASSWORD])
             .args(if extra.contains(&"--cores") {
                 &[][..]
             } else {
@@ -43,24 +48,7 @@ impl TestServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("server binary starts");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap().to_owned();
-                    let _ = addr_tx.send(addr);
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()))
-            .parse()
-            .unwrap();
+        let (log, addr) = watch_log(&mut child, "listening on ");
         let mut server = TestServer {
             child,
             addr,
@@ -155,6 +143,102 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Collects a child's stderr lines and waits (20 s at most) for the address that
+/// follows `marker` in one of them.
+fn watch_log(child: &mut Child, marker: &'static str) -> (Arc<Mutex<Vec<String>>>, SocketAddr) {
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split(marker).nth(1) {
+                let addr = rest.split_whitespace().next().unwrap().to_owned();
+                let _ = addr_tx.send(addr);
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("process did not start: {:?}", log.lock().unwrap()))
+        .parse()
+        .unwrap();
+    (log, addr)
+}
+
+/// The client binary (SOCKS5 inbound) running as a child process.
+pub struct TestClient {
+    child: Child,
+    pub socks: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestClient {
+    /// Starts `anytls-client` against `server` with `--insecure` and extra flags.
+    pub fn start(server: SocketAddr, extra: &[&str]) -> TestClient {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_anytls-client"))
+            .args(["-l", "127.0.0.1:0", "-s", &server.to_string(), "--insecure"])
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("client binary starts");
+        let (log, socks) = watch_log(&mut child, "SOCKS5 listening on ");
+        TestClient { child, socks, log }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Every log line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens a SOCKS5 CONNECT to `target` through `proxy`; returns the stream and the
+/// reply code (0 = success).
+pub fn socks_connect(proxy: SocketAddr, target: SocketAddr) -> (std::net::TcpStream, u8) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(proxy).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(&[5, 1, 0]).unwrap();
+    let mut method = [0u8; 2];
+    conn.read_exact(&mut method).unwrap();
+    assert_eq!(method, [5, 0]);
+    let mut request = vec![5, 1, 0];
+    anytls::proto::Address::Ip(target)
+        .encode(&mut request)
+        .unwrap();
+    conn.write_all(&request).unwrap();
+    let mut reply = [0u8; 10];
+    conn.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[0], 5);
+    (conn, reply[1])
+}
+
+/// Writes `message` and reads the same number of bytes back.
+pub fn echo_through(conn: &mut std::net::TcpStream, message: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    conn.write_all(message).unwrap();
+    let mut back = vec![0u8; message.len()];
+    conn.read_exact(&mut back).unwrap();
+    back
 }
 
 /// A client configuration (insecure TLS, the test password) for a server at `addr`.

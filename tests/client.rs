@@ -1,0 +1,184 @@
+//! anytls-client (SOCKS5 inbound) and anytls-server from this repo over real TLS
+//! on 127.0.0.1.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn socks_connect_reaches_target_byte_exact() {
+    let server = TestServer::start(&[]);
+    let client = TestClient::start(server.addr, &["-p", PASSWORD]);
+    let echo = spawn_target(TargetKind::Echo);
+    let (mut conn, reply) = socks_connect(client.socks, echo);
+    assert_eq!(reply, 0);
+    const TOTAL: usize = 8 * 1024 * 1024;
+    let mut writer = conn.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for offset in (0..TOTAL).step_by(64 * 1024) {
+            writer.write_all(&pattern(offset, 64 * 1024)).unwrap();
+        }
+    });
+    let mut received = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while received < TOTAL {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {received} bytes");
+        assert!(
+            buf[..n] == pattern(received, n)[..],
+            "differs at {received}"
+        );
+        received += n;
+    }
+    sender.join().unwrap();
+    drop(conn);
+    drop(client);
+    server.assert_fds_back_to_baseline();
+}
+
+#[test]
+fn sequential_connections_reuse_one_session() {
+    let server = TestServer::start(&["--stats-interval", "1"]);
+    let client = TestClient::start(server.addr, &["-p", PASSWORD]);
+    let echo = spawn_target(TargetKind::Echo);
+    for i in 0..10 {
+        let (mut conn, reply) = socks_connect(client.socks, echo);
+        assert_eq!(reply, 0);
+        let message = pattern(i, 100 + i);
+        assert_eq!(echo_through(&mut conn, &message), message);
+        drop(conn);
+        // Let the client see the end of the stream before the next connection.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.wait_for_log(
+            "Sessions: 1 open (1 total), Streams: 0 open (10 total)",
+            Duration::from_secs(5)
+        ),
+        "{:?}",
+        server.log_lines()
+    );
+}
+
+#[test]
+fn idle_cleanup_keeps_min_idle_sessions() {
+    let server = TestServer::start(&["--stats-interval", "1"]);
+    let client = TestClient::start(
+        server.addr,
+        &[
+            "-p",
+            PASSWORD,
+            "-m",
+            "2",
+            "--idle-session-timeout",
+            "1",
+            "--idle-check-interval",
+            "1",
+        ],
+    );
+    let echo = spawn_target(TargetKind::Echo);
+    // Five connections open at once need five sessions.
+    let mut conns: Vec<_> = (0..5)
+        .map(|i| {
+            let (mut conn, reply) = socks_connect(client.socks, echo);
+            assert_eq!(reply, 0);
+            assert_eq!(echo_through(&mut conn, &[i; 10]), vec![i; 10]);
+            conn
+        })
+        .collect();
+    conns.clear();
+    assert!(server.wait_for_log("Sessions: 5 open (5 total)", Duration::from_secs(5)));
+    assert!(
+        server.wait_for_log("Sessions: 2 open (5 total)", Duration::from_secs(8)),
+        "{:?}",
+        server.log_lines()
+    );
+    // And it stays at two.
+    std::thread::sleep(Duration::from_millis(2500));
+    let last = server
+        .log_lines()
+        .into_iter()
+        .rev()
+        .find(|l| l.contains("[Server Stats]"))
+        .unwrap();
+    assert!(last.contains("Sessions: 2 open (5 total)"), "{last}");
+    drop(client);
+}
+
+#[test]
+fn synack_error_becomes_socks_failure() {
+    let server = TestServer::start(&[]);
+    let client = TestClient::start(server.addr, &["-p", PASSWORD]);
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let started = Instant::now();
+    let (_conn, reply) = socks_connect(client.socks, closed_port);
+    assert_eq!(reply, 5, "connection refused");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The session survives for the next connection.
+    let echo = spawn_target(TargetKind::Echo);
+    let (mut conn, reply) = socks_connect(client.socks, echo);
+    assert_eq!(reply, 0);
+    assert_eq!(echo_through(&mut conn, b"after refusal"), b"after refusal");
+}
+
+#[test]
+fn wrong_password_fails_cleanly() {
+    let server = TestServer::start(&[]);
+    let mut client = TestClient::start(server.addr, &["-p", "wrong-password"]);
+    let echo = spawn_target(TargetKind::Echo);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (_conn, reply) = socks_connect(client.socks, echo);
+        assert_ne!(reply, 0);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    assert!(client.is_running());
+    assert!(server.wait_for_log("authentication failed", Duration::from_secs(2)));
+}
+
+#[test]
+fn client_recovers_after_server_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let echo = spawn_target(TargetKind::Echo);
+    let server = TestServer::start_on(&listen, &[]);
+    let client = TestClient::start(server.addr, &["-p", PASSWORD]);
+    let (mut conn, reply) = socks_connect(client.socks, echo);
+    assert_eq!(reply, 0);
+    assert_eq!(echo_through(&mut conn, b"before"), b"before");
+    drop(conn);
+    drop(server); // SIGKILL: the idle session dies with it
+    let server = TestServer::start_on(&listen, &[]);
+    let (mut conn, reply) = socks_connect(client.socks, echo);
+    assert_eq!(reply, 0, "{:?}", client.log_lines());
+    assert_eq!(echo_through(&mut conn, b"after"), b"after");
+    drop(server);
+}
+
+#[test]
+fn bad_client_flags_exit_2() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_anytls-client"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["-s", "anytls://@:1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["-s", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password is required"));
+    let out = run(&["-s", "127.0.0.1:1", "-p", "x", "--ca", "/nonexistent.pem"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.pem"));
+}
