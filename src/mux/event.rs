@@ -1,21 +1,28 @@
 //! A one-shot, executor-local event: set once, awaited by any number of tasks.
+//!
+//! Waiters live in a slab and a waiter leaves it when its future is dropped, so a
+//! long-lived event (a session's "closed") that thousands of short-lived tasks wait
+//! on in turn holds only the waiters that are still waiting.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
-use std::task::{Poll, Waker};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use slab::Slab;
 
 /// Set once; every waiter (present and future) then completes.
 #[derive(Default)]
 pub struct Event {
     set: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: RefCell<Slab<Waker>>,
 }
 
 impl Event {
     /// Sets the event and wakes every waiter.
     pub fn set(&self) {
         if !self.set.replace(true) {
-            for waker in self.waiters.take() {
+            for waker in self.waiters.take().drain() {
                 waker.wake();
             }
         }
@@ -27,17 +34,94 @@ impl Event {
     }
 
     /// Completes once the event is set.
-    pub async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.set.get() {
-                return Poll::Ready(());
+    pub fn wait(&self) -> Wait<'_> {
+        Wait {
+            event: self,
+            key: None,
+        }
+    }
+
+    /// Tasks waiting now.
+    pub fn waiters(&self) -> usize {
+        self.waiters.borrow().len()
+    }
+}
+
+/// The future of [`Event::wait`].
+pub struct Wait<'a> {
+    event: &'a Event,
+    key: Option<usize>,
+}
+
+impl Future for Wait<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.event.set.get() {
+            self.key = None;
+            return Poll::Ready(());
+        }
+        let mut waiters = self.event.waiters.borrow_mut();
+        match self.key {
+            Some(key) => {
+                if let Some(waker) = waiters.get_mut(key) {
+                    if !waker.will_wake(cx.waker()) {
+                        waker.clone_from(cx.waker());
+                    }
+                }
             }
-            let mut waiters = self.waiters.borrow_mut();
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
+            None => {
+                let key = waiters.insert(cx.waker().clone());
+                drop(waiters);
+                self.key = Some(key);
             }
-            Poll::Pending
-        })
-        .await
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            let mut waiters = self.event.waiters.borrow_mut();
+            if waiters.contains(key) {
+                waiters.remove(key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::{block_on, poll_once};
+    use std::pin::pin;
+
+    #[test]
+    fn waiters_complete_when_set() {
+        let event = Event::default();
+        block_on(async {
+            let mut a = pin!(event.wait());
+            let mut b = pin!(event.wait());
+            assert!(poll_once(a.as_mut()).await.is_none());
+            assert!(poll_once(b.as_mut()).await.is_none());
+            assert_eq!(event.waiters(), 2);
+            event.set();
+            assert!(poll_once(a.as_mut()).await.is_some());
+            assert!(poll_once(b.as_mut()).await.is_some());
+            event.wait().await;
+        });
+    }
+
+    #[test]
+    fn dropped_waiters_leave() {
+        let event = Event::default();
+        block_on(async {
+            for _ in 0..1000 {
+                let mut wait = pin!(event.wait());
+                assert!(poll_once(wait.as_mut()).await.is_none());
+            }
+        });
+        assert_eq!(event.waiters(), 0, "no waker kept for finished waits");
     }
 }

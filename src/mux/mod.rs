@@ -11,7 +11,7 @@ mod queue;
 mod split;
 mod time;
 
-pub use event::Event;
+pub use event::{Event, Wait};
 pub use pipe::{Pipe, PipeClosed};
 pub use queue::{write_loop, Padder, SharedScheme, WriteQueue, QUEUE_HIGH_WATER};
 pub use split::{split, ReadHalf, WriteHalf};

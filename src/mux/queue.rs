@@ -72,7 +72,10 @@ impl WriteQueue {
                 Self::wake_writer(&mut state);
                 Poll::Ready(Ok(()))
             } else {
-                state.waiting_for_room.push(cx.waker().clone());
+                // One entry per waiting task, however often it is polled.
+                if !state.waiting_for_room.iter().any(|w| w.will_wake(cx.waker())) {
+                    state.waiting_for_room.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         })
