@@ -73,7 +73,11 @@ impl WriteQueue {
                 Poll::Ready(Ok(()))
             } else {
                 // One entry per waiting task, however often it is polled.
-                if !state.waiting_for_room.iter().any(|w| w.will_wake(cx.waker())) {
+                if !state
+                    .waiting_for_room
+                    .iter()
+                    .any(|w| w.will_wake(cx.waker()))
+                {
                     state.waiting_for_room.push(cx.waker().clone());
                 }
                 Poll::Pending

@@ -27,7 +27,7 @@ const RESTART_BIND_GRACE: Duration = Duration::from_millis(1000);
 /// Listen backlog of each core's listener.
 const LISTEN_BACKLOG: i32 = 4096;
 /// io_uring memory per executor; glommio uses it only for file I/O, which we do not do.
-const EXECUTOR_IO_MEMORY: usize = 256 * 1024;
+const EXECUTOR_IO_MEMORY: usize = 64 * 1024;
 /// Threads per core for blocking work (name resolution).
 const BLOCKING_THREADS: usize = 2;
 
