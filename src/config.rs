@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::pool::PoolConfig;
 use crate::proto::auth::Users;
 use crate::proto::PaddingScheme;
 
@@ -39,6 +40,8 @@ pub struct ServerConfig {
     /// A stream whose upload buffer is full and whose target takes no byte for this
     /// long is closed, so the session (which stops reading meanwhile) goes on.
     pub stream_stall_timeout: Duration,
+    /// The outbound connection pool.
+    pub pool: PoolConfig,
 }
 
 impl ServerConfig {
@@ -57,6 +60,7 @@ impl ServerConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             stream_stall_timeout: DEFAULT_STREAM_STALL_TIMEOUT,
+            pool: PoolConfig::default(),
         }
     }
 }

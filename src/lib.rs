@@ -10,6 +10,7 @@
 //!   session's frame loop and each stream's relay.
 //! - [`client`]: the client side of a session (used by the tests and the client).
 //! - [`outbound`]: dialing targets: off-executor name resolution with a per-core cache.
+//! - [`pool`]: the outbound connection pool (none, lock, lockfree, highperf).
 //! - [`runtime`]: one pinned glommio executor per core, `SO_REUSEPORT` listeners,
 //!   start-up checks, shutdown.
 //! - [`tls`]: rustls configuration, PEM loading, the self-signed default.
@@ -20,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod mux;
 pub mod outbound;
+pub mod pool;
 pub mod proto;
 pub mod runtime;
 pub mod session;

@@ -1,6 +1,6 @@
 //! Outbound connections to stream targets: names resolved off the executor (the
 //! blocking `getaddrinfo` runs on glommio's blocking pool) through a small per-core
-//! cache, and connects only to `SocketAddr`s, bounded by one timeout.
+//! cache; connections only ever go to `SocketAddr`s.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 
-use crate::mux::timeout;
 use crate::proto::Address;
 
 /// How long a resolved name is reused.
@@ -29,6 +28,9 @@ pub enum DialError {
     /// Every address refused or failed.
     #[error("connect {0}: {1}")]
     Connect(Address, io::Error),
+    /// The pool holds `--max-outbound-connections` and none is a spare to close.
+    #[error("outbound connection limit reached")]
+    LimitReached,
     /// Resolving + connecting took longer than allowed.
     #[error("connect {0}: timed out after {1:?}")]
     Timeout(Address, Duration),
@@ -105,27 +107,17 @@ impl Resolver {
     }
 }
 
-/// Resolves and connects to `address`, trying each address in turn, all within `limit`.
-pub async fn dial(
-    resolver: &Resolver,
-    address: &Address,
-    limit: Duration,
-) -> Result<TcpStream, DialError> {
-    let attempt = async {
-        let addrs = resolver.resolve(address).await?;
-        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address");
-        for addr in addrs {
-            match TcpStream::connect_timeout(addr, limit).await {
-                Ok(stream) => {
-                    stream.set_nodelay(true).ok();
-                    return Ok(stream);
-                }
-                Err(e) => last_error = e.into(),
+/// Dials the resolved addresses in turn, each within `limit`.
+pub async fn dial_any(addrs: &[SocketAddr], limit: Duration) -> io::Result<TcpStream> {
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(*addr, limit).await {
+            Ok(stream) => {
+                stream.set_nodelay(true).ok();
+                return Ok(stream);
             }
+            Err(e) => last_error = e.into(),
         }
-        Err(DialError::Connect(address.clone(), last_error))
-    };
-    timeout(limit, attempt)
-        .await
-        .unwrap_or_else(|| Err(DialError::Timeout(address.clone(), limit)))
+    }
+    Err(last_error)
 }

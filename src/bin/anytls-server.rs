@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anytls::config::{self, ServerConfig};
+use anytls::pool::{self, PoolConfig, PoolKind};
 use anytls::proto::auth::Users;
 use anytls::proto::PaddingScheme;
 use anytls::runtime::{self, Server};
@@ -64,6 +65,26 @@ struct Args {
     /// its target accepts no byte; then the stream is closed.
     #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_STREAM_STALL_TIMEOUT.as_secs())]
     stream_stall_timeout: u64,
+
+    /// Outbound connection pool: none (or direct: dial every time, like the
+    /// reference server), lock, lockfree or highperf. Spares help only when streams
+    /// keep going to the same few targets.
+    #[arg(long, value_name = "KIND", default_value = "none")]
+    pool_type: PoolKind,
+
+    /// Warm spare connections kept per target asked for within --max-idle-time-secs.
+    #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MIN_IDLE)]
+    min_idle_connections: usize,
+
+    /// Outbound connections (in use + spares) held at most; at the cap the oldest
+    /// spare is closed, and with none a stream is refused.
+    #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MAX_OUTBOUND)]
+    max_outbound_connections: usize,
+
+    /// Seconds a spare may wait before it is closed; targets not asked for within
+    /// this time are no longer refilled.
+    #[arg(long, value_name = "SECS", default_value_t = pool::DEFAULT_MAX_IDLE_TIME.as_secs())]
+    max_idle_time_secs: u64,
 
     /// Seconds between statistics log lines (0 turns them off).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
@@ -156,6 +177,12 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
         connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
         session_idle_timeout: seconds("idle-session-timeout", args.idle_session_timeout)?,
         stream_stall_timeout: seconds("stream-stall-timeout", args.stream_stall_timeout)?,
+        pool: PoolConfig {
+            kind: args.pool_type,
+            min_idle: args.min_idle_connections,
+            max_outbound: args.max_outbound_connections.max(1),
+            max_idle_time: seconds("max-idle-time-secs", args.max_idle_time_secs)?,
+        },
     };
     Ok((config, certificate_note))
 }
@@ -177,6 +204,8 @@ fn serve(args: Args) -> Result<(), Fatal> {
         std::thread::sleep(Duration::from_millis(50));
         if args.stats_interval > 0 && Instant::now() >= next_report {
             info!("{}", server.stats().snapshot());
+            info!("{}", server.pool().stats());
+            info!("{}", server.pool().status_line());
             next_report += interval;
         }
     }

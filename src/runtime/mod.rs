@@ -25,6 +25,7 @@ pub use executors::Executors;
 use crate::config::ServerConfig;
 use crate::mux::Event;
 use crate::outbound::Resolver;
+use crate::pool::{CorePool, SharedPool};
 use crate::session;
 use crate::stats::{CoreCounters, Stats};
 
@@ -63,6 +64,7 @@ pub(crate) struct CoreContext {
     pub config: Arc<ServerConfig>,
     pub acceptor: futures_rustls::TlsAcceptor,
     pub resolver: Resolver,
+    pub pool: Rc<CorePool>,
     pub shutdown: Event,
     stats: Stats,
     index: usize,
@@ -77,6 +79,7 @@ impl CoreContext {
 /// A running server.
 pub struct Server {
     stats: Stats,
+    pool: Arc<SharedPool>,
     executors: Executors,
 }
 
@@ -84,18 +87,23 @@ impl Server {
     /// Starts one executor per configured CPU and returns once all are accepting.
     pub fn start(config: ServerConfig) -> Result<Server, StartError> {
         let stats = Stats::new(config.cpus.len());
+        let pool = SharedPool::new(config.pool.clone(), config.cpus.len());
         let config = Arc::new(config);
-        let shared = (config.clone(), stats.clone());
+        let shared = (config.clone(), stats.clone(), pool.clone());
         let executors = Executors::start(
             "anytls-core",
             config.listen,
             &config.cpus,
             move |index, listener, stop| {
-                let (config, stats) = shared.clone();
-                serve_core(index, listener, stop, config, stats)
+                let (config, stats, pool) = shared.clone();
+                serve_core(index, listener, stop, config, stats, pool)
             },
         )?;
-        Ok(Server { stats, executors })
+        Ok(Server {
+            stats,
+            pool,
+            executors,
+        })
     }
 
     /// The address the listeners are bound to (with the real port if 0 was asked).
@@ -106,6 +114,11 @@ impl Server {
     /// The server's counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The outbound connection pool (for its stats and status lines).
+    pub fn pool(&self) -> &SharedPool {
+        &self.pool
     }
 
     /// Stops accepting, closes every session and waits for the executors to exit.
@@ -121,17 +134,22 @@ async fn serve_core(
     stop: Rc<Event>,
     config: Arc<ServerConfig>,
     stats: Stats,
+    pool: Arc<SharedPool>,
 ) {
+    let pool = pool.core(index);
+    let maintenance = glommio::spawn_local(pool.clone().maintain());
     let core = Rc::new(CoreContext {
         acceptor: futures_rustls::TlsAcceptor::from(config.tls.clone()),
         config,
         resolver: Resolver::default(),
+        pool,
         shutdown: Event::default(),
         stats,
         index,
     });
     future::or(accept_loop(&listener, &core), stop.wait()).await;
     drop(listener);
+    maintenance.cancel().await;
     core.shutdown.set();
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while core.counters().sessions_open.get() > 0 && Instant::now() < deadline {

@@ -8,7 +8,6 @@ use log::debug;
 
 use super::{Session, StreamEntry};
 use crate::mux;
-use crate::outbound;
 use crate::proto::{Address, Command};
 
 /// Target->client bytes read per call.
@@ -86,7 +85,10 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
         );
     }
     let core = &session.core;
-    let outbound = match outbound::dial(&core.resolver, &target, core.config.connect_timeout).await
+    let outbound = match core
+        .pool
+        .connect(&core.resolver, &target, core.config.connect_timeout)
+        .await
     {
         Ok(outbound) => outbound,
         Err(e) => {
@@ -98,7 +100,8 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
     if session.version.get() >= 2 {
         session.queue.push_frame(Command::SynAck, id, &[]);
     }
-    let (mut from_target, mut to_target) = mux::split(outbound);
+    let (mut from_target, mut to_target) = mux::split(outbound.stream);
+    let _lease = outbound.lease;
     let counters = core.counters();
     let upload = async {
         let mut buf = pending;
