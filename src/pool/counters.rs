@@ -111,7 +111,9 @@ impl Counters for AtomicCounters {
     }
     fn try_hold(&self, cap: usize) -> bool {
         self.0[Field::Held as usize]
-            .fetch_update(Relaxed, Relaxed, |held| (held < cap as i64).then_some(held + 1))
+            .fetch_update(Relaxed, Relaxed, |held| {
+                (held < cap as i64).then_some(held + 1)
+            })
             .is_ok()
     }
     fn values(&self) -> [i64; FIELDS] {

@@ -220,7 +220,10 @@ impl SharedPool {
             Shared::Lock(store, _) => Rc::new(store.clone()),
             Shared::LockFree(store, _) => Rc::new(store.clone()),
             Shared::HighPerf { tier, .. } => {
-                let store = Rc::new(HighPerfStore::new(tier.clone(), self.config.min_idle));
+                // Each core keeps its share of a target's spares; the rest of what it
+                // dials goes to the tier for the other cores.
+                let share = self.config.min_idle.div_ceil(self.cores);
+                let store = Rc::new(HighPerfStore::new(tier.clone(), share));
                 highperf = Some(store.clone());
                 store
             }

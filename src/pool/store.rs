@@ -91,7 +91,11 @@ impl<S> Default for LockStore<S> {
 impl<S> SpareStore<S> for LockStore<S> {
     fn pop(&self, target: &SocketAddr) -> Option<Spare<S>> {
         let map = self.map.read().expect("pool lock poisoned");
-        let spare = map.get(target)?.lock().expect("pool lock poisoned").pop_front();
+        let spare = map
+            .get(target)?
+            .lock()
+            .expect("pool lock poisoned")
+            .pop_front();
         spare
     }
 
@@ -121,7 +125,11 @@ impl<S> SpareStore<S> for LockStore<S> {
         let mut expired = Vec::new();
         let mut map = self.map.write().expect("pool lock poisoned");
         for queue in map.values_mut() {
-            split_expired(queue.get_mut().expect("pool lock poisoned"), cutoff, &mut expired);
+            split_expired(
+                queue.get_mut().expect("pool lock poisoned"),
+                cutoff,
+                &mut expired,
+            );
         }
         map.retain(|_, queue| !queue.get_mut().expect("pool lock poisoned").is_empty());
         expired
@@ -353,7 +361,11 @@ mod tests {
         a.push(target(1), Spare::new(2));
         assert_eq!(a.local_count(&target(1)), 1);
         assert_eq!(tier.count(&target(1)), 1, "surplus spilled");
-        assert_eq!(b.pop(&target(1)).unwrap().item, 2, "another core borrows it");
+        assert_eq!(
+            b.pop(&target(1)).unwrap().item,
+            2,
+            "another core borrows it"
+        );
         assert_eq!(a.spill_unwanted(|_| false), 1);
         assert_eq!(b.pop(&target(1)).unwrap().item, 1);
         assert!(b.pop(&target(1)).is_none());

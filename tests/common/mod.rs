@@ -314,3 +314,151 @@ pub fn pattern(offset: usize, len: usize) -> Vec<u8> {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect()
 }
+
+/// One connection a [`RecordingTarget`] accepted.
+pub struct ConnRecord {
+    pub data: Mutex<Vec<u8>>,
+    pub closed: std::sync::atomic::AtomicBool,
+    stream: std::net::TcpStream,
+}
+
+/// An echo target that records every connection and the bytes it carried.
+pub struct RecordingTarget {
+    pub addr: SocketAddr,
+    conns: Arc<Mutex<Vec<Arc<ConnRecord>>>>,
+}
+
+impl RecordingTarget {
+    pub fn spawn() -> RecordingTarget {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<Arc<ConnRecord>>>> = Arc::default();
+        let registry = conns.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let record = Arc::new(ConnRecord {
+                    data: Mutex::default(),
+                    closed: Default::default(),
+                    stream: stream.try_clone().unwrap(),
+                });
+                registry.lock().unwrap().push(record.clone());
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                record.data.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if stream.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    record
+                        .closed
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        });
+        RecordingTarget { addr, conns }
+    }
+
+    pub fn connections(&self) -> Vec<Arc<ConnRecord>> {
+        self.conns.lock().unwrap().clone()
+    }
+
+    /// Connections still open.
+    pub fn open(&self) -> usize {
+        self.connections()
+            .iter()
+            .filter(|c| !c.closed.load(std::sync::atomic::Ordering::SeqCst))
+            .count()
+    }
+
+    /// Closes every open connection that never received a byte (the pool's spares).
+    pub fn close_unused(&self) {
+        for conn in self.connections() {
+            if conn.data.lock().unwrap().is_empty() {
+                let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Waits (at most `limit`) until `check` holds.
+    pub fn wait_until(&self, limit: Duration, check: impl Fn(&RecordingTarget) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if check(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        check(self)
+    }
+}
+
+/// Pool counters parsed from the server's last `[Pool Stats]` line.
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+pub struct PoolLine {
+    pub total: u64,
+    pub active: u64,
+    pub reused: u64,
+    pub new: u64,
+    pub cleaned: u64,
+}
+
+impl TestServer {
+    /// The most recent `[Pool Stats]` line, parsed.
+    pub fn pool_stats(&self) -> Option<PoolLine> {
+        let line = self
+            .log_lines()
+            .into_iter()
+            .rev()
+            .find(|l| l.contains("[Pool Stats]"))?;
+        let value = |name: &str| -> u64 {
+            line.split(&format!("{name}: "))
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(u64::MAX)
+        };
+        Some(PoolLine {
+            total: value("Total"),
+            active: value("Active"),
+            reused: value("Reused"),
+            new: value("New"),
+            cleaned: value("Cleaned"),
+        })
+    }
+
+    /// Waits (at most `limit`) for a `[Pool Stats]` line satisfying `check`.
+    pub fn wait_for_pool(&self, limit: Duration, check: impl Fn(&PoolLine) -> bool) -> PoolLine {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(stats) = self.pool_stats().filter(|s| check(s)) {
+                return stats;
+            }
+            if Instant::now() > deadline {
+                panic!("pool stats never matched; last: {:?}", self.pool_stats());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Waits (at most `limit`) on the current glommio executor until `check` holds,
+/// without blocking the executor.
+pub async fn eventually(limit: Duration, check: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    check()
+}
