@@ -22,7 +22,7 @@ pub mod counters;
 pub mod store;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -84,6 +84,8 @@ pub struct PoolConfig {
     pub max_idle_time: Duration,
 }
 
+/// Bound on dialing one spare.
+const SPARE_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default spares per target.
 pub const DEFAULT_MIN_IDLE: usize = 3;
 /// Default cap on outbound connections per server.
@@ -248,7 +250,8 @@ pub struct CorePool {
     highperf: Option<Rc<HighPerfStore<Socket>>>,
     /// Targets this core asked for, and when last.
     demand: RefCell<HashMap<SocketAddr, Instant>>,
-    refilling: RefCell<HashSet<SocketAddr>>,
+    /// Spare dials under way per target.
+    refilling: RefCell<HashMap<SocketAddr, usize>>,
 }
 
 /// A connection carrying one stream; dropping it closes the connection.
@@ -371,46 +374,54 @@ impl CorePool {
         }
     }
 
-    /// Tops `key` up to `min_idle` spares in the background, once at a time.
+    /// Tops `key` up to `min_idle` spares in the background: one dial task per
+    /// missing spare (counting dials already under way), each within the cap.
     fn schedule_refill(self: &Rc<Self>, key: SocketAddr) {
-        if !self.pools_spares() || !self.refilling.borrow_mut().insert(key) {
+        if !self.pools_spares() {
             return;
         }
-        let pool = self.clone();
-        glommio::spawn_local(async move {
-            pool.refill(key).await;
-            pool.refilling.borrow_mut().remove(&key);
-        })
-        .detach();
-    }
-
-    async fn refill(&self, key: SocketAddr) {
-        let limit = Duration::from_secs(5);
-        while self.store.count(&key) < self.shared.config.min_idle {
+        let pending = self.refilling.borrow().get(&key).copied().unwrap_or(0);
+        let deficit = self
+            .shared
+            .config
+            .min_idle
+            .saturating_sub(self.store.count(&key) + pending);
+        for _ in 0..deficit {
             if !self.counters().try_hold(self.cap()) {
                 return;
             }
-            match timeout(limit, TcpStream::connect_timeout(key, limit)).await {
-                Some(Ok(stream)) => match into_socket(stream) {
-                    Ok(socket) => {
-                        self.counters().add(Field::Total, 1);
-                        self.store.push(key, Spare::new(socket));
+            *self.refilling.borrow_mut().entry(key).or_default() += 1;
+            let pool = self.clone();
+            glommio::spawn_local(async move {
+                pool.dial_spare(key).await;
+                let mut refilling = pool.refilling.borrow_mut();
+                if let Some(n) = refilling.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        refilling.remove(&key);
                     }
-                    Err(e) => {
-                        debug!("cannot keep a spare to {key}: {e}");
-                        self.counters().add(Field::Held, -1);
-                        return;
-                    }
-                },
-                Some(Err(e)) => {
-                    debug!("refill of {key} failed: {e}");
-                    self.counters().add(Field::Held, -1);
-                    return;
                 }
-                None => {
-                    self.counters().add(Field::Held, -1);
-                    return;
-                }
+            })
+            .detach();
+        }
+    }
+
+    /// Dials one spare for `key` into the store; its connection slot is already held.
+    async fn dial_spare(&self, key: SocketAddr) {
+        let limit = SPARE_DIAL_TIMEOUT;
+        let socket = match timeout(limit, TcpStream::connect_timeout(key, limit)).await {
+            Some(Ok(stream)) => into_socket(stream),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(io::Error::new(io::ErrorKind::TimedOut, "spare dial timed out")),
+        };
+        match socket {
+            Ok(socket) => {
+                self.counters().add(Field::Total, 1);
+                self.store.push(key, Spare::new(socket));
+            }
+            Err(e) => {
+                debug!("spare dial to {key} failed: {e}");
+                self.counters().add(Field::Held, -1);
             }
         }
     }
