@@ -1,6 +1,6 @@
 //! The pool's counters and its connection cap, kept the way each kind keeps them:
-//! behind a mutex (`lock`), in relaxed atomics (`lockfree`, `none`), or per core
-//! and summed only when reported (`highperf`).
+//! behind a mutex (`lock`), in relaxed atomics (`lockfree`, `none`), or per core,
+//! written by that core only and summed when reported (`highperf`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
@@ -121,6 +121,32 @@ impl Counters for AtomicCounters {
     }
 }
 
+/// Counters written by one core only (`highperf`): plain loads and stores, no
+/// read-modify-write, read by the reporter with relaxed loads.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct CoreCounters([AtomicI64; FIELDS]);
+
+impl Counters for CoreCounters {
+    fn add(&self, field: Field, n: i64) {
+        let cell = &self.0[field as usize];
+        cell.store(cell.load(Relaxed) + n, Relaxed);
+    }
+    fn try_hold(&self, cap: usize) -> bool {
+        let held = &self.0[Field::Held as usize];
+        let now = held.load(Relaxed);
+        if now < cap as i64 {
+            held.store(now + 1, Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+    fn values(&self) -> [i64; FIELDS] {
+        std::array::from_fn(|i| self.0[i].load(Relaxed))
+    }
+}
+
 /// Sums counters (one per core for `highperf`) into [`PoolStats`].
 pub fn sum<'a>(all: impl IntoIterator<Item = &'a dyn Counters>) -> PoolStats {
     let mut total = [0i64; FIELDS];
@@ -160,5 +186,10 @@ mod tests {
     #[test]
     fn atomic_counters() {
         exercise(&AtomicCounters::default());
+    }
+
+    #[test]
+    fn core_counters() {
+        exercise(&CoreCounters::default());
     }
 }

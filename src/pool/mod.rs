@@ -39,7 +39,7 @@ use socket2::Socket;
 use crate::mux::timeout;
 use crate::outbound::{dial_any, DialError, Resolver};
 use crate::proto::Address;
-use counters::{AtomicCounters, Counters, Field, LockedCounters, PoolStats};
+use counters::{AtomicCounters, CoreCounters, Counters, Field, LockedCounters, PoolStats};
 use store::{HighPerfStore, LockFreeStore, LockStore, NoStore, Spare, SpareStore, SpillTier};
 
 /// Which pool a server runs.
@@ -132,7 +132,7 @@ enum Shared {
     LockFree(Arc<LockFreeStore<Socket>>, AtomicCounters),
     HighPerf {
         tier: SpillTier<Socket>,
-        per_core: Vec<AtomicCounters>,
+        per_core: Vec<CoreCounters>,
         /// Each core's local spares per target, published by its maintenance.
         published: Vec<Mutex<BTreeMap<SocketAddr, usize>>>,
     },
@@ -155,7 +155,7 @@ impl SharedPool {
             PoolKind::LockFree => Shared::LockFree(Arc::default(), AtomicCounters::default()),
             PoolKind::HighPerf => Shared::HighPerf {
                 tier: Arc::default(),
-                per_core: (0..cores).map(|_| AtomicCounters::default()).collect(),
+                per_core: (0..cores).map(|_| CoreCounters::default()).collect(),
                 published: (0..cores).map(|_| Mutex::default()).collect(),
             },
         };
@@ -412,7 +412,10 @@ impl CorePool {
         let socket = match timeout(limit, TcpStream::connect_timeout(key, limit)).await {
             Some(Ok(stream)) => into_socket(stream),
             Some(Err(e)) => Err(e.into()),
-            None => Err(io::Error::new(io::ErrorKind::TimedOut, "spare dial timed out")),
+            None => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "spare dial timed out",
+            )),
         };
         match socket {
             Ok(socket) => {

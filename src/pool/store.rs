@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crossbeam_queue::SegQueue;
 use dashmap::DashMap;
+use rustc_hash::FxHashMap;
 
 /// A spare and when it was dialed.
 #[derive(Debug)]
@@ -214,7 +215,9 @@ pub type SpillTier<S> = Arc<LockFreeStore<S>>;
 /// front of the shared [`SpillTier`]. Pushes beyond `local_share` spares for a
 /// target spill to the tier; a local miss borrows from it.
 pub struct HighPerfStore<S> {
-    local: RefCell<HashMap<SocketAddr, VecDeque<Spare<S>>>>,
+    /// FxHash: the keys are socket addresses chosen by our own clients' targets, and
+    /// this map never leaves the core, so a fast non-keyed hash is fine here.
+    local: RefCell<FxHashMap<SocketAddr, VecDeque<Spare<S>>>>,
     spill: SpillTier<S>,
     local_share: usize,
 }
