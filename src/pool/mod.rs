@@ -461,7 +461,7 @@ impl CorePool {
     /// Runs [`CorePool::maintain_once`] periodically; never returns.
     pub async fn maintain(self: Rc<Self>) {
         let every = (self.shared.config.max_idle_time / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+            .clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
             glommio::timer::sleep(every).await;
             self.maintain_once(Instant::now());
