@@ -16,7 +16,9 @@
 //! - [`tls`]: rustls configuration, PEM loading, the self-signed default.
 //! - [`stats`]: per-core counters summed when reported.
 //! - [`config`]: the server's settled configuration.
+//! - [`cli`]: what the binaries share at their edge (exit code 2 on start-up errors).
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod mux;

@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anytls::cli::Fatal;
 use anytls::client::{inbound, ClientConfig, PoolSettings, ServerUri, SessionPool};
 use anytls::runtime::Executors;
 use anytls::tls::{client_config, ServerVerification};
 use clap::Parser;
 use futures_lite::future;
-use log::{debug, error, info};
+use log::{debug, info};
 
 /// A local SOCKS5 proxy (CONNECT) that carries each connection as a stream over
 /// AnyTLS sessions to a server, reusing sessions as the reference client does.
@@ -68,23 +69,8 @@ struct Args {
     cores: usize,
 }
 
-struct Fatal(String);
-
-impl<E: std::fmt::Display> From<E> for Fatal {
-    fn from(e: E) -> Self {
-        Fatal(e.to_string())
-    }
-}
-
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Fatal(message)) => {
-            error!("{message}");
-            ExitCode::from(2)
-        }
-    }
+    anytls::cli::main_with(|| run(Args::parse()))
 }
 
 fn resolve(what: &str, text: &str) -> Result<SocketAddr, Fatal> {

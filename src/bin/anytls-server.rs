@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anytls::cli::Fatal;
 use anytls::config::{self, ServerConfig};
 use anytls::pool::{self, PoolConfig, PoolKind};
 use anytls::proto::auth::Users;
@@ -14,7 +15,7 @@ use anytls::proto::PaddingScheme;
 use anytls::runtime::{self, Server};
 use anytls::tls::ServerTls;
 use clap::Parser;
-use log::{error, info};
+use log::info;
 
 /// A thread-per-core AnyTLS server (io_uring via glommio, TLS via rustls).
 ///
@@ -91,25 +92,8 @@ struct Args {
     stats_interval: u64,
 }
 
-/// A start-up problem: printed as one line, exit code 2.
-struct Fatal(String);
-
-impl<E: std::fmt::Display> From<E> for Fatal {
-    fn from(e: E) -> Self {
-        Fatal(e.to_string())
-    }
-}
-
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = Args::parse();
-    match serve(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Fatal(message)) => {
-            error!("{message}");
-            ExitCode::from(2)
-        }
-    }
+    anytls::cli::main_with(|| serve(Args::parse()))
 }
 
 fn seconds(flag: &str, secs: u64) -> Result<Duration, Fatal> {
