@@ -1,0 +1,287 @@
+//! Command-line flags of `anytls-bench` (clap) and the checks clap cannot express.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// A load generator for AnyTLS servers: bulk throughput, short streams, new
+/// sessions, idle-session memory, and the machine's own TCP/TLS ceiling.
+///
+/// It speaks AnyTLS itself (no SOCKS hop) and starts its own echo, sink, source
+/// and request/response targets on 127.0.0.1 unless --target names one. Every run
+/// stops by itself: --duration, --count, or at the latest --max-time.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "anytls-bench", version)]
+pub struct Args {
+    /// Scenario(s) to run, in order (several in one run share the same machine state).
+    #[arg(value_enum, value_name = "SCENARIO")]
+    pub scenarios: Vec<Scenario>,
+
+    /// Scenario to run; the same as the positional form, may be repeated.
+    #[arg(long = "scenario", value_enum, value_name = "SCENARIO")]
+    pub scenario_flag: Vec<Scenario>,
+
+    /// The AnyTLS server, host:port.
+    #[arg(short = 's', long, default_value = "127.0.0.1:8443")]
+    pub server: String,
+
+    /// The password (needed by every scenario except baseline).
+    #[arg(short = 'p', long)]
+    pub password: Option<String>,
+
+    /// TLS server name (SNI and certificate check) [default: the host of --server].
+    #[arg(long)]
+    pub sni: Option<String>,
+
+    /// Accept any server certificate (self-signed servers). Without it the
+    /// certificate is checked against the web PKI roots.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Let TLS sessions resume (tickets). Off by default so every new session
+    /// is a full handshake, the worst case for a server.
+    #[arg(long)]
+    pub tls_resume: bool,
+
+    /// CPUs for the generator's executors, comma separated [default: the last
+    /// --cores CPUs of the allowed set].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub cpus: Vec<usize>,
+
+    /// Number of generator executors (threads, one pinned per CPU) [default: 1].
+    #[arg(long)]
+    pub cores: Option<usize>,
+
+    /// Use this target (host:port, reached by the server) instead of starting one.
+    /// It must behave as the scenario expects: a sink, a source, an echo, or a
+    /// request/response server (an echo does when --response-size = --request-size).
+    #[arg(long, value_name = "ADDR")]
+    pub target: Option<String>,
+
+    /// Address the generator's own targets listen on; the server must reach it.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub target_host: IpAddr,
+
+    /// Seconds each scenario (each part of baseline) runs [default: 10 unless --count].
+    #[arg(short = 'd', long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Stop after this much work: MB of payload (throughput, baseline bulk),
+    /// streams (streams), sessions (handshakes, baseline handshakes).
+    #[arg(short = 'n', long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Hard limit in seconds for a run bounded by --count only, and for idle's set-up.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub max_time: f64,
+
+    /// Seconds one operation (connect, stream, heartbeat) may take before it
+    /// counts as a timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub op_timeout: f64,
+
+    /// Streams (throughput) or connections (baseline bulk) moving data.
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
+
+    /// Sessions to spread the streams over [default: 1; idle: 100].
+    #[arg(long)]
+    pub sessions: Option<usize>,
+
+    /// Throughput direction: up (to a sink), down (from a source), both (echo).
+    #[arg(long, value_enum, default_value_t = Direction::Up)]
+    pub direction: Direction,
+
+    /// Bytes per write in bulk transfers.
+    #[arg(long, default_value_t = 32 * 1024, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    pub chunk_size: u32,
+
+    /// Bytes each stream sends as its request (streams, handshakes).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1 << 26))]
+    pub request_size: u32,
+
+    /// Bytes of each response [default: --request-size].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1 << 26))]
+    pub response_size: Option<u32>,
+
+    /// Offered load in operations per second (open loop, latency measured from
+    /// each operation's scheduled start). Without it: flat out with --concurrency.
+    #[arg(long, value_name = "PER_SEC")]
+    pub rate: Option<f64>,
+
+    /// Operations in flight when running flat out (streams, handshakes, idle set-up).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// With --rate: operations allowed in flight before new ones are dropped
+    /// (and counted as "overload" errors).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+
+    /// The server's process id: idle reads its VmRSS; every scenario then also
+    /// reports the server's CPU use.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// Idle: milliseconds to wait after the last heartbeat before reading RSS.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
+
+    /// Baseline: CPU of the executor running the baseline's own TCP and TLS sinks.
+    #[arg(long, default_value_t = 0)]
+    pub baseline_server_cpu: usize,
+
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Never draw the live progress line.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// What to measure.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Bulk data over long-lived streams: MB/s.
+    Throughput,
+    /// Open, request, response, close on shared sessions: streams/s and latency.
+    Streams,
+    /// A new session (TCP + TLS + auth) per request/response: sessions/s.
+    Handshakes,
+    /// Server memory per idle session (needs --server-pid).
+    Idle,
+    /// Plain TCP and TLS to the generator's own sinks: the machine's ceiling.
+    Baseline,
+}
+
+impl Scenario {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Throughput => "throughput",
+            Scenario::Streams => "streams",
+            Scenario::Handshakes => "handshakes",
+            Scenario::Idle => "idle",
+            Scenario::Baseline => "baseline",
+        }
+    }
+}
+
+/// Which way bulk data flows.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to target (a sink).
+    Up,
+    /// Target (a source) to client.
+    Down,
+    /// Both ways through an echo target.
+    Both,
+}
+
+impl Direction {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+            Direction::Both => "both",
+        }
+    }
+}
+
+impl Args {
+    /// The scenarios to run, positional ones first.
+    pub fn scenario_list(&self) -> Vec<Scenario> {
+        self.scenarios
+            .iter()
+            .chain(&self.scenario_flag)
+            .copied()
+            .collect()
+    }
+
+    /// How long a timed run lasts: --duration, 10 s by default, or --max-time
+    /// when only --count bounds it.
+    pub fn run_limit(&self) -> Duration {
+        match (self.duration, self.count) {
+            (Some(secs), _) => secs_f64(secs),
+            (None, Some(_)) => secs_f64(self.max_time),
+            (None, None) => Duration::from_secs(10),
+        }
+    }
+
+    /// --op-timeout as a duration.
+    pub fn op_timeout(&self) -> Duration {
+        secs_f64(self.op_timeout)
+    }
+
+    /// --response-size, defaulting to --request-size.
+    pub fn response_size(&self) -> usize {
+        self.response_size.unwrap_or(self.request_size) as usize
+    }
+
+    /// --sessions with the scenario's default.
+    pub fn sessions_for(&self, scenario: Scenario) -> usize {
+        self.sessions.unwrap_or(match scenario {
+            Scenario::Idle => 100,
+            _ => 1,
+        })
+    }
+
+    /// Problems clap's attributes cannot catch, as one message.
+    pub fn validate(&self) -> Result<(), String> {
+        let list = self.scenario_list();
+        if list.is_empty() {
+            return Err(
+                "name a scenario: throughput, streams, handshakes, idle or baseline".into(),
+            );
+        }
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a positive number of seconds"))
+            }
+        };
+        if let Some(d) = self.duration {
+            positive("--duration", d)?;
+        }
+        positive("--max-time", self.max_time)?;
+        positive("--op-timeout", self.op_timeout)?;
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err("--rate must be a positive number of operations per second".into());
+            }
+        }
+        if self.count == Some(0) {
+            return Err("--count must be at least 1".into());
+        }
+        for (name, v) in [
+            ("--streams", self.streams),
+            ("--concurrency", self.concurrency),
+            ("--max-in-flight", self.max_in_flight),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.sessions == Some(0) || self.cores == Some(0) {
+            return Err("--sessions and --cores must be at least 1".into());
+        }
+        let needs_anytls = list.iter().any(|s| *s != Scenario::Baseline);
+        if needs_anytls && self.password.is_none() {
+            return Err("--password is required for every scenario but baseline".into());
+        }
+        if list.contains(&Scenario::Idle) && self.server_pid.is_none() {
+            return Err("idle reads the server's memory: give --server-pid PID".into());
+        }
+        Ok(())
+    }
+}
+
+/// Seconds (already validated as positive and finite) as a duration.
+pub fn secs_f64(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(u32::MAX as u64))
+}

@@ -1,0 +1,73 @@
+//! Readings from /proc: CPU time of a thread or a process, resident memory, and
+//! the CPUs this process may run on.
+
+use std::time::Duration;
+
+/// Clock ticks per second in /proc/*/stat (USER_HZ, 100 on every Linux ABI).
+const USER_HZ: f64 = 100.0;
+
+/// CPU time of the calling thread (precise, from schedstat when available).
+pub fn this_thread_cpu() -> Option<Duration> {
+    cpu_of("/proc/thread-self")
+}
+
+/// The calling thread's id as the kernel knows it (for [`thread_cpu`]).
+pub fn this_thread_id() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// CPU time of thread `tid` of this process.
+pub fn thread_cpu(tid: u32) -> Option<Duration> {
+    cpu_of(&format!("/proc/self/task/{tid}"))
+}
+
+/// CPU time (user + system, all threads) of process `pid`.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// VmRSS of process `pid` in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The CPUs this process may run on, ascending.
+pub fn allowed_cpus() -> Vec<usize> {
+    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    cpus.sort_unstable();
+    cpus
+}
+
+fn cpu_of(dir: &str) -> Option<Duration> {
+    // schedstat: "<ns on cpu> <ns waiting> <timeslices>"
+    std::fs::read_to_string(format!("{dir}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .or_else(|| stat_ticks(&format!("{dir}/stat")))
+}
+
+fn stat_ticks(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) as f64 / USER_HZ))
+}
+
+/// CPU use between two readings over `wall`, in percent of one CPU.
+pub fn percent(before: Option<Duration>, after: Option<Duration>, wall: Duration) -> Option<f64> {
+    let used = after?.checked_sub(before?)?;
+    (wall > Duration::ZERO).then(|| used.as_secs_f64() / wall.as_secs_f64() * 100.0)
+}

@@ -1,0 +1,327 @@
+//! `baseline`: the machine's ceiling, measured by the same tool in the same run
+//! with no AnyTLS involved. A separate executor pinned to --baseline-server-cpu
+//! (standing where the server would) runs a plain TCP sink and a TLS sink
+//! (rustls, self-signed); the generator then measures, one after the other:
+//! TCP bulk MB/s, TLS bulk MB/s, and full TLS handshakes/s.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anytls::mux::{timeout, Event};
+use anytls::tls::{ServerTls, ServerVerification};
+use futures_lite::{AsyncWrite, AsyncWriteExt};
+use futures_rustls::TlsConnector;
+use glommio::net::TcpStream;
+use rustls::pki_types::ServerName;
+
+use super::streams::per_sec;
+use super::{
+    budget_for, drive, left, load_params, share_of, tls_client, unless, Context, Load, Measured,
+    Timings,
+};
+use crate::args::Scenario;
+use crate::procfs;
+use crate::report::Report;
+use crate::stats::{Budget, Failed, Failure, Recorder, Tally};
+use crate::targets::{self, Behaviour};
+use crate::workers::{self, Worker};
+
+/// Where the baseline's sinks listen and the thread serving them.
+struct Sinks {
+    tcp: std::net::SocketAddr,
+    tls: std::net::SocketAddr,
+    thread: Option<u32>,
+}
+
+/// Runs the three measurements and reports them together.
+pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
+    let args = &ctx.args;
+    let server_tls =
+        ServerTls::self_signed().map_err(|e| format!("baseline TLS certificate: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let host = args.target_host;
+    let handle = {
+        let stop = stop.clone();
+        let config = server_tls.config.clone();
+        workers::spawn_executor(
+            "bench-srv".into(),
+            args.baseline_server_cpu,
+            move || async move {
+                let sinks = targets::start(host, Behaviour::Sink).and_then(|tcp| {
+                    let tls = targets::start_tls_sink(host, config)?;
+                    Ok(Sinks {
+                        tcp,
+                        tls,
+                        thread: procfs::this_thread_id(),
+                    })
+                });
+                let _ = tx.send(sinks.map_err(|e| format!("baseline sinks: {e}")));
+                while !stop.load(Ordering::Acquire) {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        )
+    };
+    let sinks = match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(sinks) => sinks,
+        Err(_) => {
+            stop.store(true, Ordering::Release);
+            return Err(workers::join(handle)
+                .err()
+                .unwrap_or_else(|| "the baseline sink executor did not start".into()));
+        }
+    };
+    let result = sinks.and_then(|sinks| measure(ctx, &sinks));
+    stop.store(true, Ordering::Release);
+    workers::join(handle)?;
+    result
+}
+
+fn measure(ctx: &Arc<Context>, sinks: &Sinks) -> Result<Report, String> {
+    let args = &ctx.args;
+    let tid = sinks.thread;
+    let sink_cpu = move || tid.and_then(procfs::thread_cpu);
+    let client = tls_client(ServerVerification::Insecure, args.tls_resume);
+
+    let tcp = {
+        let (ctx, addr) = (ctx.clone(), sinks.tcp);
+        ctx.clone()
+            .run_load_probed("baseline TCP bulk", sink_cpu, move |w| {
+                bulk(ctx.clone(), w, addr, None)
+            })?
+    };
+    let tls = {
+        let (ctx, addr, client) = (ctx.clone(), sinks.tls, client.clone());
+        ctx.clone()
+            .run_load_probed("baseline TLS bulk", sink_cpu, move |w| {
+                bulk(ctx.clone(), w, addr, Some(client.clone()))
+            })?
+    };
+    let handshakes = {
+        let (ctx, addr) = (ctx.clone(), sinks.tls);
+        ctx.clone()
+            .run_load_probed("baseline TLS handshakes", sink_cpu, move |w| {
+                handshake_worker(ctx.clone(), w, addr, client.clone())
+            })?
+    };
+
+    let mb_per_sec = |m: &Measured| {
+        let secs = m.tally.wall().as_secs_f64();
+        per_sec(m.tally.bytes_up, secs) / 1e6
+    };
+    let tcp_rate = mb_per_sec(&tcp);
+    let tls_rate = mb_per_sec(&tls);
+    let hs_rate = per_sec(handshakes.tally.ok, handshakes.tally.wall().as_secs_f64());
+
+    let mut all = Tally::default();
+    let succeeded = tcp.tally.bytes_up > 0 || tls.tally.bytes_up > 0 || handshakes.tally.ok > 0;
+    let cpu = |m: &Measured| (m.tally.cpu_percent(), m.server_cpu);
+    let (tcp_cpu, tls_cpu, hs_cpu) = (cpu(&tcp), cpu(&tls), cpu(&handshakes));
+    all.merge(tcp.tally);
+    all.merge(tls.tally);
+    all.merge(handshakes.tally);
+    let mut report = Report::new(Scenario::Baseline.name(), &all);
+    report
+        .param("streams", args.streams)
+        .param("chunk_size", args.chunk_size)
+        .param("baseline_server_cpu", args.baseline_server_cpu)
+        .param("generator_cpus", super::format_cpus(&ctx.cpus))
+        .param("tls_resume", args.tls_resume);
+    load_params(args, &mut report);
+    if let Some(d) = args.duration {
+        report.param("duration_s_per_part", d);
+    }
+    if let Some(n) = args.count {
+        report.param("count", n);
+    }
+    report
+        .figure("TCP bulk", tcp_rate, "MB/s")
+        .figure("TLS bulk", tls_rate, "MB/s")
+        .figure("TLS handshakes/s", hs_rate, "handshakes/s");
+    if tcp_rate > 0.0 {
+        report.figure("TLS / TCP bulk", tls_rate / tcp_rate, "ratio");
+    }
+    for (part, (generator, sink)) in [
+        ("TCP bulk", tcp_cpu),
+        ("TLS bulk", tls_cpu),
+        ("TLS handshakes", hs_cpu),
+    ] {
+        report
+            .figure_opt(
+                &format!("{part}: generator CPU"),
+                generator,
+                "% of its CPUs",
+            )
+            .figure_opt(&format!("{part}: sink CPU"), sink, "% of one CPU");
+    }
+    if ctx.cpus.contains(&args.baseline_server_cpu) {
+        report.note(format!(
+            "the sinks share CPU {} with the generator",
+            args.baseline_server_cpu
+        ));
+    }
+    report.succeeded = succeeded;
+    Ok(report)
+}
+
+/// Connects this executor's share of --streams connections to `addr` (over TLS
+/// with `tls`) and writes until the run ends.
+async fn bulk(
+    ctx: Arc<Context>,
+    w: Worker,
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Tally {
+    let rec = Rc::new(Recorder::new(w.live.clone()));
+    let args = &ctx.args;
+    let conns = share_of(&w, args.streams, 0);
+    let stop = Rc::new(Event::default());
+    let budget = budget_for(args, &w, 1_000_000);
+    let chunk: Rc<[u8]> = vec![0x5A; args.chunk_size as usize].into();
+    let mut writers = Vec::new();
+    let setup = Instant::now() + args.op_timeout();
+    for _ in 0..conns {
+        let connected = timeout(left(setup), async {
+            let tcp = tcp_connect(addr).await?;
+            match &tls {
+                None => Ok(Writer::Plain(tcp)),
+                Some(config) => tls_connect(config, tcp)
+                    .await
+                    .map(Box::new)
+                    .map(Writer::Tls),
+            }
+        })
+        .await;
+        let writer = match connected {
+            Some(Ok(writer)) => writer,
+            Some(Err(failed)) => {
+                rec.fail(failed);
+                continue;
+            }
+            None => {
+                rec.fail(Failed::new(Failure::Timeout, "connect timed out"));
+                continue;
+            }
+        };
+        rec.ok();
+        writers.push(writer);
+    }
+    if writers.is_empty() {
+        return rec.take();
+    }
+    rec.start_window();
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .map(|writer| {
+            let (rec, stop, budget, chunk) =
+                (rec.clone(), stop.clone(), budget.clone(), chunk.clone());
+            match writer {
+                Writer::Plain(tcp) => spawn_writer(tcp, rec, stop, budget, chunk),
+                Writer::Tls(tls) => spawn_writer(*tls, rec, stop, budget, chunk),
+            }
+        })
+        .collect();
+    let limit = args.run_limit();
+    let timer = {
+        let stop = stop.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(limit).await;
+            stop.set();
+        })
+    };
+    for task in tasks {
+        task.await;
+    }
+    rec.end_window();
+    drop(timer);
+    rec.take()
+}
+
+enum Writer {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+}
+
+fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
+    mut conn: W,
+    rec: Rc<Recorder>,
+    stop: Rc<Event>,
+    budget: Rc<Budget>,
+    chunk: Rc<[u8]>,
+) -> glommio::Task<()> {
+    glommio::spawn_local(async move {
+        loop {
+            let n = budget.claim(chunk.len() as u64) as usize;
+            if n == 0 {
+                return;
+            }
+            match unless(&stop, conn.write_all(&chunk[..n])).await {
+                None => return,
+                Some(Ok(())) => rec.up(n),
+                Some(Err(e)) => {
+                    rec.fail(Failed::new(Failure::Write, e));
+                    return;
+                }
+            }
+        }
+    })
+}
+
+async fn tcp_connect(addr: std::net::SocketAddr) -> Result<TcpStream, Failed> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| Failed::new(Failure::Connect, e))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+async fn tls_connect(
+    config: &Arc<rustls::ClientConfig>,
+    tcp: TcpStream,
+) -> Result<futures_rustls::client::TlsStream<TcpStream>, Failed> {
+    let name = ServerName::try_from("localhost").expect("a valid DNS name");
+    TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| Failed::new(Failure::Connect, format!("TLS: {e}")))
+}
+
+/// TCP connect + full TLS handshake + close, under --rate/--concurrency.
+async fn handshake_worker(
+    ctx: Arc<Context>,
+    w: Worker,
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Tally {
+    let rec = Rc::new(Recorder::new(w.live.clone()));
+    let args = &ctx.args;
+    let Some(load) = Load::for_worker(args, &w) else {
+        return rec.take();
+    };
+    let start = rec.start_window();
+    let op = move |t0: Instant| {
+        let config = config.clone();
+        async move {
+            let tls = tls_connect(&config, tcp_connect(addr).await?).await?;
+            drop(tls);
+            Ok(Timings {
+                connect: Some(t0.elapsed()),
+                ..Timings::default()
+            })
+        }
+    };
+    drive(
+        rec.clone(),
+        load,
+        start + args.run_limit(),
+        budget_for(args, &w, 1),
+        args.op_timeout(),
+        op,
+    )
+    .await;
+    rec.end_window();
+    rec.take()
+}

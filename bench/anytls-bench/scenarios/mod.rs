@@ -1,0 +1,207 @@
+//! The scenarios (one module each) and what they share: the run's [`Context`]
+//! (flags, CPUs, TLS, running a load on every executor), the load driver
+//! ([`drive`]) and the AnyTLS operations ([`Pool`], [`exchange`]).
+
+pub mod baseline;
+mod drive;
+pub mod handshakes;
+pub mod idle;
+mod ops;
+pub mod streams;
+pub mod throughput;
+
+pub use drive::{drive, Load, Timings};
+pub use ops::{connect, exchange, left, stream_ended, unless, Pool};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anytls::client::ClientConfig;
+use anytls::proto::Address;
+use anytls::tls::{client_config, ServerVerification};
+
+use crate::args::{Args, Scenario};
+use crate::procfs;
+use crate::report::Report;
+use crate::stats::{Budget, Failed, Failure, Live, Tally};
+use crate::targets::{self, Behaviour};
+use crate::workers::{self, Progress, Worker};
+
+/// Everything a scenario needs, shared by the executors (it is `Send`).
+pub struct Context {
+    /// The flags.
+    pub args: Args,
+    /// The generator's CPUs, one executor each.
+    pub cpus: Vec<usize>,
+    /// The AnyTLS server, resolved (`None` when only baseline runs).
+    pub server: Option<SocketAddr>,
+    /// TLS server name.
+    pub sni: String,
+    /// The client's TLS configuration for the AnyTLS server.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl Context {
+    /// A client configuration for this executor (its padding scheme is shared
+    /// by the executor's sessions, so build it once per executor).
+    pub fn client_config(&self) -> ClientConfig {
+        let server = self.server.expect("checked when the context was built");
+        let password = self.args.password.as_deref().unwrap_or_default();
+        ClientConfig::new(server, &self.sni, self.tls.clone(), password)
+    }
+
+    /// --target if given, else a target of this kind started on this executor.
+    pub fn target(&self, behaviour: Behaviour) -> Result<Address, Failed> {
+        if let Some(text) = &self.args.target {
+            return Address::parse(text)
+                .ok_or_else(|| Failed::new(Failure::Connect, format!("bad --target {text}")));
+        }
+        targets::start(self.args.target_host, behaviour)
+            .map(Address::Ip)
+            .map_err(|e| {
+                Failed::new(
+                    Failure::Connect,
+                    format!("cannot start the {behaviour:?} target: {e}"),
+                )
+            })
+    }
+
+    /// A progress line (drawn on a terminal only, unless --no-progress).
+    pub fn progress(&self, label: &str) -> Progress {
+        use std::io::IsTerminal;
+        Progress::new(
+            label,
+            !self.args.no_progress && std::io::stderr().is_terminal(),
+        )
+    }
+
+    /// Parameters every AnyTLS scenario reports.
+    pub fn common_params(&self, report: &mut Report) {
+        report
+            .param("server", self.args.server.clone())
+            .param("generator_cpus", format_cpus(&self.cpus));
+        if let Some(target) = &self.args.target {
+            report.param("target", target.clone());
+        }
+        if let Some(d) = self.args.duration {
+            report.param("duration_s", d);
+        }
+        if let Some(n) = self.args.count {
+            report.param("count", n);
+        }
+        report.param("tls_resume", self.args.tls_resume);
+    }
+
+    /// Runs `load` on every generator executor with a progress line, merges the
+    /// tallies, and measures the server's CPU (with --server-pid) meanwhile.
+    pub fn run_load<F, Fut>(&self, label: &str, load: F) -> Result<Measured, String>
+    where
+        F: Fn(Worker) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = Tally> + 'static,
+    {
+        let pid = self.args.server_pid;
+        self.run_load_probed(label, || pid.and_then(procfs::process_cpu), load)
+    }
+
+    /// [`Context::run_load`] with the server's CPU time read by `server_cpu`.
+    pub fn run_load_probed<F, Fut>(
+        &self,
+        label: &str,
+        server_cpu: impl Fn() -> Option<Duration>,
+        load: F,
+    ) -> Result<Measured, String>
+    where
+        F: Fn(Worker) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = Tally> + 'static,
+    {
+        let live = Arc::new(Live::default());
+        let progress = self.progress(label);
+        let server_cpu_before = server_cpu();
+        let started = Instant::now();
+        let tallies = workers::run(&self.cpus, &live, load, || progress.update(&live));
+        progress.finish();
+        let elapsed = started.elapsed();
+        let server_cpu = procfs::percent(server_cpu_before, server_cpu(), elapsed);
+        let mut tally = Tally::default();
+        for t in tallies? {
+            tally.merge(t);
+        }
+        Ok(Measured { tally, server_cpu })
+    }
+}
+
+/// Merged results of a run and the server's CPU use during it.
+pub struct Measured {
+    /// All executors' results.
+    pub tally: Tally,
+    /// Server process CPU, percent of one CPU (with --server-pid).
+    pub server_cpu: Option<f64>,
+}
+
+impl Measured {
+    /// Adds the CPU figures (generator and, if known, server).
+    pub fn cpu_figures(&self, report: &mut Report) {
+        report
+            .figure_opt("generator CPU", self.tally.cpu_percent(), "% of its CPUs")
+            .figure_opt("server CPU", self.server_cpu, "% of one CPU");
+    }
+}
+
+/// A client TLS configuration; without `resume`, every handshake is a full one.
+pub fn tls_client(verification: ServerVerification, resume: bool) -> Arc<rustls::ClientConfig> {
+    let config = client_config(verification);
+    if resume {
+        return config;
+    }
+    let mut config = (*config).clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// Runs one scenario.
+pub fn run(ctx: &Arc<Context>, scenario: Scenario) -> Result<Report, String> {
+    match scenario {
+        Scenario::Throughput => throughput::run(ctx),
+        Scenario::Streams => streams::run(ctx),
+        Scenario::Handshakes => handshakes::run(ctx),
+        Scenario::Idle => idle::run(ctx),
+        Scenario::Baseline => baseline::run(ctx),
+    }
+}
+
+/// Parameters describing --rate or --concurrency.
+pub fn load_params(args: &Args, report: &mut Report) {
+    match args.rate {
+        Some(rate) => report
+            .param("mode", "open loop")
+            .param("rate", rate)
+            .param("max_in_flight", args.max_in_flight),
+        None => report
+            .param("mode", "closed loop")
+            .param("concurrency", args.concurrency),
+    };
+}
+
+/// "1,2,3".
+pub fn format_cpus(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// This executor's share of `total` (at least `min`).
+pub fn share_of(worker: &Worker, total: usize, min: usize) -> usize {
+    (crate::stats::share(total as u64, worker.count, worker.index) as usize).max(min)
+}
+
+/// A worker's budget: its share of --count times `unit`, or unlimited.
+pub fn budget_for(args: &Args, worker: &Worker, unit: u64) -> Rc<Budget> {
+    let units = args
+        .count
+        .map(|n| crate::stats::share(n, worker.count, worker.index).saturating_mul(unit));
+    Rc::new(Budget::new(units))
+}

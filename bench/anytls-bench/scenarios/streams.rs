@@ -1,0 +1,92 @@
+//! `streams`: short streams on a few shared sessions. Each stream opens, sends
+//! one request, reads the whole response and closes; streams/s and latency from
+//! the open (or, at a fixed --rate, from its scheduled start) to the first byte
+//! and to the last byte of the response.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use anytls::mux::timeout;
+
+use super::{budget_for, drive, exchange, load_params, share_of, Context, Load, Pool};
+use crate::args::Scenario;
+use crate::report::Report;
+use crate::stats::{Failed, Failure, Recorder, Tally};
+use crate::targets::Behaviour;
+use crate::workers::Worker;
+
+/// Runs the scenario on every generator executor and reports.
+pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
+    let shared = ctx.clone();
+    let measured = ctx.run_load("streams", move |w| worker(shared.clone(), w))?;
+    let args = &ctx.args;
+    let tally = &measured.tally;
+    let secs = tally.wall().as_secs_f64();
+    let mut report = Report::new(Scenario::Streams.name(), tally);
+    report
+        .param("sessions", args.sessions_for(Scenario::Streams))
+        .param("request_size", args.request_size)
+        .param("response_size", args.response_size());
+    load_params(args, &mut report);
+    ctx.common_params(&mut report);
+    report
+        .figure("streams/s", per_sec(tally.ok, secs), "streams/s")
+        .figure("streams completed", tally.ok as f64, "")
+        .figure("wall time", secs, "s");
+    measured.cpu_figures(&mut report);
+    Ok(report)
+}
+
+/// `n` over `secs`, 0 for an empty interval.
+pub fn per_sec(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
+    let rec = Rc::new(Recorder::new(w.live.clone()));
+    let args = &ctx.args;
+    let Some(load) = Load::for_worker(args, &w) else {
+        return rec.take();
+    };
+    let response = args.response_size();
+    let target = match ctx.target(Behaviour::RequestResponse {
+        request: args.request_size as usize,
+        response,
+    }) {
+        Ok(target) => Rc::new(target),
+        Err(failed) => {
+            rec.fail(failed);
+            return rec.take();
+        }
+    };
+    let sessions = share_of(&w, args.sessions_for(Scenario::Streams), 1);
+    let pool = Rc::new(Pool::new(ctx.client_config(), sessions));
+    match timeout(args.op_timeout(), pool.fill()).await {
+        Some(failures) => failures.into_iter().for_each(|f| rec.fail(f)),
+        None => rec.fail(Failed::new(Failure::Timeout, "connecting the sessions")),
+    }
+    let request: Rc<[u8]> = vec![0x42; args.request_size as usize].into();
+    let start = rec.start_window();
+    let op = move |t0| {
+        let (pool, target, request) = (pool.clone(), target.clone(), request.clone());
+        async move {
+            let session = pool.get().await?;
+            exchange(&session, &target, &request, response, t0).await
+        }
+    };
+    drive(
+        rec.clone(),
+        load,
+        start + args.run_limit(),
+        budget_for(args, &w, 1),
+        args.op_timeout(),
+        op,
+    )
+    .await;
+    rec.end_window();
+    rec.take()
+}

@@ -1,0 +1,123 @@
+//! The generator's own targets, served by detached tasks on the calling
+//! executor: echo, sink, source (writes forever), request/response (answers
+//! every `request` bytes with `response` bytes), and for baseline a plain TCP
+//! sink and a TLS sink. They live as long as the executor that started them.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+const BUF: usize = 64 * 1024;
+
+/// What a target does with each connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Behaviour {
+    /// Sends back what it reads.
+    Echo,
+    /// Reads and discards.
+    Sink,
+    /// Writes until the peer goes away.
+    Source,
+    /// Reads `request` bytes, writes `response` bytes, repeats.
+    RequestResponse {
+        /// Bytes per request.
+        request: usize,
+        /// Bytes per response.
+        response: usize,
+    },
+}
+
+/// Binds `host:0` and serves `behaviour` on it; returns the bound address.
+pub fn start(host: IpAddr, behaviour: Behaviour) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(SocketAddr::new(host, 0))?;
+    let addr = listener.local_addr()?;
+    let payload: Rc<[u8]> = vec![0x5A; BUF].into();
+    glommio::spawn_local(async move {
+        loop {
+            let Ok(conn) = listener.accept().await else {
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = conn.set_nodelay(true);
+            let payload = payload.clone();
+            glommio::spawn_local(async move {
+                // Connection errors end the connection, nothing else.
+                let _ = serve(conn, behaviour, &payload).await;
+            })
+            .detach();
+        }
+    })
+    .detach();
+    Ok(addr)
+}
+
+async fn serve(mut conn: TcpStream, behaviour: Behaviour, payload: &[u8]) -> io::Result<()> {
+    let mut buf = vec![0u8; BUF];
+    match behaviour {
+        Behaviour::Sink => drain(&mut conn, &mut buf).await,
+        Behaviour::Echo => loop {
+            let n = conn.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            conn.write_all(&buf[..n]).await?;
+        },
+        Behaviour::Source => loop {
+            conn.write_all(payload).await?;
+        },
+        Behaviour::RequestResponse { request, response } => {
+            let mut pending = 0usize;
+            loop {
+                while pending < request {
+                    let n = conn.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    pending += n;
+                }
+                pending -= request;
+                let mut left = response;
+                while left > 0 {
+                    let n = left.min(payload.len());
+                    conn.write_all(&payload[..n]).await?;
+                    left -= n;
+                }
+            }
+        }
+    }
+}
+
+async fn drain<R: AsyncRead + Unpin>(conn: &mut R, buf: &mut [u8]) -> io::Result<()> {
+    while conn.read(buf).await? > 0 {}
+    Ok(())
+}
+
+/// Binds `host:0` and serves TLS with `config`, discarding what arrives.
+pub fn start_tls_sink(host: IpAddr, config: Arc<rustls::ServerConfig>) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(SocketAddr::new(host, 0))?;
+    let addr = listener.local_addr()?;
+    let acceptor = futures_rustls::TlsAcceptor::from(config);
+    glommio::spawn_local(async move {
+        loop {
+            let Ok(conn) = listener.accept().await else {
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = conn.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            glommio::spawn_local(async move {
+                if let Ok(mut tls) = acceptor.accept(conn).await {
+                    let mut buf = vec![0u8; BUF];
+                    let _ = drain(&mut tls, &mut buf).await;
+                }
+            })
+            .detach();
+        }
+    })
+    .detach();
+    Ok(addr)
+}

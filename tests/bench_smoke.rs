@@ -1,0 +1,185 @@
+//! Smoke test of the load generator: the real server binary on 127.0.0.1 and
+//! `anytls-bench` run once per scenario for about a second with small
+//! parameters. Checks exit status, that the table names the scenario with a
+//! number, that --json parses, and that a wrong password exits non-zero.
+//! Figures are not asserted. Every child process is bounded by a time limit.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{TestServer, PASSWORD};
+
+/// Longest any single generator run may take before the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs anytls-bench with `args`, killing it after [`RUN_LIMIT`].
+fn bench(args: &[String]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_anytls-bench"))
+        .args(args)
+        .args(["--no-progress", "--insecure"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("anytls-bench starts");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(RUN_LIMIT) {
+        Ok(output) => output.expect("anytls-bench ran"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("anytls-bench {args:?} ran longer than {RUN_LIMIT:?}");
+        }
+    }
+}
+
+/// Runs a scenario that must succeed; returns its stdout.
+fn run_ok(args: &[String]) -> String {
+    let output = bench(args);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "anytls-bench {args:?} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The number in the table row whose result column starts with `name`.
+fn figure(stdout: &str, name: &str) -> Option<f64> {
+    stdout.lines().find_map(|line| {
+        let rest = line.trim_start().strip_prefix(name)?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+fn check(stdout: &str, scenario: &str, headline: &str) {
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(scenario) && l.contains("parameters:")),
+        "no {scenario} block in:\n{stdout}"
+    );
+    let value = figure(stdout, headline);
+    assert!(
+        value.is_some_and(f64::is_finite),
+        "no number for {headline:?} in:\n{stdout}"
+    );
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn every_scenario_runs_and_reports() {
+    // The harness runs the server at debug level by default: one line per stream
+    // is more than a load test needs ("listening on" is logged at info).
+    if std::env::var_os("SERVER_LOG").is_none() {
+        std::env::set_var("SERVER_LOG", "info");
+    }
+    let server = TestServer::start(&[]);
+    let pid = server.pid().to_string();
+    let addr = server.addr.to_string();
+    let common = |extra: &[&str]| {
+        let mut args = strings(&["--server", &addr, "--password", PASSWORD]);
+        args.extend(strings(extra));
+        args
+    };
+    // The baseline's sinks go where the server is: the first allowed CPU.
+    let first_cpu = core_affinity::get_core_ids()
+        .and_then(|ids| ids.iter().map(|c| c.id).min())
+        .unwrap_or(0)
+        .to_string();
+
+    let out = run_ok(&common(&[
+        "throughput",
+        "--duration",
+        "1",
+        "--streams",
+        "2",
+        "--server-pid",
+        &pid,
+    ]));
+    check(&out, "throughput", "throughput");
+
+    let json = std::env::temp_dir().join(format!("anytls-bench-smoke-{}.json", std::process::id()));
+    let json_arg = json.display().to_string();
+    let out = run_ok(&common(&[
+        "streams",
+        "--duration",
+        "1",
+        "--concurrency",
+        "4",
+        "--request-size",
+        "64",
+        "--json",
+        &json_arg,
+    ]));
+    check(&out, "streams", "streams/s");
+    let text = std::fs::read_to_string(&json).expect("--json file written");
+    let _ = std::fs::remove_file(&json);
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("--json file is JSON");
+    assert_eq!(doc["scenarios"][0]["scenario"], "streams", "{text}");
+    assert!(
+        doc["scenarios"][0]["results"][0]["value"].is_number(),
+        "{text}"
+    );
+
+    let out = run_ok(&common(&[
+        "handshakes",
+        "--duration",
+        "1",
+        "--concurrency",
+        "2",
+    ]));
+    check(&out, "handshakes", "sessions/s");
+
+    let out = run_ok(&common(&[
+        "idle",
+        "--sessions",
+        "20",
+        "--settle-ms",
+        "200",
+        "--server-pid",
+        &pid,
+    ]));
+    check(&out, "idle", "RSS per idle session");
+
+    let out = run_ok(&common(&[
+        "baseline",
+        "--duration",
+        "0.4",
+        "--concurrency",
+        "2",
+        "--baseline-server-cpu",
+        &first_cpu,
+    ]));
+    check(&out, "baseline", "TLS bulk");
+    check(&out, "baseline", "TLS handshakes/s");
+
+    // Nothing succeeds with a wrong password: the errors are named, exit is 1.
+    let output = bench(&strings(&[
+        "streams",
+        "--server",
+        &addr,
+        "--password",
+        "wrong",
+        "--duration",
+        "0.5",
+        "--concurrency",
+        "2",
+    ]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("session_closed"), "{stdout}");
+}
