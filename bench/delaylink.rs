@@ -22,7 +22,10 @@ fn open_tun(name: &str) -> std::io::Result<File> {
         flags: libc::c_short,
         _pad: [u8; 22],
     }
-    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
     let mut request = IfReq {
         name: [0; libc::IFNAMSIZ],
         flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
@@ -54,7 +57,10 @@ fn forward(mut from: File, mut to: File, delay: Duration) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 65_536];
         while let Ok(n) = from.read(&mut buf) {
-            if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+            if tx
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
                 return;
             }
         }
@@ -70,7 +76,10 @@ fn forward(mut from: File, mut to: File, delay: Duration) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let [host_if, netns, ns_if, delay_ms] = &args[..] else {
         eprintln!("usage: delaylink HOST_IF NETNS NS_IF DELAY_MS");
         std::process::exit(2);
