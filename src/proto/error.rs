@@ -54,3 +54,20 @@ pub enum PaddingError {
     #[error("padding scheme of {0} bytes does not fit in one frame (65535 max)")]
     TooLong(usize),
 }
+
+/// A UDP-over-TCP request or datagram header was malformed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UotError {
+    /// `is_connect` is neither 0 nor 1.
+    #[error("UoT request: is_connect byte {0} is not 0 or 1")]
+    ConnectFlag(u8),
+    /// A datagram address type other than 0, 1, 2.
+    #[error("UoT datagram: unknown address type {0:#04x}")]
+    AddressType(u8),
+    /// An address is malformed.
+    #[error("UoT address: {0}")]
+    Address(#[from] AddrError),
+    /// A datagram longer than its u16 length can say.
+    #[error("datagram of {0} bytes exceeds 65535")]
+    DatagramTooLong(usize),
+}

@@ -8,6 +8,7 @@
 //! - [`settings`]: `key=value` Settings and ServerSettings.
 //! - [`padding`]: the padding scheme, its md5, record sizes and write shaping.
 //! - [`addr`]: SOCKS5-form target addresses.
+//! - [`uot`]: UDP over TCP v2 requests and datagrams.
 //! - [`error`]: one error enum per kind of input.
 
 pub mod addr;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod frame;
 pub mod padding;
 pub mod settings;
+pub mod uot;
 
 pub use addr::Address;
 pub use frame::{Command, Frame};
