@@ -161,12 +161,13 @@ fn watch_log(child: &mut Child, marker: &'static str) -> (Arc<Mutex<Vec<String>>
             sink.lock().unwrap().push(line);
         }
     });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("process did not start: {:?}", log.lock().unwrap()))
-        .parse()
-        .unwrap();
-    (log, addr)
+    let Ok(addr) = addr_rx.recv_timeout(Duration::from_secs(20)) else {
+        // Do not leave the process behind when the test fails here.
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("process did not start: {:?}", log.lock().unwrap());
+    };
+    (log, addr.parse().unwrap())
 }
 
 /// The client binary (SOCKS5 inbound) running as a child process.
