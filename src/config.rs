@@ -15,6 +15,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time a stream whose buffer is full may go without its target taking a byte.
 pub const DEFAULT_STREAM_STALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default lifetime of a UDP-over-TCP association without a datagram either way.
+pub const DEFAULT_UOT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default lifetime of a session with no stream and no frame.
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -40,6 +42,8 @@ pub struct ServerConfig {
     /// A stream whose upload buffer is full and whose target takes no byte for this
     /// long is closed, so the session (which stops reading meanwhile) goes on.
     pub stream_stall_timeout: Duration,
+    /// A UDP-over-TCP association with no datagram either way for this long ends.
+    pub uot_idle_timeout: Duration,
     /// The outbound connection pool.
     pub pool: PoolConfig,
 }
@@ -60,6 +64,7 @@ impl ServerConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             stream_stall_timeout: DEFAULT_STREAM_STALL_TIMEOUT,
+            uot_idle_timeout: DEFAULT_UOT_IDLE_TIMEOUT,
             pool: PoolConfig::default(),
         }
     }

@@ -67,6 +67,10 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_STREAM_STALL_TIMEOUT.as_secs())]
     stream_stall_timeout: u64,
 
+    /// Seconds a UDP-over-TCP association lives without a datagram either way.
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_UOT_IDLE_TIMEOUT.as_secs())]
+    uot_idle_timeout: u64,
+
     /// Outbound connection pool: none (or direct: dial every time, like the
     /// reference server), lock, lockfree or highperf. Spares help only when streams
     /// keep going to the same few targets.
@@ -161,6 +165,7 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
         connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
         session_idle_timeout: seconds("idle-session-timeout", args.idle_session_timeout)?,
         stream_stall_timeout: seconds("stream-stall-timeout", args.stream_stall_timeout)?,
+        uot_idle_timeout: seconds("uot-idle-timeout", args.uot_idle_timeout)?,
         pool: PoolConfig {
             kind: args.pool_type,
             min_idle: args.min_idle_connections,

@@ -26,15 +26,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
+use glommio_socket2::Socket;
 use log::debug;
-use socket2::Socket;
 
 use crate::mux::timeout;
 use crate::outbound::{dial_any, DialError, Resolver};
@@ -345,7 +345,7 @@ impl CorePool {
     fn take_live_spare(&self, key: &SocketAddr) -> Option<TcpStream> {
         while let Some(spare) = self.store.pop(key) {
             if is_alive(&spare.item) {
-                return Some(into_stream(spare.item));
+                return Some(TcpStream::from(spare.item));
             }
             debug!("spare to {key} was closed by the target; discarded");
             self.discard(1);
@@ -486,13 +486,6 @@ fn into_socket(stream: TcpStream) -> io::Result<Socket> {
         return Err(io::Error::last_os_error());
     }
     Ok(unsafe { Socket::from_raw_fd(fd) })
-}
-
-/// Gives a stored spare back to glommio on the executor that takes it.
-fn into_stream(socket: Socket) -> TcpStream {
-    // SAFETY: `into_raw_fd` releases the socket's sole ownership of a valid open
-    // descriptor, which the glommio stream takes over.
-    unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) }
 }
 
 /// A spare is alive unless a non-blocking peek sees EOF or an error. (Bytes

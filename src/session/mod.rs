@@ -9,6 +9,7 @@
 //! and closes the connection.
 
 mod stream;
+mod uot;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

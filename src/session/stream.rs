@@ -8,12 +8,10 @@ use log::debug;
 
 use super::{Session, StreamEntry};
 use crate::mux;
-use crate::proto::{Address, Command};
+use crate::proto::{uot, Address, Command};
 
 /// Target->client bytes read per call.
 const DOWNLOAD_CHUNK: usize = 16 * 1024;
-/// The UDP-over-TCP magic names (not served yet).
-const UOT_NAMES: [&str; 2] = ["sp.v2.udp-over-tcp.arpa", "sp.udp-over-tcp.arpa"];
 
 /// How a relay ended.
 enum RelayEnd {
@@ -77,12 +75,17 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
         }
         pending.extend_from_slice(&chunk);
     };
-    if matches!(&target, Address::Domain(name, _) if UOT_NAMES.contains(&name.as_str())) {
-        return refuse(
-            session,
-            id,
-            "UDP over TCP is not supported by this server yet",
-        );
+    if let Address::Domain(name, _) = &target {
+        if name == uot::UOT_V2_NAME {
+            return super::uot::serve(session, id, entry, pending).await;
+        }
+        if name == uot::UOT_V1_NAME {
+            return refuse(
+                session,
+                id,
+                "UDP over TCP v1 (sp.udp-over-tcp.arpa) is not supported; use v2",
+            );
+        }
     }
     let core = &session.core;
     let outbound = match core
@@ -135,7 +138,7 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
 }
 
 /// Tells the client its stream failed: SYNACK with the reason (v2); FIN follows.
-fn refuse(session: &Session, id: u32, reason: &str) -> bool {
+pub(super) fn refuse(session: &Session, id: u32, reason: &str) -> bool {
     if session.version.get() >= 2 {
         session
             .queue

@@ -1,0 +1,197 @@
+//! UDP over TCP v2 on the server (UOT.md): a stream whose target is
+//! `sp.v2.udp-over-tcp.arpa` carries a request and then length-prefixed
+//! datagrams, relayed through one UDP socket on this executor.
+//!
+//! The stream's bytes are parsed as a byte stream, so datagrams may span PSH
+//! frames. Memory per association is bounded: at most one partial datagram
+//! (< 64 KiB + header) waits for its end, one 64 KiB receive buffer, and the
+//! session's write queue bound applies to what goes back. An association ends
+//! with its stream, on a malformed header, or after `uot_idle_timeout` without a
+//! datagram either way.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::net::UdpSocket;
+use log::{debug, warn};
+
+use super::{stream::refuse, Session, StreamEntry};
+use crate::proto::uot::{self, Request};
+use crate::proto::{Address, Command};
+
+/// Largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+/// Receive buffer asked for each association's socket, so a burst of replies is
+/// not dropped while the session is busy (the kernel caps it at net.core.rmem_max).
+const UDP_RECEIVE_BUFFER: usize = 1 << 20;
+
+/// An unconnected UDP socket on an ephemeral port of the given family.
+fn udp_socket(ipv6: bool) -> std::io::Result<UdpSocket> {
+    use glommio_socket2::{Domain, Protocol, Socket, Type};
+    let (domain, any) = if ipv6 {
+        (Domain::IPV6, SocketAddr::from(([0u16; 8], 0)))
+    } else {
+        (Domain::IPV4, SocketAddr::from(([0u8; 4], 0)))
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER).ok();
+    socket.bind(&any.into())?;
+    Ok(UdpSocket::from(socket))
+}
+
+enum UotEnd {
+    /// The client sent FIN.
+    ClientFinished,
+    /// Anything else: the client is told with FIN.
+    Ended,
+}
+
+/// Runs the association; `true` if the client must be sent FIN.
+pub(super) async fn serve(
+    session: &Session,
+    id: u32,
+    entry: &StreamEntry,
+    mut buf: Vec<u8>,
+) -> bool {
+    let peer = session.peer;
+    let mut chunk = Vec::new();
+    let request = loop {
+        match Request::decode(&buf) {
+            Ok(Some((request, used))) => {
+                buf.drain(..used);
+                break request;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!("{peer}: stream {id}: malformed UDP-over-TCP request: {e}");
+                return refuse(session, id, &format!("malformed UDP-over-TCP request: {e}"));
+            }
+        }
+        if !entry.upload.take_all(&mut chunk).await {
+            return false;
+        }
+        buf.extend_from_slice(&chunk);
+    };
+    let core = &session.core;
+    let fixed = if request.is_connect {
+        match core.resolver.resolve(&request.destination).await {
+            Ok(addrs) => Some(addrs[0]),
+            Err(e) => return refuse(session, id, &e.to_string()),
+        }
+    } else {
+        None
+    };
+    let ipv6 = match (&fixed, &request.destination) {
+        (Some(addr), _) | (None, Address::Ip(addr)) => addr.is_ipv6(),
+        _ => false,
+    };
+    let socket = match udp_socket(ipv6) {
+        Ok(socket) => socket,
+        Err(e) => return refuse(session, id, &format!("cannot open a UDP socket: {e}")),
+    };
+    if let Some(addr) = fixed {
+        if let Err(e) = socket.connect(addr).await {
+            return refuse(session, id, &format!("UDP connect {addr}: {e}"));
+        }
+    }
+    debug!(
+        "{peer}: stream {id}: UDP over TCP ({}) to {}",
+        if request.is_connect {
+            "connect"
+        } else {
+            "non-connect"
+        },
+        request.destination
+    );
+    if session.version.get() >= 2 {
+        session.queue.push_frame(Command::SynAck, id, &[]);
+    }
+    let last_datagram = Cell::new(Instant::now());
+    let counters = core.counters();
+    let upload = async {
+        loop {
+            let mut start = 0;
+            loop {
+                match uot::decode_datagram(&buf[start..], request.is_connect) {
+                    Ok(Some((datagram, used))) => {
+                        start += used;
+                        last_datagram.set(Instant::now());
+                        let to = match (fixed, &datagram.address) {
+                            (Some(addr), _) => addr,
+                            (None, Some(address)) => match core.resolver.resolve(address).await {
+                                // Prefer an address of the socket's family.
+                                Ok(addrs) => *addrs
+                                    .iter()
+                                    .find(|a| a.is_ipv6() == ipv6)
+                                    .unwrap_or(&addrs[0]),
+                                Err(e) => {
+                                    debug!("{peer}: stream {id}: datagram dropped: {e}");
+                                    continue;
+                                }
+                            },
+                            (None, None) => unreachable!("non-connect datagrams carry an address"),
+                        };
+                        let sent = if fixed.is_some() {
+                            socket.send(datagram.payload).await
+                        } else {
+                            socket.send_to(datagram.payload, to).await
+                        };
+                        match sent {
+                            Ok(n) => counters.bytes_up.add(n as u64),
+                            Err(e) => debug!("{peer}: stream {id}: send to {to}: {e}"),
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!("{peer}: stream {id}: malformed UDP-over-TCP datagram: {e}; closing the stream");
+                        return UotEnd::Ended;
+                    }
+                }
+            }
+            buf.drain(..start);
+            if !entry.upload.take_all(&mut chunk).await {
+                return UotEnd::ClientFinished;
+            }
+            buf.extend_from_slice(&chunk);
+        }
+    };
+    let download = async {
+        let mut packet = vec![0u8; MAX_DATAGRAM];
+        let mut framed = Vec::with_capacity(MAX_DATAGRAM + 32);
+        loop {
+            let (n, from): (usize, SocketAddr) = match socket.recv_from(&mut packet).await {
+                Ok(received) => received,
+                Err(e) => {
+                    debug!("{peer}: stream {id}: UDP receive: {e}");
+                    return UotEnd::Ended;
+                }
+            };
+            last_datagram.set(Instant::now());
+            framed.clear();
+            let source = (!request.is_connect).then_some(Address::Ip(from));
+            uot::encode_datagram(source.as_ref(), &packet[..n], &mut framed)
+                .expect("a received datagram fits in a frame");
+            if session.queue.push_data(id, &framed).await.is_err() {
+                return UotEnd::ClientFinished;
+            }
+            counters.bytes_down.add(n as u64);
+        }
+    };
+    let idle_limit = core.config.uot_idle_timeout;
+    let idle = async {
+        let check = (idle_limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        loop {
+            glommio::timer::sleep(check).await;
+            if last_datagram.get().elapsed() >= idle_limit {
+                debug!("{peer}: stream {id}: UDP association idle for {idle_limit:?}");
+                return UotEnd::Ended;
+            }
+        }
+    };
+    matches!(
+        future::or(upload, future::or(download, idle)).await,
+        UotEnd::Ended
+    )
+}
