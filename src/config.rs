@@ -2,7 +2,7 @@
 //! tests directly) and shared read-only by every core.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::pool::PoolConfig;
@@ -25,10 +25,12 @@ pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct ServerConfig {
     /// Address every core's listener binds (port 0 picks one port for all).
     pub listen: SocketAddr,
-    /// Accepted credentials.
-    pub users: Users,
-    /// The padding scheme clients are told to use.
-    pub padding: Arc<PaddingScheme>,
+    /// Accepted credentials (replaced on SIGHUP).
+    pub users: Reloadable<Users>,
+    /// The padding scheme clients are told to use (replaced on SIGHUP).
+    pub padding: Reloadable<PaddingScheme>,
+    /// Where connections that fail authentication are handed (probe resistance).
+    pub fallback: Option<SocketAddr>,
     /// TLS server configuration.
     pub tls: Arc<rustls::ServerConfig>,
     /// CPU ids to run one executor on each, in order.
@@ -56,8 +58,9 @@ impl ServerConfig {
         users.add("default", password);
         ServerConfig {
             listen,
-            users,
-            padding: Arc::new(PaddingScheme::default()),
+            users: Reloadable::new(users),
+            padding: Reloadable::new(PaddingScheme::default()),
+            fallback: None,
             tls,
             cpus: allowed_cpus().into_iter().take(1).collect(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -84,4 +87,103 @@ pub fn allowed_cpus() -> Vec<usize> {
         cpus = (0..n).collect();
     }
     cpus
+}
+
+/// A value every core reads and an operator may replace while the server runs
+/// (SIGHUP). Readers take a cheap `Arc` snapshot; a replacement is seen by every
+/// connection that starts after it.
+#[derive(Debug)]
+pub struct Reloadable<T>(Arc<RwLock<Arc<T>>>);
+
+impl<T> Clone for Reloadable<T> {
+    fn clone(&self) -> Self {
+        Reloadable(self.0.clone())
+    }
+}
+
+impl<T> Reloadable<T> {
+    /// Wraps the first value.
+    pub fn new(value: T) -> Self {
+        Reloadable(Arc::new(RwLock::new(Arc::new(value))))
+    }
+
+    /// The current value.
+    pub fn load(&self) -> Arc<T> {
+        self.0.read().expect("reloadable lock poisoned").clone()
+    }
+
+    /// Replaces the value for everyone from now on.
+    pub fn store(&self, value: T) {
+        *self.0.write().expect("reloadable lock poisoned") = Arc::new(value);
+    }
+}
+
+/// A users file could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UsersFileError {
+    /// A line is not `name:password`.
+    #[error("line {0}: expected name:password")]
+    Malformed(usize),
+    /// A name appears twice.
+    #[error("line {0}: user {1:?} is already defined")]
+    Duplicate(usize, String),
+    /// No user at all.
+    #[error("no users defined")]
+    Empty,
+}
+
+/// Parses a users file: one `name:password` per line (split at the first `:`);
+/// blank lines and lines starting with `#` are ignored.
+pub fn parse_users(text: &str, into: &mut Users) -> Result<(), UsersFileError> {
+    let mut names = std::collections::HashSet::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let (name, password) = line
+            .split_once(':')
+            .filter(|(name, password)| !name.trim().is_empty() && !password.is_empty())
+            .ok_or(UsersFileError::Malformed(index + 1))?;
+        let name = name.trim();
+        if !names.insert(name.to_owned()) {
+            return Err(UsersFileError::Duplicate(index + 1, name.to_owned()));
+        }
+        into.add(name, password);
+    }
+    if into.is_empty() {
+        return Err(UsersFileError::Empty);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::auth::PasswordHash;
+
+    #[test]
+    fn users_file() {
+        let mut users = Users::default();
+        parse_users("# team\nalice:a:b:c\n\nbob:pw\r\n", &mut users).unwrap();
+        assert_eq!(users.authenticate(&PasswordHash::of("a:b:c")), Some("alice"));
+        assert_eq!(users.authenticate(&PasswordHash::of("pw")), Some("bob"));
+        let mut users = Users::default();
+        assert_eq!(parse_users("alice\n", &mut users), Err(UsersFileError::Malformed(1)));
+        let mut users = Users::default();
+        assert_eq!(
+            parse_users("a:1\na:2", &mut users),
+            Err(UsersFileError::Duplicate(2, "a".into()))
+        );
+        assert_eq!(parse_users("# none\n", &mut Users::default()), Err(UsersFileError::Empty));
+        assert_eq!(parse_users(":pw", &mut Users::default()), Err(UsersFileError::Malformed(1)));
+    }
+
+    #[test]
+    fn reloadable_swaps_for_new_readers() {
+        let value = Reloadable::new(1);
+        let before = value.load();
+        value.store(2);
+        assert_eq!((*before, *value.load()), (1, 2));
+    }
 }

@@ -28,6 +28,8 @@ pub struct CoreCounters {
     pub auth_failures: Counter,
     /// Connections that failed or timed out in TLS or before authenticating.
     pub handshake_failures: Counter,
+    /// Rejected connections handed to the fallback service.
+    pub fallbacks: Counter,
 }
 
 /// A counter written by one core only.
@@ -84,6 +86,7 @@ impl Stats {
             total.bytes_down += core.bytes_down.get();
             total.auth_failures += core.auth_failures.get();
             total.handshake_failures += core.handshake_failures.get();
+            total.fallbacks += core.fallbacks.get();
         }
         total
     }
@@ -101,6 +104,7 @@ pub struct StatsSnapshot {
     pub bytes_down: u64,
     pub auth_failures: u64,
     pub handshake_failures: u64,
+    pub fallbacks: u64,
 }
 
 impl fmt::Display for StatsSnapshot {
@@ -108,7 +112,7 @@ impl fmt::Display for StatsSnapshot {
         write!(
             f,
             "[Server Stats] Sessions: {} open ({} total), Streams: {} open ({} total), \
-             Bytes: {} up, {} down, Auth failures: {}, Handshake failures: {}",
+             Bytes: {} up, {} down, Auth failures: {} ({} to fallback), Handshake failures: {}",
             self.sessions_open,
             self.sessions_total,
             self.streams_open,
@@ -116,6 +120,7 @@ impl fmt::Display for StatsSnapshot {
             self.bytes_up,
             self.bytes_down,
             self.auth_failures,
+            self.fallbacks,
             self.handshake_failures
         )
     }

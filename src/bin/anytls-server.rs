@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anytls::cli::Fatal;
-use anytls::config::{self, ServerConfig};
+use anytls::config::{self, parse_users, Reloadable, ServerConfig};
 use anytls::pool::{self, PoolConfig, PoolKind};
 use anytls::proto::auth::Users;
 use anytls::proto::PaddingScheme;
 use anytls::runtime::{self, Server};
 use anytls::tls::ServerTls;
 use clap::Parser;
-use log::info;
+use log::{info, warn};
 
 /// A thread-per-core AnyTLS server (io_uring via glommio, TLS via rustls).
 ///
@@ -29,11 +29,23 @@ struct Args {
     #[arg(short = 'l', long = "listen", default_value = "0.0.0.0:8443")]
     listen: String,
 
-    /// Password clients authenticate with.
-    #[arg(short = 'p', long = "password")]
-    password: String,
+    /// Password clients authenticate with; repeat for several users
+    /// (named password-1, password-2, ...).
+    #[arg(short = 'p', long = "password", required_unless_present = "users")]
+    password: Vec<String>,
 
-    /// Padding scheme file sent to clients (default: the reference's default scheme).
+    /// File of `name:password` lines (# comments allowed); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+
+    /// TCP address (an ordinary web server) that connections failing
+    /// authentication are handed to, with the bytes already read, so probers see
+    /// that service. Without it they are closed without a reply.
+    #[arg(long, value_name = "ADDR")]
+    fallback: Option<String>,
+
+    /// Padding scheme file sent to clients (default: the reference's default
+    /// scheme); reloaded on SIGHUP.
     #[arg(long = "padding-scheme", value_name = "FILE")]
     padding_scheme: Option<PathBuf>,
 
@@ -107,6 +119,66 @@ fn seconds(flag: &str, secs: u64) -> Result<Duration, Fatal> {
     Ok(Duration::from_secs(secs))
 }
 
+/// The users from every -p and the --users file.
+fn load_users(args: &Args) -> Result<Users, Fatal> {
+    let mut users = Users::default();
+    for (index, password) in args.password.iter().enumerate() {
+        if password.is_empty() {
+            return Err(Fatal("--password must not be empty".into()));
+        }
+        let name = if args.password.len() == 1 && args.users.is_none() {
+            "default".to_owned()
+        } else {
+            format!("password-{}", index + 1)
+        };
+        users.add(&name, password);
+    }
+    if let Some(path) = &args.users {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Fatal(format!("cannot read users file {}: {e}", path.display())))?;
+        parse_users(&text, &mut users)
+            .map_err(|e| Fatal(format!("invalid users file {}: {e}", path.display())))?;
+    }
+    Ok(users)
+}
+
+/// The padding scheme from --padding-scheme, or the default.
+fn load_padding(args: &Args) -> Result<PaddingScheme, Fatal> {
+    match &args.padding_scheme {
+        None => Ok(PaddingScheme::default()),
+        Some(path) => {
+            let raw = std::fs::read(path).map_err(|e| {
+                Fatal(format!("cannot read padding scheme {}: {e}", path.display()))
+            })?;
+            PaddingScheme::parse(&raw)
+                .map_err(|e| Fatal(format!("invalid padding scheme {}: {e}", path.display())))
+        }
+    }
+}
+
+/// SIGHUP: re-reads the users and padding scheme files; a bad file keeps the old
+/// value and says why.
+fn reload(args: &Args, users: &Reloadable<Users>, padding: &Reloadable<PaddingScheme>) {
+    if args.users.is_some() {
+        match load_users(args) {
+            Ok(loaded) => {
+                info!("SIGHUP: reloaded {} user(s)", loaded.len());
+                users.store(loaded);
+            }
+            Err(Fatal(why)) => warn!("SIGHUP: keeping the current users: {why}"),
+        }
+    }
+    if args.padding_scheme.is_some() {
+        match load_padding(args) {
+            Ok(loaded) => {
+                info!("SIGHUP: reloaded the padding scheme (md5 {})", loaded.md5_hex());
+                padding.store(loaded);
+            }
+            Err(Fatal(why)) => warn!("SIGHUP: keeping the current padding scheme: {why}"),
+        }
+    }
+}
+
 fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
     let listen: SocketAddr = args
         .listen
@@ -114,22 +186,7 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
         .map_err(|e| Fatal(format!("invalid --listen {}: {e}", args.listen)))?
         .next()
         .ok_or_else(|| Fatal(format!("--listen {} resolves to no address", args.listen)))?;
-    if args.password.is_empty() {
-        return Err(Fatal("--password must not be empty".into()));
-    }
-    let padding = match &args.padding_scheme {
-        None => PaddingScheme::default(),
-        Some(path) => {
-            let raw = std::fs::read(path).map_err(|e| {
-                Fatal(format!(
-                    "cannot read padding scheme {}: {e}",
-                    path.display()
-                ))
-            })?;
-            PaddingScheme::parse(&raw)
-                .map_err(|e| Fatal(format!("invalid padding scheme {}: {e}", path.display())))?
-        }
-    };
+    let padding = load_padding(args)?;
     let tls = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => ServerTls::from_pem_files(cert, key)?,
         _ => ServerTls::self_signed()?,
@@ -153,12 +210,21 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
         }
         Some(n) => allowed[..n].to_vec(),
     };
-    let mut users = Users::default();
-    users.add("default", &args.password);
+    let users = load_users(args)?;
+    let fallback = match &args.fallback {
+        None => None,
+        Some(text) => Some(
+            text.to_socket_addrs()
+                .map_err(|e| Fatal(format!("invalid --fallback {text}: {e}")))?
+                .next()
+                .ok_or_else(|| Fatal(format!("--fallback {text} resolves to no address")))?,
+        ),
+    };
     let config = ServerConfig {
         listen,
-        users,
-        padding: Arc::new(padding),
+        users: Reloadable::new(users),
+        padding: Reloadable::new(padding),
+        fallback,
         tls: tls.config,
         cpus,
         handshake_timeout: seconds("handshake-timeout", args.handshake_timeout)?,
@@ -179,11 +245,14 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
 fn serve(args: Args) -> Result<(), Fatal> {
     let (config, certificate_note) = build_config(&args)?;
     let cpus = config.cpus.clone();
+    let (users, padding) = (config.users.clone(), config.padding.clone());
     // Register signal handlers before any thread starts so every thread inherits them.
     let stop = Arc::new(AtomicBool::new(false));
+    let hangup = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())?;
     let server = Server::start(config)?;
     info!("{certificate_note}");
     runtime::log_started(&server, &cpus);
@@ -191,6 +260,9 @@ fn serve(args: Args) -> Result<(), Fatal> {
     let mut next_report = Instant::now() + interval;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if hangup.swap(false, Ordering::Relaxed) {
+            reload(&args, &users, &padding);
+        }
         if args.stats_interval > 0 && Instant::now() >= next_report {
             info!("{}", server.stats().snapshot());
             info!("{}", server.pool().stats());

@@ -8,6 +8,8 @@
 //! the session goes on; a session failure sends Alert (where the protocol says so)
 //! and closes the connection.
 
+mod fallback;
+mod handshake;
 mod stream;
 mod uot;
 
@@ -23,10 +25,10 @@ use glommio::net::TcpStream;
 use log::{debug, info};
 
 use crate::mux::{self, timeout, Event, Pipe, WriteQueue};
-use crate::proto::auth::decode_preamble;
 use crate::proto::frame::{self, Command, Frame};
 use crate::proto::Settings;
 use crate::runtime::CoreContext;
+use handshake::Admission;
 
 /// Bytes requested from TLS per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -39,40 +41,30 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The Alert text for a SYN that arrives before Settings.
 pub const ALERT_NO_SETTINGS: &str = "client did not send its settings";
 
-#[derive(Debug, thiserror::Error)]
-enum HandshakeError {
-    #[error("TLS handshake failed: {0}")]
-    Tls(std::io::Error),
-    #[error("read failed before authentication: {0}")]
-    Read(std::io::Error),
-    #[error("connection closed before authentication")]
-    Closed,
-    #[error("wrong password")]
-    WrongPassword,
-}
-
 /// Serves one accepted TCP connection to its end.
 pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, core: Rc<CoreContext>) {
     let counters = core.counters();
-    let accepted = timeout(core.config.handshake_timeout, handshake(tcp, &core)).await;
-    let (tls, user, leftover) = match accepted {
-        Some(Ok(accepted)) => accepted,
-        Some(Err(HandshakeError::WrongPassword)) => {
+    let (tls, user, leftover) = match handshake::admit(tcp, &core).await {
+        Admission::Accepted {
+            tls,
+            user,
+            leftover,
+        } => (tls, user, leftover),
+        Admission::Rejected { tls, read, why } => {
             counters.auth_failures.add(1);
-            info!("{peer}: authentication failed, connection closed");
+            match core.config.fallback {
+                Some(fallback) => {
+                    info!("{peer}: authentication failed ({why}); handed to fallback {fallback}");
+                    counters.fallbacks.add(1);
+                    fallback::relay(tls, read, fallback, peer, &core).await;
+                }
+                None => info!("{peer}: authentication failed ({why}); connection closed"),
+            }
             return;
         }
-        Some(Err(e)) => {
+        Admission::Failed(why) => {
             counters.handshake_failures.add(1);
-            debug!("{peer}: {e}");
-            return;
-        }
-        None => {
-            counters.handshake_failures.add(1);
-            debug!(
-                "{peer}: no TLS handshake and authentication within {:?}",
-                core.config.handshake_timeout
-            );
+            debug!("{peer}: {why}");
             return;
         }
     };
@@ -83,37 +75,6 @@ pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, core: Rc<
     let reason = session.clone().run(tls, leftover).await;
     debug!("{peer}: session of user {} closed: {reason}", session.user);
     core.counters().sessions_open.sub(1);
-}
-
-async fn handshake(
-    tcp: TcpStream,
-    core: &CoreContext,
-) -> Result<(TlsStream<TcpStream>, String, Vec<u8>), HandshakeError> {
-    let mut tls = core
-        .acceptor
-        .accept(tcp)
-        .await
-        .map_err(HandshakeError::Tls)?;
-    let mut buf = Vec::new();
-    loop {
-        if let Some(preamble) = decode_preamble(&buf) {
-            let user = core
-                .config
-                .users
-                .authenticate(&preamble.hash)
-                .ok_or(HandshakeError::WrongPassword)?
-                .to_owned();
-            buf.drain(..preamble.len);
-            return Ok((tls, user, buf));
-        }
-        if read_more(&mut tls, &mut buf)
-            .await
-            .map_err(HandshakeError::Read)?
-            == 0
-        {
-            return Err(HandshakeError::Closed);
-        }
-    }
 }
 
 /// Reads up to [`READ_CHUNK`] more bytes onto the end of `buf`.
@@ -312,7 +273,7 @@ impl Session {
             Settings::default()
         });
         self.settings_received.set(true);
-        let padding = &self.core.config.padding;
+        let padding = self.core.config.padding.load();
         if settings.get("padding-md5") != Some(padding.md5_hex()) {
             self.queue
                 .push_frame(Command::UpdatePaddingScheme, 0, padding.text().as_bytes());

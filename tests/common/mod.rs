@@ -463,3 +463,11 @@ pub async fn eventually(limit: Duration, check: impl Fn() -> bool) -> bool {
     }
     check()
 }
+
+impl TestServer {
+    /// Sends a signal to the server.
+    pub fn signal(&mut self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+}

@@ -1,0 +1,101 @@
+//! Admission of a connection: TLS handshake, then the authentication preamble, all
+//! within the handshake timeout.
+//!
+//! The decision is taken once the preamble's fixed part (the 32-byte hash and the
+//! padding length) is complete, comparing against every user in constant time: a
+//! real client sends its whole preamble in one write, while a prober's request
+//! (an HTTP request, say) is never a valid preamble, and waiting for the padding
+//! length such bytes announce would leave the prober hanging where a web server
+//! answers. A rejected connection keeps every byte read after TLS, for the
+//! fallback.
+
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncRead;
+use futures_rustls::server::TlsStream;
+use glommio::net::TcpStream;
+
+use super::read_more;
+use crate::mux::timeout;
+use crate::proto::auth::{decode_preamble, PasswordHash, FIXED_LEN, HASH_LEN};
+use crate::runtime::CoreContext;
+
+/// How admission ended.
+pub(crate) enum Admission {
+    /// Authenticated: the user's name and the bytes read past the preamble.
+    Accepted {
+        tls: TlsStream<TcpStream>,
+        user: String,
+        leftover: Vec<u8>,
+    },
+    /// TLS completed but authentication did not (wrong password, or no complete
+    /// preamble in time): what was read is kept for the fallback.
+    Rejected {
+        tls: TlsStream<TcpStream>,
+        read: Vec<u8>,
+        why: &'static str,
+    },
+    /// No usable connection (TLS failed, or the peer closed or erred first).
+    Failed(String),
+}
+
+/// Runs the handshake and authentication within `core.config.handshake_timeout`.
+pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
+    let limit = core.config.handshake_timeout;
+    let started = Instant::now();
+    let mut tls = match timeout(limit, core.acceptor.accept(tcp)).await {
+        Some(Ok(tls)) => tls,
+        Some(Err(e)) => return Admission::Failed(format!("TLS handshake failed: {e}")),
+        None => return Admission::Failed(format!("no TLS handshake within {limit:?}")),
+    };
+    let mut buf = Vec::new();
+    let left = limit.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+    match timeout(left, read_preamble(&mut tls, &mut buf, core)).await {
+        Some(Ok(Some((user, used)))) => {
+            buf.drain(..used);
+            Admission::Accepted {
+                tls,
+                user,
+                leftover: buf,
+            }
+        }
+        Some(Ok(None)) => Admission::Rejected {
+            tls,
+            read: buf,
+            why: "wrong password",
+        },
+        Some(Err(e)) => Admission::Failed(e),
+        None => Admission::Rejected {
+            tls,
+            read: buf,
+            why: "no authentication within the handshake timeout",
+        },
+    }
+}
+
+/// Reads until the preamble can be judged: `Some((user, preamble length))` once a
+/// matching preamble is complete, `None` as soon as the hash is known to be wrong.
+async fn read_preamble<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    core: &CoreContext,
+) -> Result<Option<(String, usize)>, String> {
+    let mut user = None;
+    loop {
+        if user.is_none() && buf.len() >= FIXED_LEN {
+            let hash: [u8; HASH_LEN] = buf[..HASH_LEN].try_into().expect("length checked");
+            match core.config.users.load().authenticate(&PasswordHash(hash)) {
+                Some(name) => user = Some(name.to_owned()),
+                None => return Ok(None),
+            }
+        }
+        if let (Some(name), Some(preamble)) = (&user, decode_preamble(buf)) {
+            return Ok(Some((name.clone(), preamble.len)));
+        }
+        match read_more(reader, buf).await {
+            Ok(0) => return Err("connection closed before authentication".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read failed before authentication: {e}")),
+        }
+    }
+}
