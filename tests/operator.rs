@@ -98,7 +98,8 @@ fn several_users_and_sighup_reload() {
                 .is_some_and(|r| r.is_ok())
         })
     };
-    for password in ["extra-1", "extra-2", "alice-pw", "bob-pw"] {
+    // TestServer adds its own -p too: five users in all.
+    for password in ["extra-1", "extra-2", "alice-pw", "bob-pw", PASSWORD] {
         assert!(works(password), "{password} must authenticate");
     }
     assert!(!works("carol-pw"));
@@ -121,7 +122,7 @@ fn several_users_and_sighup_reload() {
     held_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     std::fs::write(&file, "alice:alice-pw\ncarol:carol-pw\n").unwrap();
     server.signal(libc::SIGHUP);
-    assert!(server.wait_for_log("SIGHUP: reloaded 4 user(s)", Duration::from_secs(5)));
+    assert!(server.wait_for_log("SIGHUP: reloaded 5 user(s)", Duration::from_secs(5)), "{:?}", server.log_lines().iter().filter(|l| l.contains("SIGHUP") || l.contains("ERROR") || l.contains("WARN")).collect::<Vec<_>>());
     assert!(works("carol-pw"), "a new user works after SIGHUP");
     assert!(!works("bob-pw"), "a removed user no longer authenticates");
     done_tx.send(()).unwrap();
