@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub padding: Reloadable<PaddingScheme>,
     /// Where connections that fail authentication are handed (probe resistance).
     pub fallback: Option<SocketAddr>,
+    /// Where the Prometheus metrics endpoint listens.
+    pub metrics: Option<SocketAddr>,
     /// TLS server configuration.
     pub tls: Arc<rustls::ServerConfig>,
     /// CPU ids to run one executor on each, in order.
@@ -61,6 +63,7 @@ impl ServerConfig {
             users: Reloadable::new(users),
             padding: Reloadable::new(PaddingScheme::default()),
             fallback: None,
+            metrics: None,
             tls,
             cpus: allowed_cpus().into_iter().take(1).collect(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -166,17 +169,29 @@ mod tests {
     fn users_file() {
         let mut users = Users::default();
         parse_users("# team\nalice:a:b:c\n\nbob:pw\r\n", &mut users).unwrap();
-        assert_eq!(users.authenticate(&PasswordHash::of("a:b:c")), Some("alice"));
+        assert_eq!(
+            users.authenticate(&PasswordHash::of("a:b:c")),
+            Some("alice")
+        );
         assert_eq!(users.authenticate(&PasswordHash::of("pw")), Some("bob"));
         let mut users = Users::default();
-        assert_eq!(parse_users("alice\n", &mut users), Err(UsersFileError::Malformed(1)));
+        assert_eq!(
+            parse_users("alice\n", &mut users),
+            Err(UsersFileError::Malformed(1))
+        );
         let mut users = Users::default();
         assert_eq!(
             parse_users("a:1\na:2", &mut users),
             Err(UsersFileError::Duplicate(2, "a".into()))
         );
-        assert_eq!(parse_users("# none\n", &mut Users::default()), Err(UsersFileError::Empty));
-        assert_eq!(parse_users(":pw", &mut Users::default()), Err(UsersFileError::Malformed(1)));
+        assert_eq!(
+            parse_users("# none\n", &mut Users::default()),
+            Err(UsersFileError::Empty)
+        );
+        assert_eq!(
+            parse_users(":pw", &mut Users::default()),
+            Err(UsersFileError::Malformed(1))
+        );
     }
 
     #[test]

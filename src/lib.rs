@@ -15,12 +15,14 @@
 //!   start-up checks, shutdown.
 //! - [`tls`]: rustls configuration, PEM loading, the self-signed default.
 //! - [`stats`]: per-core counters summed when reported.
+//! - [`metrics`]: the Prometheus text endpoint (`--metrics`).
 //! - [`config`]: the server's settled configuration.
 //! - [`cli`]: what the binaries share at their edge (exit code 2 on start-up errors).
 
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod mux;
 pub mod outbound;
 pub mod pool;

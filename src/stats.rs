@@ -4,9 +4,10 @@
 //! read-modify-write, no shared cache line); readers on other threads sum them with
 //! relaxed loads, which is all a periodic report needs.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One core's counters, padded to its own cache lines.
 #[derive(Default)]
@@ -55,10 +56,22 @@ impl Counter {
     }
 }
 
+/// One user's traffic on one core (written by that core only).
+#[derive(Default)]
+#[repr(align(128))]
+pub struct UserCounters {
+    /// Payload bytes client -> target.
+    pub bytes_up: Counter,
+    /// Payload bytes target -> client.
+    pub bytes_down: Counter,
+}
+
 /// Every core's counters.
 #[derive(Clone)]
 pub struct Stats {
     cores: Arc<[CoreCounters]>,
+    /// (user, counters of one core), registered once per user and core.
+    users: Arc<Mutex<Vec<(String, Arc<UserCounters>)>>>,
 }
 
 impl Stats {
@@ -66,12 +79,39 @@ impl Stats {
     pub fn new(cores: usize) -> Stats {
         Stats {
             cores: (0..cores).map(|_| CoreCounters::default()).collect(),
+            users: Arc::default(),
         }
     }
 
     /// The counters of core `index` (its position in `--cores` order).
     pub fn core(&self, index: usize) -> &CoreCounters {
         &self.cores[index]
+    }
+
+    /// Counters for `user` on one core; the core keeps the handle and reuses it.
+    pub fn register_user(&self, user: &str) -> Arc<UserCounters> {
+        let counters = Arc::new(UserCounters::default());
+        self.users
+            .lock()
+            .expect("user stats poisoned")
+            .push((user.to_owned(), counters.clone()));
+        counters
+    }
+
+    /// Bytes (up, down) per user, summed over cores.
+    pub fn user_bytes(&self) -> BTreeMap<String, (u64, u64)> {
+        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for (user, counters) in self.users.lock().expect("user stats poisoned").iter() {
+            let entry = out.entry(user.clone()).or_default();
+            entry.0 += counters.bytes_up.get();
+            entry.1 += counters.bytes_down.get();
+        }
+        out
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.cores.len()
     }
 
     /// The sum over all cores.

@@ -72,11 +72,17 @@ fn failed_authentication_gets_the_fallback_web_page() {
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
         assert!(response.ends_with(PAGE), "{response}");
         // Real clients are unaffected.
-        let session = ClientSession::connect(&server.client_config()).await.unwrap();
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
         session.heartbeat().await.unwrap();
         // A wrong password from an AnyTLS client also lands on the web server.
-        let wrong = ClientSession::connect(&config_with(server.addr, "nope")).await.unwrap();
-        assert!(timeout(Duration::from_secs(3), wrong.heartbeat()).await.map_or(true, |r| r.is_err()));
+        let wrong = ClientSession::connect(&config_with(server.addr, "nope"))
+            .await
+            .unwrap();
+        assert!(timeout(Duration::from_secs(3), wrong.heartbeat())
+            .await
+            .map_or(true, |r| r.is_err()));
     });
     assert!(server.wait_for_log("handed to fallback", Duration::from_secs(2)));
     server.assert_fds_back_to_baseline();
@@ -88,11 +94,20 @@ fn several_users_and_sighup_reload() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("users");
     std::fs::write(&file, "# users\nalice:alice-pw\nbob:bob-pw\n").unwrap();
-    let mut server = TestServer::start(&["-p", "extra-1", "-p", "extra-2", "--users", file.to_str().unwrap()]);
+    let mut server = TestServer::start(&[
+        "-p",
+        "extra-1",
+        "-p",
+        "extra-2",
+        "--users",
+        file.to_str().unwrap(),
+    ]);
     let addr = server.addr;
     let works = |password: &'static str| {
         run_local(async move {
-            let session = ClientSession::connect(&config_with(addr, password)).await.unwrap();
+            let session = ClientSession::connect(&config_with(addr, password))
+                .await
+                .unwrap();
             timeout(Duration::from_secs(3), session.heartbeat())
                 .await
                 .is_some_and(|r| r.is_ok())
@@ -110,7 +125,9 @@ fn several_users_and_sighup_reload() {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let holder = std::thread::spawn(move || {
         run_local(async move {
-            let session = ClientSession::connect(&config_with(addr, "bob-pw")).await.unwrap();
+            let session = ClientSession::connect(&config_with(addr, "bob-pw"))
+                .await
+                .unwrap();
             session.heartbeat().await.unwrap();
             held_tx.send(()).unwrap();
             while done_rx.try_recv().is_err() {
@@ -122,11 +139,22 @@ fn several_users_and_sighup_reload() {
     held_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     std::fs::write(&file, "alice:alice-pw\ncarol:carol-pw\n").unwrap();
     server.signal(libc::SIGHUP);
-    assert!(server.wait_for_log("SIGHUP: reloaded 5 user(s)", Duration::from_secs(5)), "{:?}", server.log_lines().iter().filter(|l| l.contains("SIGHUP") || l.contains("ERROR") || l.contains("WARN")).collect::<Vec<_>>());
+    assert!(
+        server.wait_for_log("SIGHUP: reloaded 5 user(s)", Duration::from_secs(5)),
+        "{:?}",
+        server
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("SIGHUP") || l.contains("ERROR") || l.contains("WARN"))
+            .collect::<Vec<_>>()
+    );
     assert!(works("carol-pw"), "a new user works after SIGHUP");
     assert!(!works("bob-pw"), "a removed user no longer authenticates");
     done_tx.send(()).unwrap();
-    assert!(holder.join().unwrap(), "bob's open session survived the reload");
+    assert!(
+        holder.join().unwrap(),
+        "bob's open session survived the reload"
+    );
 
     // A broken file keeps the current users.
     std::fs::write(&file, "this line has no colon\n").unwrap();
@@ -156,11 +184,71 @@ fn sighup_reloads_the_padding_scheme() {
     assert_eq!(scheme_seen(), "stop=2\n0=20-20\n1=100-200");
     std::fs::write(&file, "stop=3\n0=30-30\n1=100-200\n2=50-60").unwrap();
     server.signal(libc::SIGHUP);
-    assert!(server.wait_for_log("SIGHUP: reloaded the padding scheme", Duration::from_secs(5)));
+    assert!(server.wait_for_log(
+        "SIGHUP: reloaded the padding scheme",
+        Duration::from_secs(5)
+    ));
     assert_eq!(scheme_seen(), "stop=3\n0=30-30\n1=100-200\n2=50-60");
     std::fs::write(&file, "no stop line").unwrap();
     server.signal(libc::SIGHUP);
     assert!(server.wait_for_log("keeping the current padding scheme", Duration::from_secs(5)));
     assert_eq!(scheme_seen(), "stop=3\n0=30-30\n1=100-200\n2=50-60");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: metrics\r\n\r\n").unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    let server = TestServer::start(&["--metrics", "127.0.0.1:0", "--pool-type", "lockfree"]);
+    assert!(server.wait_for_log("metrics on http://", Duration::from_secs(5)));
+    let line = server
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("metrics on http://"))
+        .expect("metrics address logged");
+    let addr: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let echo = spawn_target(TargetKind::Echo);
+    run_local(async {
+        let session = ClientSession::connect(&server.client_config()).await.unwrap();
+        let stream = session.open_stream(&anytls::proto::Address::Ip(echo)).unwrap();
+        stream.write_all(&[7u8; 1000]).await.unwrap();
+        let mut got = 0;
+        let mut buf = [0u8; 1000];
+        while got < 1000 {
+            got += stream.read(&mut buf).await;
+        }
+        stream.close();
+        let body = http_get(addr, "/metrics");
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(body.contains("Content-Type: text/plain; version=0.0.4"), "{body}");
+        for line in [
+            "# TYPE anytls_sessions_open gauge",
+            "anytls_sessions_open 1",
+            "anytls_sessions_total 1",
+            "anytls_streams_total 1",
+            "anytls_bytes_total{direction=\"up\"} 1000",
+            "anytls_user_bytes_total{user=\"default\",direction=\"up\"} 1000",
+            "anytls_user_bytes_total{user=\"default\",direction=\"down\"} 1000",
+            "anytls_core_sessions_open{core=\"0\"} 1",
+            "anytls_pool_new_total{kind=\"lockfree\"} 1",
+            "anytls_auth_failures_total 0",
+        ] {
+            assert!(body.lines().any(|l| l == line), "missing {line:?} in\n{body}");
+        }
+        assert!(http_get(addr, "/nope").starts_with("HTTP/1.1 404"));
+    });
 }

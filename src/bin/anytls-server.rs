@@ -103,6 +103,11 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = pool::DEFAULT_MAX_IDLE_TIME.as_secs())]
     max_idle_time_secs: u64,
 
+    /// Address of a Prometheus metrics endpoint (HTTP, path /metrics), e.g.
+    /// 127.0.0.1:9100. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
     /// Seconds between statistics log lines (0 turns them off).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     stats_interval: u64,
@@ -148,7 +153,10 @@ fn load_padding(args: &Args) -> Result<PaddingScheme, Fatal> {
         None => Ok(PaddingScheme::default()),
         Some(path) => {
             let raw = std::fs::read(path).map_err(|e| {
-                Fatal(format!("cannot read padding scheme {}: {e}", path.display()))
+                Fatal(format!(
+                    "cannot read padding scheme {}: {e}",
+                    path.display()
+                ))
             })?;
             PaddingScheme::parse(&raw)
                 .map_err(|e| Fatal(format!("invalid padding scheme {}: {e}", path.display())))
@@ -171,7 +179,10 @@ fn reload(args: &Args, users: &Reloadable<Users>, padding: &Reloadable<PaddingSc
     if args.padding_scheme.is_some() {
         match load_padding(args) {
             Ok(loaded) => {
-                info!("SIGHUP: reloaded the padding scheme (md5 {})", loaded.md5_hex());
+                info!(
+                    "SIGHUP: reloaded the padding scheme (md5 {})",
+                    loaded.md5_hex()
+                );
                 padding.store(loaded);
             }
             Err(Fatal(why)) => warn!("SIGHUP: keeping the current padding scheme: {why}"),
@@ -225,6 +236,7 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
         users: Reloadable::new(users),
         padding: Reloadable::new(padding),
         fallback,
+        metrics: args.metrics,
         tls: tls.config,
         cpus,
         handshake_timeout: seconds("handshake-timeout", args.handshake_timeout)?,
@@ -256,6 +268,9 @@ fn serve(args: Args) -> Result<(), Fatal> {
     let server = Server::start(config)?;
     info!("{certificate_note}");
     runtime::log_started(&server, &cpus);
+    if let Some(addr) = server.metrics_addr() {
+        info!("metrics on http://{addr}/metrics");
+    }
     let interval = Duration::from_secs(args.stats_interval);
     let mut next_report = Instant::now() + interval;
     while !stop.load(Ordering::Relaxed) {

@@ -208,9 +208,7 @@ fn run_executor<Fut: Future<Output = ()> + 'static>(
         }
     };
     executor.run(async move {
-        // SAFETY: the fd comes from `into_raw_fd` of a listening socket we own, and
-        // ownership moves into the glommio listener.
-        let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+        let listener = adopt_listener(listener);
         let stop_event = Rc::new(Event::default());
         let watcher = stop_event.clone();
         glommio::spawn_local(async move {
@@ -223,4 +221,20 @@ fn run_executor<Fut: Future<Output = ()> + 'static>(
         let _ = ready.send(Ok(()));
         serve(listener, stop_event).await;
     });
+}
+
+/// Hands a bound, listening socket to the current executor.
+pub(crate) fn adopt_listener(socket: Socket) -> TcpListener {
+    // SAFETY: `into_raw_fd` releases the socket's sole ownership of a valid,
+    // listening descriptor, which the glommio listener takes over.
+    unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) }
+}
+
+/// Binds a plain (not `SO_REUSEPORT`) listener, for a service one executor serves.
+pub(crate) fn bind_single(addr: SocketAddr) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket)
 }

@@ -10,9 +10,11 @@
 mod executors;
 pub mod preflight;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
@@ -23,11 +25,12 @@ use thiserror::Error;
 pub use executors::Executors;
 
 use crate::config::ServerConfig;
+use crate::metrics;
 use crate::mux::Event;
 use crate::outbound::Resolver;
 use crate::pool::{CorePool, SharedPool};
 use crate::session;
-use crate::stats::{CoreCounters, Stats};
+use crate::stats::{CoreCounters, Stats, UserCounters};
 
 /// How long executors wait for their sessions to close at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -68,11 +71,24 @@ pub(crate) struct CoreContext {
     pub shutdown: Event,
     stats: Stats,
     index: usize,
+    users: RefCell<HashMap<String, Arc<UserCounters>>>,
 }
 
 impl CoreContext {
     pub fn counters(&self) -> &CoreCounters {
         self.stats.core(self.index)
+    }
+
+    /// This core's counters for `user`.
+    pub fn user_counters(&self, user: &str) -> Arc<UserCounters> {
+        if let Some(counters) = self.users.borrow().get(user) {
+            return counters.clone();
+        }
+        let counters = self.stats.register_user(user);
+        self.users
+            .borrow_mut()
+            .insert(user.to_owned(), counters.clone());
+        counters
     }
 }
 
@@ -81,6 +97,7 @@ pub struct Server {
     stats: Stats,
     pool: Arc<SharedPool>,
     executors: Executors,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -88,6 +105,17 @@ impl Server {
     pub fn start(config: ServerConfig) -> Result<Server, StartError> {
         let stats = Stats::new(config.cpus.len());
         let pool = SharedPool::new(config.pool.clone(), config.cpus.len());
+        let metrics = match config.metrics {
+            Some(addr) => Some(
+                executors::bind_single(addr).map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics
+            .as_ref()
+            .and_then(|socket| socket.local_addr().ok())
+            .and_then(|addr| addr.as_socket());
+        let metrics = Arc::new(Mutex::new(metrics));
         let config = Arc::new(config);
         let shared = (config.clone(), stats.clone(), pool.clone());
         let executors = Executors::start(
@@ -96,14 +124,21 @@ impl Server {
             &config.cpus,
             move |index, listener, stop| {
                 let (config, stats, pool) = shared.clone();
-                serve_core(index, listener, stop, config, stats, pool)
+                let metrics = metrics.lock().expect("metrics slot poisoned").take();
+                serve_core(index, listener, stop, config, stats, pool, metrics)
             },
         )?;
         Ok(Server {
             stats,
             pool,
             executors,
+            metrics_addr,
         })
+    }
+
+    /// Where the metrics endpoint listens, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The address the listeners are bound to (with the real port if 0 was asked).
@@ -134,9 +169,17 @@ async fn serve_core(
     stop: Rc<Event>,
     config: Arc<ServerConfig>,
     stats: Stats,
-    pool: Arc<SharedPool>,
+    shared_pool: Arc<SharedPool>,
+    metrics: Option<socket2::Socket>,
 ) {
-    let pool = pool.core(index);
+    if let Some(socket) = metrics {
+        let sources = Arc::new(metrics::Sources {
+            stats: stats.clone(),
+            pool: shared_pool.clone(),
+        });
+        glommio::spawn_local(metrics::serve(executors::adopt_listener(socket), sources)).detach();
+    }
+    let pool = shared_pool.core(index);
     let maintenance = glommio::spawn_local(pool.clone().maintain());
     let core = Rc::new(CoreContext {
         acceptor: futures_rustls::TlsAcceptor::from(config.tls.clone()),
@@ -146,6 +189,7 @@ async fn serve_core(
         shutdown: Event::default(),
         stats,
         index,
+        users: RefCell::default(),
     });
     future::or(accept_loop(&listener, &core), stop.wait()).await;
     drop(listener);

@@ -49,7 +49,9 @@ pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
         None => return Admission::Failed(format!("no TLS handshake within {limit:?}")),
     };
     let mut buf = Vec::new();
-    let left = limit.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+    let left = limit
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(1));
     match timeout(left, read_preamble(&mut tls, &mut buf, core)).await {
         Some(Ok(Some((user, used)))) => {
             buf.drain(..used);

@@ -17,6 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncRead, AsyncReadExt};
@@ -28,6 +29,7 @@ use crate::mux::{self, timeout, Event, Pipe, WriteQueue};
 use crate::proto::frame::{self, Command, Frame};
 use crate::proto::Settings;
 use crate::runtime::CoreContext;
+use crate::stats::UserCounters;
 use handshake::Admission;
 
 /// Bytes requested from TLS per read.
@@ -126,6 +128,8 @@ pub(crate) struct Session {
     core: Rc<CoreContext>,
     peer: SocketAddr,
     user: String,
+    /// This user's traffic counters on this core.
+    user_counters: Arc<UserCounters>,
     queue: WriteQueue,
     streams: RefCell<HashMap<u32, Rc<StreamEntry>>>,
     settings_received: Cell<bool>,
@@ -138,6 +142,7 @@ pub(crate) struct Session {
 impl Session {
     fn new(core: Rc<CoreContext>, peer: SocketAddr, user: String) -> Session {
         Session {
+            user_counters: core.user_counters(&user),
             core,
             peer,
             user,

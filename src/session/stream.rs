@@ -114,6 +114,7 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
                     return RelayEnd::TargetFinished;
                 }
                 counters.bytes_up.add(buf.len() as u64);
+                session.user_counters.bytes_up.add(buf.len() as u64);
             }
             if !entry.upload.take_all(&mut buf).await {
                 return RelayEnd::ClientFinished;
@@ -130,6 +131,7 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
                         return RelayEnd::ClientFinished;
                     }
                     counters.bytes_down.add(n as u64);
+                    session.user_counters.bytes_down.add(n as u64);
                 }
             }
         }

@@ -139,7 +139,10 @@ pub(super) async fn serve(
                             socket.send_to(datagram.payload, to).await
                         };
                         match sent {
-                            Ok(n) => counters.bytes_up.add(n as u64),
+                            Ok(n) => {
+                                counters.bytes_up.add(n as u64);
+                                session.user_counters.bytes_up.add(n as u64);
+                            }
                             Err(e) => debug!("{peer}: stream {id}: send to {to}: {e}"),
                         }
                     }
@@ -177,6 +180,7 @@ pub(super) async fn serve(
                 return UotEnd::ClientFinished;
             }
             counters.bytes_down.add(n as u64);
+            session.user_counters.bytes_down.add(n as u64);
         }
     };
     let idle_limit = core.config.uot_idle_timeout;
