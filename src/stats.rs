@@ -66,12 +66,15 @@ pub struct UserCounters {
     pub bytes_down: Counter,
 }
 
+/// A user's name and the counters one core keeps for them.
+type UserEntry = (String, Arc<UserCounters>);
+
 /// Every core's counters.
 #[derive(Clone)]
 pub struct Stats {
     cores: Arc<[CoreCounters]>,
     /// (user, counters of one core), registered once per user and core.
-    users: Arc<Mutex<Vec<(String, Arc<UserCounters>)>>>,
+    users: Arc<Mutex<Vec<UserEntry>>>,
 }
 
 impl Stats {
