@@ -82,7 +82,7 @@ fn failed_authentication_gets_the_fallback_web_page() {
             .unwrap();
         assert!(timeout(Duration::from_secs(3), wrong.heartbeat())
             .await
-            .map_or(true, |r| r.is_err()));
+            .is_none_or(|r| r.is_err()));
     });
     assert!(server.wait_for_log("handed to fallback", Duration::from_secs(2)));
     server.assert_fds_back_to_baseline();
@@ -223,8 +223,12 @@ fn metrics_endpoint_serves_prometheus_text() {
         .unwrap();
     let echo = spawn_target(TargetKind::Echo);
     run_local(async {
-        let session = ClientSession::connect(&server.client_config()).await.unwrap();
-        let stream = session.open_stream(&anytls::proto::Address::Ip(echo)).unwrap();
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
+        let stream = session
+            .open_stream(&anytls::proto::Address::Ip(echo))
+            .unwrap();
         stream.write_all(&[7u8; 1000]).await.unwrap();
         let mut got = 0;
         let mut buf = [0u8; 1000];
@@ -234,7 +238,10 @@ fn metrics_endpoint_serves_prometheus_text() {
         stream.close();
         let body = http_get(addr, "/metrics");
         assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-        assert!(body.contains("Content-Type: text/plain; version=0.0.4"), "{body}");
+        assert!(
+            body.contains("Content-Type: text/plain; version=0.0.4"),
+            "{body}"
+        );
         for line in [
             "# TYPE anytls_sessions_open gauge",
             "anytls_sessions_open 1",
@@ -247,7 +254,10 @@ fn metrics_endpoint_serves_prometheus_text() {
             "anytls_pool_new_total{kind=\"lockfree\"} 1",
             "anytls_auth_failures_total 0",
         ] {
-            assert!(body.lines().any(|l| l == line), "missing {line:?} in\n{body}");
+            assert!(
+                body.lines().any(|l| l == line),
+                "missing {line:?} in\n{body}"
+            );
         }
         assert!(http_get(addr, "/nope").starts_with("HTTP/1.1 404"));
     });
