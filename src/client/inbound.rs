@@ -1,5 +1,5 @@
 //! The SOCKS5 inbound: one local connection becomes one AnyTLS stream on a pooled
-//! session, relayed both ways.
+//! session, relayed both ways. A UDP ASSOCIATE is handed to [`super::udp`].
 
 use std::io;
 use std::rc::Rc;
@@ -12,8 +12,10 @@ use thiserror::Error;
 
 use super::pool::SessionPool;
 use super::session::StreamError;
-use super::socks5::{self, Reply, SocksError};
+use super::socks5::{self, Reply, SocksCommand, SocksError};
+use super::udp;
 use crate::mux::{self, timeout};
+use crate::proto::error::UotError;
 
 /// How long a local client may take to send its SOCKS greeting and request.
 const SOCKS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +45,13 @@ pub enum InboundError {
     /// No SYNACK in time: the session was closed.
     #[error("no SYNACK within {SYNACK_TIMEOUT:?}; session closed")]
     SynAckTimeout,
+    /// The UDP ASSOCIATE socket failed.
+    #[error("UDP socket: {0}")]
+    Udp(io::Error),
+    /// A UDP-over-TCP request could not be built, or the server sent a malformed
+    /// datagram.
+    #[error("UDP over TCP: {0}")]
+    Uot(#[from] UotError),
 }
 
 async fn read_until<T>(
@@ -96,9 +105,13 @@ pub async fn serve(mut conn: TcpStream, pool: Rc<SessionPool>) -> Result<(), Inb
             Err(e) => Err(e),
         }
     };
-    let (target, used) = timeout(SOCKS_HANDSHAKE_TIMEOUT, handshake)
+    let (request, used) = timeout(SOCKS_HANDSHAKE_TIMEOUT, handshake)
         .await
         .ok_or(InboundError::Handshake)??;
+    if request.command == SocksCommand::UdpAssociate {
+        return udp::associate(conn, pool, &request.destination).await;
+    }
+    let target = request.destination;
     let early = buf.split_off(used);
 
     let lease = match pool.acquire().await {

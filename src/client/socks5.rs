@@ -1,5 +1,9 @@
-//! SOCKS5 (RFC 1928) inbound messages, sans-IO: the greeting, the request and the
-//! reply. Only "no authentication" and CONNECT are offered.
+//! SOCKS5 (RFC 1928) inbound messages, sans-IO: the greeting, the request, the
+//! reply, and the header of UDP datagrams relayed for a UDP ASSOCIATE (RFC 1928
+//! section 7). Only "no authentication" is offered; the commands are CONNECT and
+//! UDP ASSOCIATE (BIND is refused).
+
+use std::net::{IpAddr, SocketAddr};
 
 use thiserror::Error;
 
@@ -14,6 +18,31 @@ pub const METHOD_NO_AUTH: u8 = 0;
 pub const METHOD_NONE_ACCEPTABLE: u8 = 0xFF;
 /// CONNECT.
 pub const CMD_CONNECT: u8 = 1;
+/// BIND (not supported).
+pub const CMD_BIND: u8 = 2;
+/// UDP ASSOCIATE.
+pub const CMD_UDP_ASSOCIATE: u8 = 3;
+/// Length of `RSV u16 | FRAG u8` at the start of a SOCKS UDP datagram.
+const UDP_HEADER_PREFIX: usize = 3;
+
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocksCommand {
+    /// Relay one TCP connection to the destination.
+    Connect,
+    /// Relay UDP datagrams; the destination is where the client will send from
+    /// (all zeros when it does not know).
+    UdpAssociate,
+}
+
+/// A parsed request: `VER CMD RSV ATYP DST.ADDR DST.PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocksRequest {
+    /// The command.
+    pub command: SocksCommand,
+    /// DST.ADDR and DST.PORT.
+    pub destination: Address,
+}
 
 /// Reply codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +91,7 @@ pub enum SocksError {
     /// The client offers no method we accept.
     #[error("client offers no acceptable authentication method")]
     NoAcceptableMethod,
-    /// A command other than CONNECT.
+    /// A command other than CONNECT and UDP ASSOCIATE.
     #[error("unsupported SOCKS command {0}")]
     Command(u8),
     /// The destination address is malformed.
@@ -92,7 +121,8 @@ pub fn parse_greeting(input: &[u8]) -> Result<Option<usize>, SocksError> {
 }
 
 /// Parses the request `VER CMD RSV ATYP ADDR PORT`; `Ok(None)` needs more bytes.
-pub fn parse_request(input: &[u8]) -> Result<Option<(Address, usize)>, SocksError> {
+/// Returns the request and the bytes it used.
+pub fn parse_request(input: &[u8]) -> Result<Option<(SocksRequest, usize)>, SocksError> {
     if input.len() < 3 {
         if let Some(&version) = input.first().filter(|&&v| v != VERSION) {
             return Err(SocksError::Version(version));
@@ -102,15 +132,139 @@ pub fn parse_request(input: &[u8]) -> Result<Option<(Address, usize)>, SocksErro
     if input[0] != VERSION {
         return Err(SocksError::Version(input[0]));
     }
-    if input[1] != CMD_CONNECT {
-        return Err(SocksError::Command(input[1]));
-    }
-    Ok(Address::decode(&input[3..])?.map(|(address, used)| (address, 3 + used)))
+    let command = match input[1] {
+        CMD_CONNECT => SocksCommand::Connect,
+        CMD_UDP_ASSOCIATE => SocksCommand::UdpAssociate,
+        other => return Err(SocksError::Command(other)),
+    };
+    Ok(Address::decode(&input[3..])?.map(|(destination, used)| {
+        (
+            SocksRequest {
+                command,
+                destination,
+            },
+            3 + used,
+        )
+    }))
 }
 
 /// The reply to a request, with an all-zero IPv4 bound address.
 pub fn reply(code: Reply) -> [u8; 10] {
     [VERSION, code as u8, 0, 1, 0, 0, 0, 0, 0, 0]
+}
+
+/// The reply to a request naming the bound address (`BND.ADDR`, `BND.PORT`): for
+/// UDP ASSOCIATE, where the client sends its datagrams.
+pub fn reply_bound(code: Reply, bound: SocketAddr) -> Vec<u8> {
+    let mut out = vec![VERSION, code as u8, 0];
+    Address::Ip(bound)
+        .encode(&mut out)
+        .expect("an IP address always encodes");
+    out
+}
+
+/// A SOCKS UDP datagram that cannot be relayed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DatagramError {
+    /// Shorter than its own header.
+    #[error("UDP datagram of {0} bytes is shorter than its SOCKS header")]
+    Truncated(usize),
+    /// A fragment (FRAG != 0): fragmentation is not supported, so it is dropped.
+    #[error("fragmented UDP datagram (FRAG {0}) dropped")]
+    Fragmented(u8),
+    /// The destination address is malformed.
+    #[error("bad UDP datagram address: {0}")]
+    Address(#[from] AddrError),
+}
+
+/// One SOCKS UDP datagram (`RSV u16 | FRAG u8 | ATYP | ADDR | PORT | DATA`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpDatagram<'a> {
+    /// Where it goes (client to proxy) or came from (proxy to client).
+    pub address: Address,
+    /// Where DATA starts in the datagram, that is the header's length.
+    pub header_len: usize,
+    /// DATA.
+    pub payload: &'a [u8],
+}
+
+/// Parses one whole SOCKS UDP datagram as received from the local client. RSV is
+/// ignored, as common clients and servers do; FRAG must be 0.
+pub fn parse_udp_datagram(datagram: &[u8]) -> Result<UdpDatagram<'_>, DatagramError> {
+    let Some(&fragment) = datagram.get(2) else {
+        return Err(DatagramError::Truncated(datagram.len()));
+    };
+    if fragment != 0 {
+        return Err(DatagramError::Fragmented(fragment));
+    }
+    match Address::decode(&datagram[UDP_HEADER_PREFIX..])? {
+        None => Err(DatagramError::Truncated(datagram.len())),
+        Some((address, used)) => {
+            let header_len = UDP_HEADER_PREFIX + used;
+            Ok(UdpDatagram {
+                address,
+                header_len,
+                payload: &datagram[header_len..],
+            })
+        }
+    }
+}
+
+/// Appends the header of a SOCKS UDP datagram from `source` (`0 0 0 ATYP ADDR
+/// PORT`); the payload follows it.
+pub fn encode_udp_header(source: &Address, out: &mut Vec<u8>) -> Result<(), AddrError> {
+    out.extend_from_slice(&[0; UDP_HEADER_PREFIX]);
+    source.encode(out)
+}
+
+/// Who may use a UDP association (RFC 1928 section 7): datagrams are accepted only
+/// from the client's address. The ASSOCIATE request may name it, in whole or in
+/// part (an all-zero address or port means "not known yet"); the first datagram
+/// that matches fixes the rest, and from then on only that address is accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedSender {
+    ip: Option<IpAddr>,
+    port: Option<u16>,
+    fixed: Option<SocketAddr>,
+}
+
+impl ExpectedSender {
+    /// The sender named by the ASSOCIATE request's DST.ADDR and DST.PORT. A domain
+    /// name cannot be matched against a source address, so only its port counts.
+    pub fn from_request(requested: &Address) -> ExpectedSender {
+        let (ip, port) = match requested {
+            Address::Ip(addr) => (
+                Some(addr.ip().to_canonical()).filter(|ip| !ip.is_unspecified()),
+                Some(addr.port()).filter(|&port| port != 0),
+            ),
+            Address::Domain(_, port) => (None, Some(*port).filter(|&port| port != 0)),
+        };
+        ExpectedSender {
+            ip,
+            port,
+            fixed: None,
+        }
+    }
+
+    /// Whether a datagram from `from` is the client's; the first one that is
+    /// fixes the client's address.
+    pub fn admit(&mut self, from: SocketAddr) -> bool {
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+        if let Some(fixed) = self.fixed {
+            return fixed == from;
+        }
+        let matches = self.ip.is_none_or(|ip| ip == from.ip())
+            && self.port.is_none_or(|port| port == from.port());
+        if matches {
+            self.fixed = Some(from);
+        }
+        matches
+    }
+
+    /// The client's address, once a datagram from it was admitted.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.fixed
+    }
 }
 
 #[cfg(test)]
@@ -133,21 +287,46 @@ mod tests {
 
     #[test]
     fn request_at_every_split() {
-        let mut request = vec![5, 1, 0];
-        Address::Domain("example.com".into(), 443)
-            .encode(&mut request)
-            .unwrap();
-        for len in 0..request.len() {
-            assert_eq!(parse_request(&request[..len]), Ok(None), "prefix {len}");
+        for (cmd, command) in [
+            (CMD_CONNECT, SocksCommand::Connect),
+            (CMD_UDP_ASSOCIATE, SocksCommand::UdpAssociate),
+        ] {
+            let mut request = vec![5, cmd, 0];
+            Address::Domain("example.com".into(), 443)
+                .encode(&mut request)
+                .unwrap();
+            for len in 0..request.len() {
+                assert_eq!(parse_request(&request[..len]), Ok(None), "prefix {len}");
+            }
+            let (parsed, used) = parse_request(&request).unwrap().unwrap();
+            assert_eq!(parsed.command, command);
+            assert_eq!(
+                parsed.destination,
+                Address::Domain("example.com".into(), 443)
+            );
+            assert_eq!(used, request.len());
         }
-        let (address, used) = parse_request(&request).unwrap().unwrap();
-        assert_eq!(address, Address::Domain("example.com".into(), 443));
-        assert_eq!(used, request.len());
+    }
+
+    #[test]
+    fn udp_associate_with_zero_address() {
+        let request = [5, 3, 0, 1, 0, 0, 0, 0, 0, 0, 0xAA];
+        let (parsed, used) = parse_request(&request).unwrap().unwrap();
+        assert_eq!(parsed.command, SocksCommand::UdpAssociate);
+        assert_eq!(
+            parsed.destination,
+            Address::Ip("0.0.0.0:0".parse().unwrap())
+        );
+        assert_eq!(used, 10);
     }
 
     #[test]
     fn bad_requests() {
-        assert_eq!(parse_request(&[5, 2, 0, 1]), Err(SocksError::Command(2)));
+        assert_eq!(
+            parse_request(&[5, CMD_BIND, 0, 1]),
+            Err(SocksError::Command(2))
+        );
+        assert_eq!(parse_request(&[5, 4, 0, 1]), Err(SocksError::Command(4)));
         assert_eq!(parse_request(&[4, 1, 0]), Err(SocksError::Version(4)));
         assert_eq!(
             parse_request(&[5, 1, 0, 9, 0, 0]),
@@ -166,5 +345,148 @@ mod tests {
             Reply::for_refusal("resolve x: no addresses"),
             Reply::HostUnreachable
         );
+    }
+
+    #[test]
+    fn bound_reply_layout() {
+        assert_eq!(
+            reply_bound(Reply::Succeeded, "127.0.0.1:5353".parse().unwrap()),
+            [5, 0, 0, 1, 127, 0, 0, 1, 0x14, 0xE9]
+        );
+        let v6 = reply_bound(Reply::Succeeded, "[::1]:53".parse().unwrap());
+        assert_eq!(v6.len(), 3 + 1 + 16 + 2);
+        assert_eq!(&v6[..4], &[5, 0, 0, 4]);
+        assert_eq!(&v6[20..], &[0, 53]);
+    }
+
+    fn udp_addresses() -> Vec<Address> {
+        vec![
+            Address::Ip("127.0.0.1:53".parse().unwrap()),
+            Address::Ip("[::1]:5353".parse().unwrap()),
+            Address::Domain("dns.example".into(), 53),
+        ]
+    }
+
+    #[test]
+    fn udp_datagram_at_every_split() {
+        for address in udp_addresses() {
+            let mut wire = Vec::new();
+            encode_udp_header(&address, &mut wire).unwrap();
+            let header_len = wire.len();
+            wire.extend_from_slice(b"hello");
+            for len in 0..header_len {
+                assert_eq!(
+                    parse_udp_datagram(&wire[..len]),
+                    Err(DatagramError::Truncated(len)),
+                    "{address}: prefix {len}"
+                );
+            }
+            for len in header_len..=wire.len() {
+                let datagram = parse_udp_datagram(&wire[..len]).unwrap();
+                assert_eq!(datagram.address, address);
+                assert_eq!(datagram.header_len, header_len);
+                assert_eq!(datagram.payload, &wire[header_len..len]);
+            }
+        }
+    }
+
+    #[test]
+    fn udp_datagram_exact_layout() {
+        let mut wire = Vec::new();
+        encode_udp_header(&Address::Ip("10.0.0.1:53".parse().unwrap()), &mut wire).unwrap();
+        wire.push(b'q');
+        assert_eq!(wire, [0, 0, 0, 1, 10, 0, 0, 1, 0, 53, b'q']);
+        let mut wire = Vec::new();
+        encode_udp_header(&Address::Domain("ab".into(), 80), &mut wire).unwrap();
+        assert_eq!(wire, [0, 0, 0, 3, 2, b'a', b'b', 0, 80]);
+    }
+
+    #[test]
+    fn udp_datagram_ignores_reserved_bytes() {
+        let datagram = parse_udp_datagram(&[0xAB, 0xCD, 0, 1, 1, 2, 3, 4, 0, 7, b'x']).unwrap();
+        assert_eq!(datagram.address, Address::Ip("1.2.3.4:7".parse().unwrap()));
+        assert_eq!(datagram.payload, b"x");
+    }
+
+    #[test]
+    fn malformed_udp_datagrams() {
+        assert_eq!(
+            parse_udp_datagram(&[0, 0, 1, 1, 1, 2, 3, 4, 0, 7, b'x']),
+            Err(DatagramError::Fragmented(1))
+        );
+        assert_eq!(
+            parse_udp_datagram(&[0, 0, 0x80]),
+            Err(DatagramError::Fragmented(0x80))
+        );
+        assert_eq!(
+            parse_udp_datagram(&[0, 0, 0, 9, 1, 2, 3, 4, 0, 7]),
+            Err(DatagramError::Address(AddrError::UnknownType(9)))
+        );
+        assert_eq!(
+            parse_udp_datagram(&[0, 0, 0, 3, 0, 0, 53]),
+            Err(DatagramError::Address(AddrError::EmptyDomain))
+        );
+        assert_eq!(
+            parse_udp_datagram(&[0, 0, 0, 3, 2, b'a', b'\n', 0, 53]),
+            Err(DatagramError::Address(AddrError::InvalidDomain))
+        );
+        assert_eq!(
+            parse_udp_datagram(&[0, 0, 0, 3, 2, 0xFF, 0xFE, 0, 53]),
+            Err(DatagramError::Address(AddrError::InvalidDomain))
+        );
+        assert_eq!(
+            parse_udp_datagram(&[0, 0, 0, 4, 0, 0]),
+            Err(DatagramError::Truncated(6))
+        );
+        let long = Address::Domain("a".repeat(256), 53);
+        assert_eq!(
+            encode_udp_header(&long, &mut Vec::new()),
+            Err(AddrError::DomainTooLong(256))
+        );
+    }
+
+    fn at(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn first_sender_fixes_the_client_when_the_request_names_none() {
+        let mut sender = ExpectedSender::from_request(&Address::Ip(at("0.0.0.0:0")));
+        assert_eq!(sender.address(), None);
+        assert!(sender.admit(at("127.0.0.1:4000")));
+        assert_eq!(sender.address(), Some(at("127.0.0.1:4000")));
+        assert!(sender.admit(at("127.0.0.1:4000")));
+        assert!(!sender.admit(at("127.0.0.1:4001")));
+        assert!(!sender.admit(at("127.0.0.2:4000")));
+    }
+
+    #[test]
+    fn requested_address_limits_the_client() {
+        let mut sender = ExpectedSender::from_request(&Address::Ip(at("127.0.0.1:4000")));
+        assert!(!sender.admit(at("127.0.0.1:4001")));
+        assert!(!sender.admit(at("127.0.0.2:4000")));
+        assert_eq!(sender.address(), None);
+        assert!(sender.admit(at("127.0.0.1:4000")));
+
+        // Only the port known: any IP, that port; then that exact address.
+        let mut sender = ExpectedSender::from_request(&Address::Ip(at("0.0.0.0:4000")));
+        assert!(!sender.admit(at("127.0.0.1:4001")));
+        assert!(sender.admit(at("127.0.0.3:4000")));
+        assert!(!sender.admit(at("127.0.0.4:4000")));
+
+        // Only the IP known.
+        let mut sender = ExpectedSender::from_request(&Address::Ip(at("127.0.0.1:0")));
+        assert!(!sender.admit(at("127.0.0.2:4000")));
+        assert!(sender.admit(at("127.0.0.1:4002")));
+        assert!(!sender.admit(at("127.0.0.1:4003")));
+
+        // A domain names no address, only its port.
+        let mut sender = ExpectedSender::from_request(&Address::Domain("me".into(), 0));
+        assert!(sender.admit(at("[::1]:9")));
+
+        // IPv4-mapped IPv6 sources compare as IPv4.
+        let mut sender = ExpectedSender::from_request(&Address::Ip(at("127.0.0.1:4000")));
+        assert!(sender.admit(at("[::ffff:127.0.0.1]:4000")));
+        assert!(sender.admit(at("127.0.0.1:4000")));
     }
 }

@@ -471,3 +471,63 @@ impl TestServer {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 }
+
+/// A UDP echo on 127.0.0.1, served by its own thread, with a receive buffer large
+/// enough for a burst (UDP drops what does not fit).
+pub fn spawn_udp_echo() -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    enlarge_receive_buffer(&socket);
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65_536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    addr
+}
+
+/// Forces an 8 MiB receive buffer on a test's UDP socket (best effort).
+pub fn enlarge_receive_buffer(socket: &std::net::UdpSocket) {
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: setsockopt reads `size` for the duration of the call; the fd is ours.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+impl TestServer {
+    /// Log lines so far (to look only at later ones with [`TestServer::wait_for_log_after`]).
+    pub fn log_len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// Waits (at most `limit`) for a log line after the first `skip` lines that
+    /// contains `needle`.
+    pub fn wait_for_log_after(&self, skip: usize, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .skip(skip)
+                .any(|l| l.contains(needle))
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
