@@ -17,6 +17,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_STREAM_STALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default lifetime of a UDP-over-TCP association without a datagram either way.
 pub const DEFAULT_UOT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default lifetime of a stream that moves no byte either way.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default bound on a session write (control frames included) making no progress.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default lifetime of a session with no stream and no frame.
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -46,6 +50,11 @@ pub struct ServerConfig {
     /// A stream whose upload buffer is full and whose target takes no byte for this
     /// long is closed, so the session (which stops reading meanwhile) goes on.
     pub stream_stall_timeout: Duration,
+    /// A stream that moves no byte either way for this long is closed (FIN).
+    pub stream_idle_timeout: Duration,
+    /// A session whose pending write (a frame to the client) makes no progress for
+    /// this long is closed: the client stopped reading.
+    pub write_timeout: Duration,
     /// A UDP-over-TCP association with no datagram either way for this long ends.
     pub uot_idle_timeout: Duration,
     /// The outbound connection pool.
@@ -70,6 +79,8 @@ impl ServerConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             stream_stall_timeout: DEFAULT_STREAM_STALL_TIMEOUT,
+            stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             uot_idle_timeout: DEFAULT_UOT_IDLE_TIMEOUT,
             pool: PoolConfig::default(),
         }

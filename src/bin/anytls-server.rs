@@ -79,6 +79,15 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_STREAM_STALL_TIMEOUT.as_secs())]
     stream_stall_timeout: u64,
 
+    /// Seconds a stream may move no byte either way before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_STREAM_IDLE_TIMEOUT.as_secs())]
+    stream_idle_timeout: u64,
+
+    /// Seconds a write to a client (data or control frame) may make no progress
+    /// before the session is closed.
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_WRITE_TIMEOUT.as_secs())]
+    write_timeout: u64,
+
     /// Seconds a UDP-over-TCP association lives without a datagram either way.
     #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_UOT_IDLE_TIMEOUT.as_secs())]
     uot_idle_timeout: u64,
@@ -112,6 +121,9 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     stats_interval: u64,
 }
+
+/// How often memory freed by closed connections is handed back to the kernel.
+const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     anytls::cli::main_with(|| serve(Args::parse()))
@@ -243,6 +255,8 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
         connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
         session_idle_timeout: seconds("idle-session-timeout", args.idle_session_timeout)?,
         stream_stall_timeout: seconds("stream-stall-timeout", args.stream_stall_timeout)?,
+        stream_idle_timeout: seconds("stream-idle-timeout", args.stream_idle_timeout)?,
+        write_timeout: seconds("write-timeout", args.write_timeout)?,
         uot_idle_timeout: seconds("uot-idle-timeout", args.uot_idle_timeout)?,
         pool: PoolConfig {
             kind: args.pool_type,
@@ -273,8 +287,13 @@ fn serve(args: Args) -> Result<(), Fatal> {
     }
     let interval = Duration::from_secs(args.stats_interval);
     let mut next_report = Instant::now() + interval;
+    let mut next_trim = Instant::now() + MEMORY_TRIM_INTERVAL;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if Instant::now() >= next_trim {
+            anytls::cli::return_free_memory();
+            next_trim = Instant::now() + MEMORY_TRIM_INTERVAL;
+        }
         if hangup.swap(false, Ordering::Relaxed) {
             reload(&args, &users, &padding);
         }

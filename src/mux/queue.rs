@@ -6,12 +6,13 @@
 //! [`QUEUE_HIGH_WATER`] bytes, so a slow client slows its targets' reads instead of
 //! growing the queue.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 use rand::rngs::SmallRng;
@@ -38,6 +39,8 @@ struct State {
 #[derive(Default)]
 pub struct WriteQueue {
     state: RefCell<State>,
+    /// When the batch being written was taken, while a write is in progress.
+    writing_since: Cell<Option<Instant>>,
 }
 
 impl WriteQueue {
@@ -99,6 +102,11 @@ impl WriteQueue {
     /// Whether [`WriteQueue::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.state.borrow().closed
+    }
+
+    /// When the write in progress started, if one is (a stuck peer shows as an old one).
+    pub fn write_started(&self) -> Option<Instant> {
+        self.writing_since.get()
     }
 
     /// Bytes waiting for the writer.
@@ -177,6 +185,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let mut spare = Vec::new();
     while let Some(mut batch) = queue.next_batch(spare).await {
+        queue.writing_since.set(Some(Instant::now()));
         match padder.as_mut().and_then(|p| p.shape(&batch)) {
             Some(records) => {
                 for record in records {
@@ -189,6 +198,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                 out.flush().await?;
             }
         }
+        queue.writing_since.set(None);
         batch.clear();
         if batch.capacity() > KEEP_BUFFER_CAPACITY {
             batch = Vec::new();

@@ -104,6 +104,8 @@ enum SessionEnd {
     Alerted(&'static str),
     #[error("idle for {0:?}")]
     Idle(Duration),
+    #[error("the client took no byte for {0:?}")]
+    WriteStalled(Duration),
     #[error("server shutting down")]
     Shutdown,
 }
@@ -121,6 +123,8 @@ struct StreamEntry {
     /// Set when the session gives up on the stream (its target stalled): the
     /// stream's task ends and the client gets FIN.
     reset: Event,
+    /// When a byte last moved either way.
+    last_activity: Cell<Instant>,
 }
 
 /// A session's state, shared by its loops and its stream tasks.
@@ -160,7 +164,7 @@ impl Session {
         let decided: RefCell<Option<SessionEnd>> = RefCell::new(None);
         let reading = async {
             let end = future::or(
-                future::or(self.read_loop(reader, leftover), self.idle_watchdog()),
+                future::or(self.read_loop(reader, leftover), self.watchdog()),
                 async {
                     self.core.shutdown.wait().await;
                     SessionEnd::Shutdown
@@ -313,19 +317,45 @@ impl Session {
         let entry = Rc::new(StreamEntry {
             upload: Pipe::new(STREAM_UPLOAD_LIMIT),
             reset: Event::default(),
+            last_activity: Cell::new(Instant::now()),
         });
         streams.insert(stream_id, entry.clone());
         glommio::spawn_local(stream::run(self.clone(), stream_id, entry)).detach();
         Flow::Continue
     }
 
-    async fn idle_watchdog(&self) -> SessionEnd {
-        let limit = self.core.config.session_idle_timeout;
-        let check_every = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
+    /// Ends the session when it has been idle too long or its writer is stuck, and
+    /// resets streams that moved no byte for the stream idle timeout.
+    async fn watchdog(&self) -> SessionEnd {
+        let config = &self.core.config;
+        let shortest = config
+            .session_idle_timeout
+            .min(config.stream_idle_timeout)
+            .min(config.write_timeout);
+        let check_every = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             glommio::timer::sleep(check_every).await;
-            if self.streams.borrow().is_empty() && self.last_activity.get().elapsed() >= limit {
-                return SessionEnd::Idle(limit);
+            if self.streams.borrow().is_empty()
+                && self.last_activity.get().elapsed() >= config.session_idle_timeout
+            {
+                return SessionEnd::Idle(config.session_idle_timeout);
+            }
+            if self
+                .queue
+                .write_started()
+                .is_some_and(|since| since.elapsed() >= config.write_timeout)
+            {
+                return SessionEnd::WriteStalled(config.write_timeout);
+            }
+            for (id, stream) in self.streams.borrow().iter() {
+                if stream.last_activity.get().elapsed() >= config.stream_idle_timeout {
+                    debug!(
+                        "{}: stream {id} idle for {:?}, closing it",
+                        self.peer, config.stream_idle_timeout
+                    );
+                    stream.upload.abort();
+                    stream.reset.set();
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 //! SYNACK, then relay both ways until either side ends.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use log::debug;
@@ -115,6 +116,7 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
                 }
                 counters.bytes_up.add(buf.len() as u64);
                 session.user_counters.bytes_up.add(buf.len() as u64);
+                entry.last_activity.set(Instant::now());
             }
             if !entry.upload.take_all(&mut buf).await {
                 return RelayEnd::ClientFinished;
@@ -132,6 +134,7 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
                     }
                     counters.bytes_down.add(n as u64);
                     session.user_counters.bytes_down.add(n as u64);
+                    entry.last_activity.set(Instant::now());
                 }
             }
         }

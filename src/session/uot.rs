@@ -118,6 +118,7 @@ pub(super) async fn serve(
                     Ok(Some((datagram, used))) => {
                         start += used;
                         last_datagram.set(Instant::now());
+                        entry.last_activity.set(Instant::now());
                         let to = match (fixed, &datagram.address) {
                             (Some(addr), _) => addr,
                             (None, Some(address)) => match core.resolver.resolve(address).await {
@@ -172,6 +173,7 @@ pub(super) async fn serve(
                 }
             };
             last_datagram.set(Instant::now());
+            entry.last_activity.set(Instant::now());
             framed.clear();
             let source = (!request.is_connect).then_some(Address::Ip(from));
             uot::encode_datagram(source.as_ref(), &packet[..n], &mut framed)

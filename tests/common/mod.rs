@@ -271,6 +271,8 @@ pub enum TargetKind {
     Sink,
     /// Accepts and never reads: a target slower than any client.
     Stalled,
+    /// Writes bytes as fast as it can, forever.
+    Source,
 }
 
 /// Starts a target on 127.0.0.1 served by its own executor thread.
@@ -287,6 +289,11 @@ pub fn spawn_target(kind: TargetKind) -> SocketAddr {
                 glommio::spawn_local(async move {
                     if let TargetKind::Stalled = kind {
                         glommio::timer::sleep(Duration::from_secs(3600)).await;
+                    }
+                    if let TargetKind::Source = kind {
+                        let chunk = vec![0x55u8; 64 * 1024];
+                        while conn.write_all(&chunk).await.is_ok() {}
+                        return;
                     }
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
