@@ -166,6 +166,15 @@ fn stats_line_is_logged_periodically() {
         assert!(server.wait_for_log("Sessions: 1 open (1 total)", Duration::from_secs(5)));
     });
     assert!(server.logged("Auth failures: 0"));
+    assert!(server.wait_for_log(
+        "[Pool Stats] Total: 0, Active: 0, Reused: 0, New: 0, Cleaned: 0",
+        Duration::from_secs(3)
+    ));
+    assert!(server.wait_for_log("[Pool Status] {}", Duration::from_secs(3)));
+    assert!(server.wait_for_log(
+        "[User Stats] {\"default\":{\"down\":0,\"up\":0}}",
+        Duration::from_secs(3)
+    ));
 }
 
 #[test]

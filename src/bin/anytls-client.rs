@@ -17,8 +17,9 @@ use clap::Parser;
 use futures_lite::future;
 use log::{debug, info};
 
-/// A local SOCKS5 proxy (CONNECT) that carries each connection as a stream over
-/// AnyTLS sessions to a server, reusing sessions as the reference client does.
+/// A local SOCKS5 proxy (CONNECT, and UDP ASSOCIATE carried over UDP-over-TCP v2)
+/// that carries each connection as a stream over AnyTLS sessions to a server,
+/// reusing sessions as the reference client does.
 /// Log verbosity comes from RUST_LOG (default: info).
 #[derive(Parser, Debug)]
 #[command(version)]

@@ -202,6 +202,15 @@ fn reload(args: &Args, users: &Reloadable<Users>, padding: &Reloadable<PaddingSc
     }
 }
 
+/// `[User Stats] {"alice":{"up":1,"down":2}}`: bytes per user as JSON.
+fn user_stats_line(users: &std::collections::BTreeMap<String, (u64, u64)>) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = users
+        .iter()
+        .map(|(user, (up, down))| (user.clone(), serde_json::json!({ "up": up, "down": down })))
+        .collect();
+    format!("[User Stats] {}", serde_json::Value::Object(map))
+}
+
 fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
     let listen: SocketAddr = args
         .listen
@@ -301,6 +310,7 @@ fn serve(args: Args) -> Result<(), Fatal> {
             info!("{}", server.stats().snapshot());
             info!("{}", server.pool().stats());
             info!("{}", server.pool().status_line());
+            info!("{}", user_stats_line(&server.stats().user_bytes()));
             next_report += interval;
         }
     }
