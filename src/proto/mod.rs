@@ -10,6 +10,17 @@
 //! - [`addr`]: SOCKS5-form target addresses.
 //! - [`uot`]: UDP over TCP v2 requests and datagrams.
 //! - [`error`]: one error enum per kind of input.
+//!
+//! ```
+//! use anytls::proto::frame::{self, Command};
+//!
+//! let mut wire = Vec::new();
+//! frame::encode(Command::Push, 7, b"hello", &mut wire).unwrap();
+//! // A decoder fed part of a frame asks for more; fed all of it, it borrows the data.
+//! assert!(frame::decode(&wire[..4]).is_none());
+//! let decoded = frame::decode(&wire).unwrap();
+//! assert_eq!((decoded.cmd, decoded.stream_id, decoded.data), (Command::Push, 7, &b"hello"[..]));
+//! ```
 
 pub mod addr;
 pub mod auth;
