@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncWriteExt};
 use futures_rustls::client::TlsStream;
 use glommio::net::TcpStream;
 use log::debug;
@@ -16,14 +16,14 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rustls::pki_types::ServerName;
 
-use crate::mux::{self, Event, Padder, Pipe, SharedScheme, WriteQueue};
+use crate::mux::{self, Event, Padder, Pipe, ReadBuffer, SharedScheme, WriteQueue};
 use crate::proto::auth::{encode_preamble, PasswordHash};
 use crate::proto::frame::{self, Command, Frame};
 use crate::proto::{Address, PaddingScheme, Settings};
 
 /// Server->client bytes buffered per stream before the session stops reading.
 const STREAM_RECEIVE_LIMIT: usize = 256 * 1024;
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 32 * 1024;
 
 /// Where and how a client connects.
 #[derive(Clone)]
@@ -328,22 +328,19 @@ async fn run(inner: Rc<Inner>, tls: TlsStream<TcpStream>) {
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(inner: &Inner, mut reader: R) {
-    let mut buf = Vec::new();
-    let mut start = 0;
+    let mut buf = ReadBuffer::new(READ_CHUNK);
     loop {
-        while let Some(frame) = frame::decode(&buf[start..]) {
-            start += frame.wire_len();
-            if !inner.handle_frame(frame).await {
+        while let Some(frame) = frame::decode(buf.filled()) {
+            let used = frame.wire_len();
+            let go_on = inner.handle_frame(frame).await;
+            buf.consume(used);
+            if !go_on {
                 return;
             }
         }
-        buf.drain(..start);
-        start = 0;
-        let filled = buf.len();
-        buf.resize(filled + READ_CHUNK, 0);
-        match reader.read(&mut buf[filled..]).await {
+        match buf.fill_from(&mut reader).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => buf.truncate(filled + n),
+            Ok(_) => {}
         }
         // Let the writer and other tasks run even if the server never pauses.
         future::yield_now().await;

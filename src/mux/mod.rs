@@ -1,5 +1,5 @@
 //! Executor-local plumbing shared by both ends of a session: a coalescing frame
-//! write queue, a bounded byte pipe per stream, a one-shot event, an `Rc`-based
+//! write queue, a reusable read buffer, a bounded byte pipe per stream, a one-shot event, an `Rc`-based
 //! read/write split, and timeouts.
 //!
 //! Everything here lives on one executor thread (`Rc`, `Cell`, `RefCell`): no locks,
@@ -8,11 +8,13 @@
 mod event;
 mod pipe;
 mod queue;
+mod read_buffer;
 mod split;
 mod time;
 
 pub use event::{Event, Wait};
 pub use pipe::{Pipe, PipeClosed};
 pub use queue::{write_loop, Padder, SharedScheme, WriteQueue, QUEUE_HIGH_WATER};
+pub use read_buffer::ReadBuffer;
 pub use split::{split, ReadHalf, WriteHalf};
 pub use time::timeout;

@@ -15,8 +15,9 @@ use futures_lite::AsyncRead;
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 
-use super::read_more;
+use super::READ_CHUNK;
 use crate::mux::timeout;
+use crate::mux::ReadBuffer;
 use crate::proto::auth::{decode_preamble, PasswordHash, FIXED_LEN, HASH_LEN};
 use crate::runtime::CoreContext;
 
@@ -26,7 +27,7 @@ pub(crate) enum Admission {
     Accepted {
         tls: TlsStream<TcpStream>,
         user: String,
-        leftover: Vec<u8>,
+        leftover: ReadBuffer,
     },
     /// TLS completed but authentication did not (wrong password, or no complete
     /// preamble in time): what was read is kept for the fallback.
@@ -48,13 +49,13 @@ pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
         Some(Err(e)) => return Admission::Failed(format!("TLS handshake failed: {e}")),
         None => return Admission::Failed(format!("no TLS handshake within {limit:?}")),
     };
-    let mut buf = Vec::new();
+    let mut buf = ReadBuffer::new(READ_CHUNK);
     let left = limit
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(1));
     match timeout(left, read_preamble(&mut tls, &mut buf, core)).await {
         Some(Ok(Some((user, used)))) => {
-            buf.drain(..used);
+            buf.consume(used);
             Admission::Accepted {
                 tls,
                 user,
@@ -63,13 +64,13 @@ pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
         }
         Some(Ok(None)) => Admission::Rejected {
             tls,
-            read: buf,
+            read: buf.filled().to_vec(),
             why: "wrong password",
         },
         Some(Err(e)) => Admission::Failed(e),
         None => Admission::Rejected {
             tls,
-            read: buf,
+            read: buf.filled().to_vec(),
             why: "no authentication within the handshake timeout",
         },
     }
@@ -79,22 +80,23 @@ pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
 /// matching preamble is complete, `None` as soon as the hash is known to be wrong.
 async fn read_preamble<R: AsyncRead + Unpin>(
     reader: &mut R,
-    buf: &mut Vec<u8>,
+    buf: &mut ReadBuffer,
     core: &CoreContext,
 ) -> Result<Option<(String, usize)>, String> {
     let mut user = None;
     loop {
-        if user.is_none() && buf.len() >= FIXED_LEN {
-            let hash: [u8; HASH_LEN] = buf[..HASH_LEN].try_into().expect("length checked");
+        let read = buf.filled();
+        if user.is_none() && read.len() >= FIXED_LEN {
+            let hash: [u8; HASH_LEN] = read[..HASH_LEN].try_into().expect("length checked");
             match core.config.users.load().authenticate(&PasswordHash(hash)) {
                 Some(name) => user = Some(name.to_owned()),
                 None => return Ok(None),
             }
         }
-        if let (Some(name), Some(preamble)) = (&user, decode_preamble(buf)) {
+        if let (Some(name), Some(preamble)) = (&user, decode_preamble(read)) {
             return Ok(Some((name.clone(), preamble.len)));
         }
-        match read_more(reader, buf).await {
+        match buf.fill_from(reader).await {
             Ok(0) => return Err("connection closed before authentication".into()),
             Ok(_) => {}
             Err(e) => return Err(format!("read failed before authentication: {e}")),

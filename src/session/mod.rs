@@ -20,20 +20,20 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{future, AsyncRead, AsyncReadExt};
+use futures_lite::{future, AsyncRead};
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use log::{debug, info};
 
-use crate::mux::{self, timeout, Event, Pipe, WriteQueue};
+use crate::mux::{self, timeout, Event, Pipe, ReadBuffer, WriteQueue};
 use crate::proto::frame::{self, Command, Frame};
 use crate::proto::Settings;
 use crate::runtime::CoreContext;
 use crate::stats::UserCounters;
 use handshake::Admission;
 
-/// Bytes requested from TLS per read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Free space offered to TLS per read.
+const READ_CHUNK: usize = 32 * 1024;
 /// Client->target bytes buffered per stream before the session stops reading
 /// (see README, "Memory per stream").
 pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
@@ -77,18 +77,6 @@ pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, core: Rc<
     let reason = session.clone().run(tls, leftover).await;
     debug!("{peer}: session of user {} closed: {reason}", session.user);
     core.counters().sessions_open.sub(1);
-}
-
-/// Reads up to [`READ_CHUNK`] more bytes onto the end of `buf`.
-async fn read_more<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<usize> {
-    let filled = buf.len();
-    buf.resize(filled + READ_CHUNK, 0);
-    let result = reader.read(&mut buf[filled..]).await;
-    buf.truncate(filled + *result.as_ref().unwrap_or(&0));
-    result
 }
 
 /// Why a session ended.
@@ -159,7 +147,7 @@ impl Session {
         }
     }
 
-    async fn run(self: Rc<Self>, tls: TlsStream<TcpStream>, leftover: Vec<u8>) -> SessionEnd {
+    async fn run(self: Rc<Self>, tls: TlsStream<TcpStream>, leftover: ReadBuffer) -> SessionEnd {
         let (reader, writer) = mux::split(tls);
         let decided: RefCell<Option<SessionEnd>> = RefCell::new(None);
         let reading = async {
@@ -200,19 +188,18 @@ impl Session {
     async fn read_loop<R: AsyncRead + Unpin>(
         self: &Rc<Self>,
         mut reader: R,
-        mut buf: Vec<u8>,
+        mut buf: ReadBuffer,
     ) -> SessionEnd {
-        let mut start = 0;
         loop {
-            while let Some(frame) = frame::decode(&buf[start..]) {
-                start += frame.wire_len();
-                if let Flow::End(end) = self.handle_frame(frame).await {
+            while let Some(frame) = frame::decode(buf.filled()) {
+                let used = frame.wire_len();
+                let flow = self.handle_frame(frame).await;
+                buf.consume(used);
+                if let Flow::End(end) = flow {
                     return end;
                 }
             }
-            buf.drain(..start);
-            start = 0;
-            match read_more(&mut reader, &mut buf).await {
+            match buf.fill_from(&mut reader).await {
                 Ok(0) => return SessionEnd::ClientClosed,
                 Ok(_) => self.last_activity.set(Instant::now()),
                 Err(e) => return SessionEnd::ReadFailed(e),
