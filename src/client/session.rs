@@ -23,7 +23,7 @@ use crate::proto::{Address, PaddingScheme, Settings};
 
 /// Server->client bytes buffered per stream before the session stops reading.
 const STREAM_RECEIVE_LIMIT: usize = 256 * 1024;
-const READ_CHUNK: usize = 32 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Where and how a client connects.
 #[derive(Clone)]

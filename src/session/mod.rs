@@ -33,7 +33,7 @@ use crate::stats::UserCounters;
 use handshake::Admission;
 
 /// Free space offered to TLS per read.
-const READ_CHUNK: usize = 32 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
 /// Client->target bytes buffered per stream before the session stops reading
 /// (see README, "Memory per stream").
 pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
