@@ -228,3 +228,26 @@ fn closing_the_control_connection_ends_the_association() {
         server.log_lines()
     );
 }
+
+#[test]
+fn idle_association_ends_after_udp_idle_timeout() {
+    let server = TestServer::start(&["--stats-interval", "1"]);
+    let client = TestClient::start(server.addr, &["-p", PASSWORD, "--udp-idle-timeout", "1"]);
+    let echo = spawn_udp_echo();
+    let (_control, relay) = udp_associate(client.socks);
+    let app = app_socket();
+    app.send_to(&socks_datagram(&Address::Ip(echo), b"ping"), relay)
+        .unwrap();
+    assert_eq!(receive(&app, relay).1, b"ping");
+    assert!(server.wait_for_log("Streams: 1 open", Duration::from_secs(5)));
+    let after_ping = server.log_len();
+    // The control connection stays open; only the idle timeout can end it.
+    assert!(
+        server.wait_for_log_after(after_ping, "Streams: 0 open", Duration::from_secs(6)),
+        "{:?}",
+        server.log_lines()
+    );
+    app.send_to(&socks_datagram(&Address::Ip(echo), b"late"), relay)
+        .unwrap();
+    assert!(nothing_arrives(&app, Duration::from_millis(300)));
+}

@@ -65,6 +65,10 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     idle_check_interval: u64,
 
+    /// Seconds a SOCKS5 UDP association lives without a datagram either way.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    udp_idle_timeout: u64,
+
     /// Executors to run, one pinned per CPU (each with its own sessions).
     #[arg(long, default_value_t = 1)]
     cores: usize,
@@ -153,6 +157,7 @@ fn build(args: &Args) -> Result<(SocketAddr, ClientConfig, PoolSettings, Vec<usi
         idle_timeout: Duration::from_secs(args.idle_session_timeout.max(1)),
         check_interval: Duration::from_secs(args.idle_check_interval.max(1)),
         disable_reuse: args.disable_reuse,
+        udp_idle_timeout: Duration::from_secs(args.udp_idle_timeout.max(1)),
     };
     let allowed = anytls::config::allowed_cpus();
     if args.cores == 0 || args.cores > allowed.len() {

@@ -25,6 +25,9 @@ pub struct PoolSettings {
     pub check_interval: Duration,
     /// Dial a new session for every stream and close it afterwards.
     pub disable_reuse: bool,
+    /// A UDP association carried on these sessions ends after this long without a
+    /// datagram either way.
+    pub udp_idle_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -34,6 +37,7 @@ impl Default for PoolSettings {
             idle_timeout: Duration::from_secs(60),
             check_interval: Duration::from_secs(30),
             disable_reuse: false,
+            udp_idle_timeout: super::udp::UDP_IDLE_TIMEOUT,
         }
     }
 }
@@ -112,6 +116,11 @@ impl SessionPool {
                 since: Instant::now(),
             },
         );
+    }
+
+    /// How this pool keeps sessions.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
     }
 
     /// Sessions idle now.

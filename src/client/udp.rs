@@ -12,7 +12,8 @@
 //!
 //! Only the application's address is served ([`ExpectedSender`]); fragments
 //! (FRAG != 0) and malformed datagrams are dropped. The association ends when the
-//! control connection closes, when the stream ends, or after [`UDP_IDLE_TIMEOUT`]
+//! control connection closes, when the stream ends, or after the idle timeout
+//! (`--udp-idle-timeout`, default [`UDP_IDLE_TIMEOUT`])
 //! without a datagram either way; then the stream is closed (FIN) and the session
 //! goes back to the pool.
 //!
@@ -216,16 +217,14 @@ struct Association {
 }
 
 impl Association {
-    /// Ends after [`UDP_IDLE_TIMEOUT`] without a datagram either way.
+    /// Ends after the pool's UDP idle timeout without a datagram either way.
     async fn expire(&self) -> Result<(), InboundError> {
-        let check = (UDP_IDLE_TIMEOUT / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let limit = self.pool.settings().udp_idle_timeout;
+        let check = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             glommio::timer::sleep(check).await;
-            if self.last_datagram.get().elapsed() >= UDP_IDLE_TIMEOUT {
-                debug!(
-                    "{}: UDP association idle for {UDP_IDLE_TIMEOUT:?}",
-                    self.peer
-                );
+            if self.last_datagram.get().elapsed() >= limit {
+                debug!("{}: UDP association idle for {limit:?}", self.peer);
                 return Ok(());
             }
         }
