@@ -3,6 +3,7 @@
 //! every `request` bytes with `response` bytes), and for baseline a plain TCP
 //! sink and a TLS sink. They live as long as the executor that started them.
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -33,9 +34,25 @@ pub enum Behaviour {
 
 /// Binds `host:0` and serves `behaviour` on it; returns the bound address.
 pub fn start(host: IpAddr, behaviour: Behaviour) -> io::Result<SocketAddr> {
+    let payload: Rc<[u8]> = vec![0x5A; BUF].into();
+    serve_each(host, move |conn| {
+        let payload = payload.clone();
+        async move {
+            // Connection errors end the connection, nothing else.
+            let _ = serve(conn, behaviour, &payload).await;
+        }
+    })
+}
+
+/// Binds `host:0` and serves every accepted connection with `handle` in a task of
+/// its own, on this executor, until the process ends; returns the bound address.
+fn serve_each<F, Fut>(host: IpAddr, handle: F) -> io::Result<SocketAddr>
+where
+    F: Fn(TcpStream) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
     let listener = TcpListener::bind(SocketAddr::new(host, 0))?;
     let addr = listener.local_addr()?;
-    let payload: Rc<[u8]> = vec![0x5A; BUF].into();
     glommio::spawn_local(async move {
         loop {
             let Ok(conn) = listener.accept().await else {
@@ -43,12 +60,7 @@ pub fn start(host: IpAddr, behaviour: Behaviour) -> io::Result<SocketAddr> {
                 continue;
             };
             let _ = conn.set_nodelay(true);
-            let payload = payload.clone();
-            glommio::spawn_local(async move {
-                // Connection errors end the connection, nothing else.
-                let _ = serve(conn, behaviour, &payload).await;
-            })
-            .detach();
+            glommio::spawn_local(handle(conn)).detach();
         }
     })
     .detach();
@@ -98,26 +110,14 @@ async fn drain<R: AsyncRead + Unpin>(conn: &mut R, buf: &mut [u8]) -> io::Result
 
 /// Binds `host:0` and serves TLS with `config`, discarding what arrives.
 pub fn start_tls_sink(host: IpAddr, config: Arc<rustls::ServerConfig>) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(SocketAddr::new(host, 0))?;
-    let addr = listener.local_addr()?;
     let acceptor = futures_rustls::TlsAcceptor::from(config);
-    glommio::spawn_local(async move {
-        loop {
-            let Ok(conn) = listener.accept().await else {
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            };
-            let _ = conn.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            glommio::spawn_local(async move {
-                if let Ok(mut tls) = acceptor.accept(conn).await {
-                    let mut buf = vec![0u8; BUF];
-                    let _ = drain(&mut tls, &mut buf).await;
-                }
-            })
-            .detach();
+    serve_each(host, move |conn| {
+        let acceptor = acceptor.clone();
+        async move {
+            if let Ok(mut tls) = acceptor.accept(conn).await {
+                let mut buf = vec![0u8; BUF];
+                let _ = drain(&mut tls, &mut buf).await;
+            }
         }
     })
-    .detach();
-    Ok(addr)
 }

@@ -18,8 +18,8 @@ use rustls::pki_types::ServerName;
 
 use super::streams::per_sec;
 use super::{
-    budget_for, drive, left, load_params, share_of, tls_client, unless, Context, Load, Measured,
-    Timings,
+    budget_for, left, load_params, run_window, share_of, tls_client, unless, Context, Load,
+    Measured, Timings,
 };
 use crate::args::Scenario;
 use crate::procfs;
@@ -313,15 +313,5 @@ async fn handshake_worker(
             })
         }
     };
-    drive(
-        rec.clone(),
-        load,
-        start + args.run_limit(),
-        budget_for(args, &w, 1),
-        args.op_timeout(),
-        op,
-    )
-    .await;
-    rec.end_window();
-    rec.take()
+    run_window(rec, load, args, &w, start, op).await
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::share_of;
 use crate::args::Args;
-use crate::stats::{Budget, Failed, Failure, Recorder};
+use crate::stats::{Budget, Failed, Failure, Recorder, Tally};
 use crate::workers::Worker;
 
 /// Pause after a failed operation, so a dead server does not make a task spin.
@@ -186,4 +186,31 @@ async fn attempt(
             false
         }
     }
+}
+
+/// Runs `op` from `start` to the end of the run (`--duration`/`--max-time`), within
+/// this worker's share of `--count`, closes the measured window and returns the tally.
+pub async fn run_window<F, Fut>(
+    rec: Rc<Recorder>,
+    load: Load,
+    args: &Args,
+    worker: &Worker,
+    start: Instant,
+    op: F,
+) -> Tally
+where
+    F: Fn(Instant) -> Fut + Clone + 'static,
+    Fut: Future<Output = Result<Timings, Failed>> + 'static,
+{
+    drive(
+        rec.clone(),
+        load,
+        start + args.run_limit(),
+        super::budget_for(args, worker, 1),
+        args.op_timeout(),
+        op,
+    )
+    .await;
+    rec.end_window();
+    rec.take()
 }

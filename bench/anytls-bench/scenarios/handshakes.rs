@@ -7,11 +7,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::streams::per_sec;
-use super::{budget_for, connect, drive, exchange, load_params, Context, Load};
+use super::{connect, exchange, load_params, run_window, Context, Load};
 use crate::args::Scenario;
 use crate::report::Report;
 use crate::stats::{Recorder, Tally};
-use crate::targets::Behaviour;
 use crate::workers::Worker;
 
 /// Runs the scenario on every generator executor and reports.
@@ -42,15 +41,8 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
         return rec.take();
     };
     let response = args.response_size();
-    let target = match ctx.target(Behaviour::RequestResponse {
-        request: args.request_size as usize,
-        response,
-    }) {
-        Ok(target) => Rc::new(target),
-        Err(failed) => {
-            rec.fail(failed);
-            return rec.take();
-        }
+    let Some(target) = ctx.request_response_target(&rec) else {
+        return rec.take();
     };
     let config = Rc::new(ctx.client_config());
     let request: Rc<[u8]> = vec![0x42; args.request_size as usize].into();
@@ -65,15 +57,5 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
             Ok(timings)
         }
     };
-    drive(
-        rec.clone(),
-        load,
-        start + args.run_limit(),
-        budget_for(args, &w, 1),
-        args.op_timeout(),
-        op,
-    )
-    .await;
-    rec.end_window();
-    rec.take()
+    run_window(rec, load, args, &w, start, op).await
 }

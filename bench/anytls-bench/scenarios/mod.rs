@@ -10,7 +10,7 @@ mod ops;
 pub mod streams;
 pub mod throughput;
 
-pub use drive::{drive, Load, Timings};
+pub use drive::{drive, run_window, Load, Timings};
 pub use ops::{connect, exchange, left, stream_ended, unless, Pool};
 
 use std::future::Future;
@@ -26,7 +26,7 @@ use anytls::tls::{client_config, ServerVerification};
 use crate::args::{Args, Scenario};
 use crate::procfs;
 use crate::report::Report;
-use crate::stats::{Budget, Failed, Failure, Live, Tally};
+use crate::stats::{Budget, Failed, Failure, Live, Recorder, Tally};
 use crate::targets::{self, Behaviour};
 use crate::workers::{self, Progress, Worker};
 
@@ -54,6 +54,22 @@ impl Context {
     }
 
     /// --target if given, else a target of this kind started on this executor.
+    /// The request/response target (`--request-size` in, `--response-size` out),
+    /// or `None` with the failure recorded.
+    pub fn request_response_target(&self, rec: &Recorder) -> Option<Rc<Address>> {
+        let behaviour = Behaviour::RequestResponse {
+            request: self.args.request_size as usize,
+            response: self.args.response_size(),
+        };
+        match self.target(behaviour) {
+            Ok(target) => Some(Rc::new(target)),
+            Err(failed) => {
+                rec.fail(failed);
+                None
+            }
+        }
+    }
+
     pub fn target(&self, behaviour: Behaviour) -> Result<Address, Failed> {
         if let Some(text) = &self.args.target {
             return Address::parse(text)

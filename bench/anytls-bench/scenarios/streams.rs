@@ -8,11 +8,10 @@ use std::sync::Arc;
 
 use anytls::mux::timeout;
 
-use super::{budget_for, drive, exchange, load_params, share_of, Context, Load, Pool};
+use super::{exchange, load_params, run_window, share_of, Context, Load, Pool};
 use crate::args::Scenario;
 use crate::report::Report;
 use crate::stats::{Failed, Failure, Recorder, Tally};
-use crate::targets::Behaviour;
 use crate::workers::Worker;
 
 /// Runs the scenario on every generator executor and reports.
@@ -53,15 +52,8 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
         return rec.take();
     };
     let response = args.response_size();
-    let target = match ctx.target(Behaviour::RequestResponse {
-        request: args.request_size as usize,
-        response,
-    }) {
-        Ok(target) => Rc::new(target),
-        Err(failed) => {
-            rec.fail(failed);
-            return rec.take();
-        }
+    let Some(target) = ctx.request_response_target(&rec) else {
+        return rec.take();
     };
     let sessions = share_of(&w, args.sessions_for(Scenario::Streams), 1);
     let pool = Rc::new(Pool::new(ctx.client_config(), sessions));
@@ -78,15 +70,5 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
             exchange(&session, &target, &request, response, t0).await
         }
     };
-    drive(
-        rec.clone(),
-        load,
-        start + args.run_limit(),
-        budget_for(args, &w, 1),
-        args.op_timeout(),
-        op,
-    )
-    .await;
-    rec.end_window();
-    rec.take()
+    run_window(rec, load, args, &w, start, op).await
 }
