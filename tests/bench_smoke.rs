@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use common::{TestServer, PASSWORD};
 
-/// Longest any single generator run may take before the test fails.
-const RUN_LIMIT: Duration = Duration::from_secs(20);
+/// Longest any single generator run may take before the test fails. A 1 s run may
+/// legitimately wait up to `--op-timeout` (10 s) for operations in flight at its
+/// deadline; twice that, plus start-up, means something hung.
+const RUN_LIMIT: Duration = Duration::from_secs(40);
 
 /// Runs anytls-bench with `args`, killing it after [`RUN_LIMIT`].
 fn bench(args: &[String]) -> Output {
@@ -31,8 +33,13 @@ fn bench(args: &[String]) -> Output {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
+    let started = std::time::Instant::now();
     match rx.recv_timeout(RUN_LIMIT) {
-        Ok(output) => output.expect("anytls-bench ran"),
+        Ok(output) => {
+            // Visible with --nocapture: a slow run is worth a look even when it passes.
+            eprintln!("anytls-bench {args:?}: {:.1?}", started.elapsed());
+            output.expect("anytls-bench ran")
+        }
         Err(_) => {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
