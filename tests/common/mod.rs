@@ -538,3 +538,18 @@ impl TestServer {
         }
     }
 }
+
+impl TestServer {
+    /// Opens a session and has a heartbeat answered: the server is serving.
+    pub fn assert_serves(&self) {
+        let config = self.client_config();
+        run_local(async move {
+            anytls::client::ClientSession::connect(&config)
+                .await
+                .expect("session opens")
+                .heartbeat()
+                .await
+                .expect("heartbeat answered");
+        });
+    }
+}
