@@ -37,13 +37,51 @@ pub enum TlsError {
     SelfSigned(#[from] rcgen::Error),
 }
 
+/// The crypto provider, its cipher suites in the server's order of preference:
+/// AES-128-GCM first (cheaper than AES-256-GCM per byte on CPUs with AES
+/// instructions, and what Go's TLS stack picks too), then AES-256-GCM, then
+/// ChaCha20-Poly1305.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(ring::default_provider())
+    let mut provider = ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite_rank(suite.suite()));
+    Arc::new(provider)
+}
+
+fn suite_rank(suite: rustls::CipherSuite) -> u8 {
+    use rustls::CipherSuite as S;
+    match suite {
+        S::TLS13_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384 => 1,
+        S::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 3,
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 4,
+        _ => 5,
+    }
+}
+
+/// Whether a client asks for ChaCha20-Poly1305 before any AES-GCM suite, as
+/// clients without AES instructions do: the server then follows the client's
+/// order instead of its own AES-128-GCM preference.
+pub fn client_prefers_chacha(client_suites: &[rustls::CipherSuite]) -> bool {
+    use rustls::CipherSuite as S;
+    client_suites
+        .iter()
+        .find(|suite| suite_rank(**suite) < 5)
+        .is_some_and(|suite| {
+            matches!(
+                suite,
+                S::TLS13_CHACHA20_POLY1305_SHA256
+                    | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                    | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+            )
+        })
 }
 
 /// The server's TLS configuration and the SHA-256 fingerprint of its leaf certificate.
 pub struct ServerTls {
-    /// Ready for `futures_rustls::TlsAcceptor`.
+    /// The server's cipher-suite order decides (see [`client_order`] for the other).
     pub config: Arc<rustls::ServerConfig>,
     /// Colon-separated uppercase hex SHA-256 of the leaf certificate.
     pub fingerprint: String,
@@ -87,16 +125,25 @@ impl ServerTls {
         key: PrivateKeyDer<'static>,
     ) -> Result<ServerTls, TlsError> {
         let leaf = chain[0].clone();
-        let config = rustls::ServerConfig::builder_with_provider(provider())
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
+        config.ignore_client_order = true;
         Ok(ServerTls {
             config: Arc::new(config),
             fingerprint: fingerprint(&leaf),
             leaf,
         })
     }
+}
+
+/// The same configuration with the client's cipher-suite order deciding, for
+/// clients that [prefer ChaCha20](client_prefers_chacha).
+pub fn client_order(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    let mut config = config.clone();
+    config.ignore_client_order = false;
+    Arc::new(config)
 }
 
 /// Colon-separated uppercase hex SHA-256 of a certificate.
@@ -208,6 +255,23 @@ impl ServerCertVerifier for AcceptCert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aes_128_is_preferred_unless_the_client_puts_chacha_first() {
+        use rustls::CipherSuite as S;
+        let order: Vec<_> = provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(order[0], S::TLS13_AES_128_GCM_SHA256);
+        assert!(!client_prefers_chacha(&[
+            S::TLS13_AES_256_GCM_SHA384,
+            S::TLS13_CHACHA20_POLY1305_SHA256
+        ]));
+        assert!(client_prefers_chacha(&[
+            S::TLS_EMPTY_RENEGOTIATION_INFO_SCSV,
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+            S::TLS13_AES_128_GCM_SHA256
+        ]));
+        assert!(!client_prefers_chacha(&[]));
+    }
 
     #[test]
     fn self_signed_has_a_fingerprint() {

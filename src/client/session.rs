@@ -76,11 +76,11 @@ impl ClientConfig {
 }
 
 /// Connects TCP and completes the TLS handshake, nothing more.
-pub async fn connect_tls(config: &ClientConfig) -> io::Result<TlsStream<TcpStream>> {
+pub async fn connect_tls(config: &ClientConfig) -> io::Result<TlsStream<mux::Transport>> {
     let tcp = TcpStream::connect(config.server).await?;
     tcp.set_nodelay(true)?;
     futures_rustls::TlsConnector::from(config.tls.clone())
-        .connect(config.server_name.clone(), tcp)
+        .connect(config.server_name.clone(), mux::Transport::new(tcp))
         .await
 }
 
@@ -313,7 +313,7 @@ impl Slot {
     }
 }
 
-async fn run(inner: Rc<Inner>, tls: TlsStream<TcpStream>) {
+async fn run(inner: Rc<Inner>, tls: TlsStream<mux::Transport>) {
     let (reader, writer) = mux::split(tls);
     let reading = read_loop(&inner, reader);
     let writing = async {

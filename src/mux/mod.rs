@@ -5,16 +5,20 @@
 //! Everything here lives on one executor thread (`Rc`, `Cell`, `RefCell`): no locks,
 //! no atomics.
 
+mod buffers;
 mod event;
 mod pipe;
 mod queue;
 mod read_buffer;
 mod split;
 mod time;
+mod transport;
 
+pub use buffers::{read_frame, FrameBuffer, FRAME_PAYLOAD};
 pub use event::{Event, Wait};
 pub use pipe::{Pipe, PipeClosed};
 pub use queue::{write_loop, Padder, SharedScheme, WriteQueue, QUEUE_HIGH_WATER};
 pub use read_buffer::ReadBuffer;
 pub use split::{split, ReadHalf, WriteHalf};
 pub use time::timeout;
+pub use transport::Transport;

@@ -1,10 +1,20 @@
 //! The read side of a frame stream: bytes from the peer accumulate at the end,
-//! decoded frames are consumed from the front. The allocation is reused, and bytes
-//! are zeroed only when the buffer grows, not on every read.
+//! decoded frames are consumed from the front.
+//!
+//! The buffer is borrowed from the executor's free list only while bytes are
+//! moving: once everything read has been consumed and the peer has nothing more
+//! ready, it goes back, and the idle wait reads into a few bytes inside the task
+//! instead. An idle session therefore holds no read buffer at all. Bytes are
+//! zeroed only when a buffer is first made, never per read.
 
 use std::io;
 
-use futures_lite::{AsyncRead, AsyncReadExt};
+use futures_lite::{future, AsyncRead, AsyncReadExt};
+
+use super::buffers::{give_frame_buffer, take_frame_buffer};
+
+/// Bytes the idle wait can take in at once (a heartbeat or a SYN fits).
+const PROBE_LEN: usize = 64;
 
 /// See the module documentation.
 pub struct ReadBuffer {
@@ -30,6 +40,11 @@ impl ReadBuffer {
         &self.data[self.start..self.end]
     }
 
+    /// Whether a buffer is held (it is not while idle).
+    pub fn holds_buffer(&self) -> bool {
+        self.data.capacity() > 0
+    }
+
     /// Drops `n` bytes from the front.
     pub fn consume(&mut self, n: usize) {
         assert!(n <= self.end - self.start, "consumed more than was read");
@@ -40,8 +55,33 @@ impl ReadBuffer {
         }
     }
 
-    /// Reads once from `reader` into the free space (made room for first); 0 at EOF.
+    /// Reads once from `reader`; 0 at EOF. With nothing unconsumed and nothing
+    /// ready to read, the buffer is handed back before waiting.
     pub async fn fill_from<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> io::Result<usize> {
+        if self.start < self.end {
+            return self.read_more(reader).await;
+        }
+        if self.holds_buffer() {
+            if let Some(read) = future::poll_once(self.read_more(reader)).await {
+                return read;
+            }
+            give_frame_buffer(std::mem::take(&mut self.data));
+        }
+        let mut probe = [0u8; PROBE_LEN];
+        let n = reader.read(&mut probe).await?;
+        if n > 0 {
+            self.make_room();
+            self.data[..n].copy_from_slice(&probe[..n]);
+            self.end = n;
+        }
+        Ok(n)
+    }
+
+    /// Makes at least `chunk` bytes of free space after the unconsumed bytes.
+    fn make_room(&mut self) {
+        if !self.holds_buffer() {
+            self.data = take_frame_buffer();
+        }
         if self.data.len() - self.end < self.chunk {
             if self.start > 0 {
                 self.data.copy_within(self.start..self.end, 0);
@@ -52,9 +92,19 @@ impl ReadBuffer {
                 self.data.resize(self.end + self.chunk, 0);
             }
         }
+    }
+
+    async fn read_more<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> io::Result<usize> {
+        self.make_room();
         let n = reader.read(&mut self.data[self.end..]).await?;
         self.end += n;
         Ok(n)
+    }
+}
+
+impl Drop for ReadBuffer {
+    fn drop(&mut self) {
+        give_frame_buffer(std::mem::take(&mut self.data));
     }
 }
 
@@ -62,23 +112,81 @@ impl ReadBuffer {
 mod tests {
     use super::*;
     use futures_lite::future::block_on;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
 
     #[test]
     fn accumulates_consumes_and_compacts() {
         let mut source: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
         let mut buf = ReadBuffer::new(4);
         block_on(async {
-            assert_eq!(buf.fill_from(&mut source).await.unwrap(), 4);
-            assert_eq!(buf.filled(), &[1, 2, 3, 4]);
+            assert_eq!(buf.fill_from(&mut source).await.unwrap(), 10);
+            assert_eq!(buf.filled(), &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
             buf.consume(3);
-            assert_eq!(buf.fill_from(&mut source).await.unwrap(), 4);
-            assert_eq!(buf.filled(), &[4, 5, 6, 7, 8]);
-            buf.consume(5);
+            assert_eq!(buf.filled(), &[4, 5, 6, 7, 8, 9, 10]);
+            buf.consume(7);
             assert!(buf.filled().is_empty());
-            assert_eq!(buf.fill_from(&mut source).await.unwrap(), 2);
-            assert_eq!(buf.filled(), &[9, 10]);
             assert_eq!(buf.fill_from(&mut source).await.unwrap(), 0);
         });
-        assert!(buf.data.len() <= 12, "space is reused, not grown per read");
+    }
+
+    /// A reader that is ready only on every other poll, handing out 3 bytes a time.
+    struct Trickle {
+        left: Vec<u8>,
+        ready: bool,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            self.ready = !self.ready;
+            if !self.ready {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(3).min(self.left.len());
+            buf[..n].copy_from_slice(&self.left[..n]);
+            self.left.drain(..n);
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn idle_waits_hold_no_buffer_and_lose_no_byte() {
+        let mut reader = Trickle {
+            left: (0..20).collect(),
+            ready: false,
+        };
+        let mut buf = ReadBuffer::new(8);
+        let mut got = Vec::new();
+        block_on(async {
+            loop {
+                let n = buf.fill_from(&mut reader).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(buf.filled());
+                let all = buf.filled().len();
+                buf.consume(all);
+            }
+        });
+        assert_eq!(got, (0..20).collect::<Vec<u8>>());
+        assert!(!buf.holds_buffer(), "the buffer went back while waiting");
+    }
+
+    #[test]
+    fn a_partial_frame_keeps_its_buffer() {
+        let mut source: &[u8] = &[9; 5];
+        let mut buf = ReadBuffer::new(4);
+        block_on(async {
+            buf.fill_from(&mut source).await.unwrap();
+            buf.consume(2);
+            assert_eq!(buf.fill_from(&mut source).await.unwrap(), 0);
+        });
+        assert!(buf.holds_buffer());
+        assert_eq!(buf.filled(), &[9, 9, 9]);
     }
 }

@@ -126,6 +126,14 @@ pub fn encode_header(
     Ok(())
 }
 
+/// The header of a frame carrying `len` data bytes, for a caller that places the
+/// data after it itself (a buffer read into at offset [`HEADER_LEN`]).
+pub fn header(cmd: Command, stream_id: u32, len: u16) -> [u8; HEADER_LEN] {
+    let id = stream_id.to_be_bytes();
+    let len = len.to_be_bytes();
+    [cmd.into(), id[0], id[1], id[2], id[3], len[0], len[1]]
+}
+
 /// Appends a whole frame.
 pub fn encode(
     cmd: Command,
@@ -197,6 +205,7 @@ mod tests {
         let mut out = Vec::new();
         encode(Command::Push, 0x0102_0304, b"hi", &mut out).unwrap();
         assert_eq!(out, [2, 1, 2, 3, 4, 0, 2, b'h', b'i']);
+        assert_eq!(header(Command::Push, 0x0102_0304, 2), out[..HEADER_LEN]);
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub enum StartError {
 /// What every task on one core shares: read-only config and core-local state.
 pub(crate) struct CoreContext {
     pub config: Arc<ServerConfig>,
-    pub acceptor: futures_rustls::TlsAcceptor,
+    /// `config.tls` with the client's cipher-suite order deciding.
+    pub tls_client_order: Arc<rustls::ServerConfig>,
     pub resolver: Resolver,
     pub pool: Rc<CorePool>,
     pub shutdown: Event,
@@ -182,7 +183,7 @@ async fn serve_core(
     let pool = shared_pool.core(index);
     let maintenance = glommio::spawn_local(pool.clone().maintain());
     let core = Rc::new(CoreContext {
-        acceptor: futures_rustls::TlsAcceptor::from(config.tls.clone()),
+        tls_client_order: crate::tls::client_order(&config.tls),
         config,
         resolver: Resolver::default(),
         pool,

@@ -15,7 +15,7 @@ use crate::runtime::CoreContext;
 /// Relays `tls` (after writing `read` upstream) to the fallback service until
 /// either side ends or nothing moves for the session idle timeout.
 pub(crate) async fn relay(
-    tls: TlsStream<TcpStream>,
+    tls: TlsStream<crate::mux::Transport>,
     read: Vec<u8>,
     fallback: SocketAddr,
     peer: SocketAddr,

@@ -15,6 +15,8 @@ use futures_lite::AsyncRead;
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 
+use crate::mux::Transport;
+
 use super::READ_CHUNK;
 use crate::mux::timeout;
 use crate::mux::ReadBuffer;
@@ -25,14 +27,14 @@ use crate::runtime::CoreContext;
 pub(crate) enum Admission {
     /// Authenticated: the user's name and the bytes read past the preamble.
     Accepted {
-        tls: TlsStream<TcpStream>,
+        tls: TlsStream<Transport>,
         user: String,
         leftover: ReadBuffer,
     },
     /// TLS completed but authentication did not (wrong password, or no complete
     /// preamble in time): what was read is kept for the fallback.
     Rejected {
-        tls: TlsStream<TcpStream>,
+        tls: TlsStream<Transport>,
         read: Vec<u8>,
         why: &'static str,
     },
@@ -44,7 +46,7 @@ pub(crate) enum Admission {
 pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
     let limit = core.config.handshake_timeout;
     let started = Instant::now();
-    let mut tls = match timeout(limit, core.acceptor.accept(tcp)).await {
+    let mut tls = match timeout(limit, handshake(tcp, core)).await {
         Some(Ok(tls)) => tls,
         Some(Err(e)) => return Admission::Failed(format!("TLS handshake failed: {e}")),
         None => return Admission::Failed(format!("no TLS handshake within {limit:?}")),
@@ -74,6 +76,18 @@ pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
             why: "no authentication within the handshake timeout",
         },
     }
+}
+
+/// The TLS handshake, with the cipher suite chosen per [`crate::tls::client_prefers_chacha`].
+async fn handshake(tcp: TcpStream, core: &CoreContext) -> std::io::Result<TlsStream<Transport>> {
+    let acceptor = rustls::server::Acceptor::default();
+    let start = futures_rustls::LazyConfigAcceptor::new(acceptor, Transport::new(tcp)).await?;
+    let config = if crate::tls::client_prefers_chacha(start.client_hello().cipher_suites()) {
+        core.tls_client_order.clone()
+    } else {
+        core.config.tls.clone()
+    };
+    start.into_stream(config).await
 }
 
 /// Reads until the preamble can be judged: `Some((user, preamble length))` once a

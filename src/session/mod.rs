@@ -25,7 +25,9 @@ use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use log::{debug, info};
 
-use crate::mux::{self, timeout, Event, Pipe, ReadBuffer, WriteQueue};
+use crate::mux::{
+    self, timeout, Event, Pipe, ReadBuffer, ReadHalf, Transport, WriteHalf, WriteQueue,
+};
 use crate::proto::frame::{self, Command, Frame};
 use crate::proto::Settings;
 use crate::runtime::CoreContext;
@@ -43,7 +45,9 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The Alert text for a SYN that arrives before Settings.
 pub const ALERT_NO_SETTINGS: &str = "client did not send its settings";
 
-/// Serves one accepted TCP connection to its end.
+/// Admits one accepted TCP connection; an authenticated one goes on as a session
+/// in a task of its own, so the handshake's memory is freed when it ends instead
+/// of staying in the task for the session's whole life.
 pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, core: Rc<CoreContext>) {
     let counters = core.counters();
     let (tls, user, leftover) = match handshake::admit(tcp, &core).await {
@@ -74,9 +78,15 @@ pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, core: Rc<
     counters.sessions_total.add(1);
     debug!("{peer}: session opened for user {user}");
     let session = Rc::new(Session::new(core.clone(), peer, user));
-    let reason = session.clone().run(tls, leftover).await;
-    debug!("{peer}: session of user {} closed: {reason}", session.user);
-    core.counters().sessions_open.sub(1);
+    // Split before the session's future is made, so the TLS connection lives in
+    // its own allocation rather than inside the task.
+    let (reader, writer) = mux::split(tls);
+    glommio::spawn_local(async move {
+        let reason = session.clone().run(reader, writer, leftover).await;
+        debug!("{peer}: session of user {} closed: {reason}", session.user);
+        session.core.counters().sessions_open.sub(1);
+    })
+    .detach();
 }
 
 /// Why a session ended.
@@ -147,8 +157,12 @@ impl Session {
         }
     }
 
-    async fn run(self: Rc<Self>, tls: TlsStream<TcpStream>, leftover: ReadBuffer) -> SessionEnd {
-        let (reader, writer) = mux::split(tls);
+    async fn run(
+        self: Rc<Self>,
+        reader: ReadHalf<TlsStream<Transport>>,
+        writer: WriteHalf<TlsStream<Transport>>,
+        leftover: ReadBuffer,
+    ) -> SessionEnd {
         let decided: RefCell<Option<SessionEnd>> = RefCell::new(None);
         let reading = async {
             let end = future::or(

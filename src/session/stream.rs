@@ -4,15 +4,12 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncWriteExt};
 use log::debug;
 
 use super::{Session, StreamEntry};
 use crate::mux;
 use crate::proto::{uot, Address, Command};
-
-/// Target->client bytes read per call.
-const DOWNLOAD_CHUNK: usize = 16 * 1024;
 
 /// How a relay ended.
 enum RelayEnd {
@@ -124,12 +121,13 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
         }
     };
     let download = async {
-        let mut buf = vec![0u8; DOWNLOAD_CHUNK];
         loop {
-            match from_target.read(&mut buf).await {
-                Ok(0) | Err(_) => return RelayEnd::TargetFinished,
-                Ok(n) => {
-                    if session.queue.push_data(id, &buf[..n]).await.is_err() {
+            // The target's bytes land behind a header slot and that buffer is the
+            // frame TLS encrypts from: no copy on the way down.
+            match mux::read_frame(&mut from_target).await {
+                Ok(None) | Err(_) => return RelayEnd::TargetFinished,
+                Ok(Some((buf, n))) => {
+                    if session.queue.push_frame_buffer(id, buf, n).await.is_err() {
                         return RelayEnd::ClientFinished;
                     }
                     counters.bytes_down.add(n as u64);
