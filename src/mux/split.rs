@@ -21,6 +21,14 @@ pub fn split<T: AsyncRead + AsyncWrite + Unpin>(io: T) -> (ReadHalf<T>, WriteHal
     (ReadHalf(shared.clone()), WriteHalf(shared))
 }
 
+impl<T> ReadHalf<T> {
+    /// The shared I/O object, for socket options (borrowed for as long as the
+    /// returned guard lives: not across an await).
+    pub fn get_ref(&self) -> std::cell::Ref<'_, T> {
+        self.0.borrow()
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for ReadHalf<T> {
     fn poll_read(
         self: Pin<&mut Self>,

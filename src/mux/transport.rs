@@ -2,6 +2,10 @@
 //! for TLS: vectored writes. rustls hands over every record it has ready at once;
 //! glommio would send them one `send` each, while [`Transport`] sends them with one
 //! `sendmsg`. Reads and readiness stay glommio's.
+//!
+//! Also here, the other socket option glommio does not reach:
+//! [`reset_on_close_if_delivered`], which keeps a closing server from leaving a
+//! TIME_WAIT socket behind per stream.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -29,12 +33,46 @@ impl Transport {
 
     /// One non-blocking `sendmsg` of every slice.
     fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        #[allow(unsafe_code)]
-        // SAFETY: the descriptor belongs to `self.tcp`, which outlives this borrow.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.tcp.as_raw_fd()) };
-        socket2::SockRef::from(&fd)
-            .send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        with_socket(&self.tcp, |socket| {
+            socket.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        })
     }
+}
+
+/// Runs `f` on a socket2 view of `tcp`'s descriptor.
+fn with_socket<T>(tcp: &TcpStream, f: impl FnOnce(socket2::SockRef<'_>) -> T) -> T {
+    #[allow(unsafe_code)]
+    // SAFETY: the descriptor belongs to `tcp`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
+    f(socket2::SockRef::from(&fd))
+}
+
+/// Bytes written to `tcp` that its peer has not acknowledged yet (`SIOCOUTQ`).
+fn unacknowledged(tcp: &TcpStream) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    #[allow(unsafe_code)]
+    // SAFETY: SIOCOUTQ writes one c_int through the pointer, which is valid.
+    let status = unsafe { libc::ioctl(tcp.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if status < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(queued).unwrap_or(0))
+}
+
+/// Makes the coming close of `tcp` send RST instead of FIN, when every byte
+/// written to it has been acknowledged (so nothing can be lost), and returns
+/// whether it did. The side that closes first with FIN keeps a TIME_WAIT socket
+/// for a minute; a proxy that closes one target connection per stream would
+/// otherwise collect tens of thousands, which slows the kernel's choice of a port
+/// for every new connection.
+pub fn reset_on_close_if_delivered(tcp: &TcpStream) -> bool {
+    if !matches!(unacknowledged(tcp), Ok(0)) {
+        return false;
+    }
+    with_socket(tcp, |socket| {
+        socket.set_linger(Some(std::time::Duration::ZERO))
+    })
+    .is_ok()
 }
 
 impl AsyncRead for Transport {

@@ -137,7 +137,16 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
             }
         }
     };
-    matches!(future::or(upload, download).await, RelayEnd::TargetFinished)
+    let end = future::or(upload, download).await;
+    match end {
+        RelayEnd::TargetFinished => true,
+        RelayEnd::ClientFinished => {
+            // We close first: end with RST where nothing can be lost by it, so the
+            // server keeps no TIME_WAIT socket per stream.
+            mux::reset_on_close_if_delivered(&from_target.get_ref());
+            false
+        }
+    }
 }
 
 /// Tells the client its stream failed: SYNACK with the reason (v2); FIN follows.
