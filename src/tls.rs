@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{ring, CryptoProvider};
+use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -42,7 +42,7 @@ pub enum TlsError {
 /// instructions, and what Go's TLS stack picks too), then AES-256-GCM, then
 /// ChaCha20-Poly1305.
 fn provider() -> Arc<CryptoProvider> {
-    let mut provider = ring::default_provider();
+    let mut provider = aws_lc_rs::default_provider();
     provider
         .cipher_suites
         .sort_by_key(|suite| suite_rank(suite.suite()));
@@ -169,7 +169,7 @@ pub enum ServerVerification {
 pub fn client_config(verification: ServerVerification) -> Arc<rustls::ClientConfig> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions");
+        .expect("aws-lc-rs supports the default protocol versions");
     let config =
         match verification {
             ServerVerification::Roots(roots) => builder.with_root_certificates(roots),

@@ -1,8 +1,10 @@
 //! Smoke test of the load generator: the real server binary on 127.0.0.1 and
 //! `anytls-bench` run once per scenario for about a second with small
 //! parameters. Checks exit status, that the table names the scenario with a
-//! number, that --json parses, and that a wrong password exits non-zero.
-//! Figures are not asserted. Every child process is bounded by a time limit.
+//! number, that --json parses, and that a wrong password exits non-zero; and
+//! `anytls-bench compare` once, with our server as both A and B. Figures are
+//! not asserted beyond being positive. Every child process is bounded by a time
+//! limit.
 
 mod common;
 
@@ -17,11 +19,18 @@ use common::{TestServer, PASSWORD};
 /// deadline; twice that, plus start-up, means something hung.
 const RUN_LIMIT: Duration = Duration::from_secs(40);
 
-/// Runs anytls-bench with `args`, killing it after [`RUN_LIMIT`].
+/// Runs anytls-bench with `args` and the flags every scenario run gets, killing
+/// it after [`RUN_LIMIT`].
 fn bench(args: &[String]) -> Output {
+    let mut all = args.to_vec();
+    all.extend(strings(&["--no-progress", "--insecure"]));
+    bench_exactly(&all)
+}
+
+/// Runs anytls-bench with exactly `args`, killing it after [`RUN_LIMIT`].
+fn bench_exactly(args: &[String]) -> Output {
     let child = Command::new(env!("CARGO_BIN_EXE_anytls-bench"))
         .args(args)
-        .args(["--no-progress", "--insecure"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -189,4 +198,65 @@ fn every_scenario_runs_and_reports() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("session_closed"), "{stdout}");
+}
+
+#[test]
+fn compare_runs_a_and_b() {
+    let dir = std::env::temp_dir();
+    let json = dir.join(format!("anytls-compare-smoke-{}.json", std::process::id()));
+    let svg = json.with_extension("svg");
+    let server = concat!(
+        env!("CARGO_BIN_EXE_anytls-server"),
+        " -l 127.0.0.1:{port} -p {password} --cores 1"
+    );
+    let output = bench_exactly(&strings(&[
+        "compare",
+        "--rounds",
+        "1",
+        "-d",
+        "1",
+        "--set",
+        "single",
+        "--only",
+        "up,streams",
+        "--a-cmd",
+        server,
+        "--b-cmd",
+        server,
+        // Other tests leave TIME_WAIT sockets behind: never wait for them here.
+        "--max-time-wait",
+        "1000000000",
+        "--json",
+        &json.display().to_string(),
+        "--svg",
+        &svg.display().to_string(),
+    ]));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "compare failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let text = std::fs::read_to_string(&json).expect("compare writes --json");
+    let chart = std::fs::read_to_string(&svg).expect("compare writes --svg");
+    let _ = std::fs::remove_file(&json);
+    let _ = std::fs::remove_file(&svg);
+    assert!(chart.starts_with("<svg"), "{chart}");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("--json file is JSON");
+    let rows = doc["table"].as_array().expect("a table");
+    let cases: Vec<&str> = rows.iter().filter_map(|r| r["case"].as_str()).collect();
+    assert_eq!(cases, ["up", "streams"], "{text}");
+    for row in rows {
+        for (i, side) in ["A", "B"].iter().enumerate() {
+            assert_eq!(row["sides"][i]["side"], *side, "{text}");
+            let median = row["sides"][i]["median"].as_f64();
+            assert!(median.is_some_and(|v| v > 0.0), "{side}: {row}");
+        }
+        assert!(row["b_over_a"].as_f64().is_some_and(|r| r > 0.0), "{row}");
+    }
+    let runs = doc["cases"][0]["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{text}");
+    assert!(runs[0]["time_wait"]["at_start"].is_u64(), "{text}");
+    assert!(stdout.contains("B/A"), "{stdout}");
 }

@@ -4,7 +4,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::builder::PossibleValuesParser;
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// A load generator for AnyTLS servers: bulk throughput, short streams, new
 /// sessions, idle-session memory, and the machine's own TCP/TLS ceiling.
@@ -12,9 +13,16 @@ use clap::{Parser, ValueEnum};
 /// It speaks AnyTLS itself (no SOCKS hop) and starts its own echo, sink, source
 /// and request/response targets on 127.0.0.1 unless --target names one. Every run
 /// stops by itself: --duration, --count, or at the latest --max-time.
+///
+/// `anytls-bench compare` runs a whole A/B comparison of two server commands
+/// (see `anytls-bench compare --help`).
 #[derive(Parser, Debug, Clone)]
-#[command(name = "anytls-bench", version)]
+#[command(name = "anytls-bench", version, args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// A command instead of scenarios.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Scenario(s) to run, in order (several in one run share the same machine state).
     #[arg(value_enum, value_name = "SCENARIO")]
     pub scenarios: Vec<Scenario>,
@@ -140,6 +148,104 @@ pub struct Args {
     /// Never draw the live progress line.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// Commands other than running scenarios against one server.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// A/B comparison of two server commands: one table of medians, JSON, SVG chart.
+    ///
+    /// Starts A and B in turn, each pinned to --server-cpu and restarted for every
+    /// run, and runs the same scenarios (--set) against each in-process,
+    /// alternating A B A B for --rounds. Prints one table of medians (A, B, B/A,
+    /// server CPU %, server CPU-seconds per GB moved, KiB per idle session) and
+    /// writes every run's figures to --json and the B/A ratios to an --svg chart.
+    Compare(CompareArgs),
+}
+
+/// Flags of `anytls-bench compare`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// Server A's command line. {port} and {password} are filled in; words are
+    /// split at whitespace (no shell quoting) [default: anytls-server next to
+    /// this program, "-l 127.0.0.1:{port} -p {password} --cores 1"].
+    #[arg(long, value_name = "CMD")]
+    pub a_cmd: Option<String>,
+
+    /// Server B's command line, as --a-cmd [default: the reference server
+    /// ../shared/peers/anytls-server from the project root, "-l
+    /// 127.0.0.1:{port} -p {password}"; without it only A runs].
+    #[arg(long, value_name = "CMD")]
+    pub b_cmd: Option<String>,
+
+    /// A's name in the table and chart [default: anytls-rs, or A with --a-cmd].
+    #[arg(long, value_name = "NAME")]
+    pub a_name: Option<String>,
+
+    /// B's name in the table and chart [default: anytls-go, or B with --b-cmd].
+    #[arg(long, value_name = "NAME")]
+    pub b_name: Option<String>,
+
+    /// Scenario set: single (one or two sessions, as in bench/README.md), busy
+    /// (64 sessions, 5,000 and 20,000 idle sessions) or all.
+    #[arg(long, value_enum, default_value_t = CompareSet::Single)]
+    pub set: CompareSet,
+
+    /// Run only these scenarios of the set (comma separated or repeated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "NAME",
+        value_parser = PossibleValuesParser::new(crate::compare::case_names()),
+    )]
+    pub only: Vec<String>,
+
+    /// Runs of each scenario per server; A and B alternate, medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
+
+    /// Seconds each timed run lasts (idle runs last as long as opening the sessions takes).
+    #[arg(short = 'd', long, value_name = "SECS", default_value_t = 5.0)]
+    pub duration: f64,
+
+    /// The CPU both servers are pinned to (GOMAXPROCS=1 is set for them too).
+    #[arg(long, default_value_t = 0, value_name = "CPU")]
+    pub server_cpu: usize,
+
+    /// CPUs for the generator's executors, comma separated [default: the last
+    /// allowed CPU].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub cpus: Vec<usize>,
+
+    /// Before each run, wait (at most 70 s) until fewer than this many TCP
+    /// sockets are in TIME_WAIT (`tw` in /proc/net/sockstat).
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub max_time_wait: u64,
+
+    /// Seconds a server may take to accept connections on its port.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub start_timeout: f64,
+
+    /// Write every run's figures and the medians as JSON to this file.
+    #[arg(long, default_value = "compare.json", value_name = "FILE")]
+    pub json: PathBuf,
+
+    /// Draw the B/A ratios as an SVG chart to this file.
+    #[arg(long, default_value = "compare.svg", value_name = "FILE")]
+    pub svg: PathBuf,
+}
+
+/// The scenario sets of `compare`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareSet {
+    /// One or two sessions: bulk up and down, short streams closed and open
+    /// loop, new sessions, 1000 idle sessions.
+    Single,
+    /// Many sessions: bulk down and up over 64 sessions, short streams over 64
+    /// sessions (512 in flight, and 8000/s open loop), 5,000 and 20,000 idle sessions.
+    Busy,
+    /// Both sets.
+    All,
 }
 
 /// What to measure.

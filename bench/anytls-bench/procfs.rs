@@ -1,5 +1,6 @@
-//! Readings from /proc: CPU time of a thread or a process, resident memory, and
-//! the CPUs this process may run on.
+//! Readings from /proc: CPU time of a thread or a process, resident memory, the
+//! CPUs this process (or another) may run on, sockets in TIME_WAIT, and what the
+//! machine is (CPU model, kernel).
 
 use std::time::Duration;
 
@@ -45,6 +46,52 @@ pub fn allowed_cpus() -> Vec<usize> {
         .collect();
     cpus.sort_unstable();
     cpus
+}
+
+/// The CPUs process `pid` may run on, as the kernel lists them ("0", "0-3,6").
+pub fn cpus_allowed_list(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_owned())
+}
+
+/// TCP sockets in TIME_WAIT on this machine (`tw` in /proc/net/sockstat; it
+/// counts IPv4 and IPv6).
+pub fn time_wait() -> Option<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let tcp = sockstat.lines().find_map(|l| l.strip_prefix("TCP:"))?;
+    let mut words = tcp.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "tw" {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// The first CPU's model name from /proc/cpuinfo.
+pub fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_owned())
+}
+
+/// The kernel's release.
+pub fn kernel() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .ok()
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn cpu_of(dir: &str) -> Option<Duration> {

@@ -140,7 +140,8 @@ impl Report {
     }
 }
 
-fn format_value(value: f64) -> String {
+/// A figure for a table: no decimals for whole numbers, one from 100 up, else two.
+pub fn format_value(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 {
         format!("{value:.0}")
     } else if value.abs() >= 100.0 {

@@ -14,7 +14,7 @@ pub use drive::{drive, run_window, Load, Timings};
 pub use ops::{connect, exchange, left, stream_ended, unless, Pool};
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +45,46 @@ pub struct Context {
 }
 
 impl Context {
+    /// Checks `args` and builds the run's context: the generator's CPUs, the
+    /// server's address (unless only baseline runs), SNI and TLS configuration.
+    pub fn new(args: Args) -> Result<Context, String> {
+        args.validate()?;
+        if let Some(target) = &args.target {
+            Address::parse(target)
+                .ok_or_else(|| format!("--target {target}: expected host:port"))?;
+        }
+        let cpus = pick_cpus(&args.cpus, args.cores)?;
+        let server = if args
+            .scenario_list()
+            .iter()
+            .any(|s| *s != Scenario::Baseline)
+        {
+            Some(resolve(&args.server)?)
+        } else {
+            None
+        };
+        let sni = args
+            .sni
+            .clone()
+            .unwrap_or_else(|| host_of(&args.server).to_owned());
+        let verification = if args.insecure {
+            ServerVerification::Insecure
+        } else {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            ServerVerification::Roots(roots)
+        };
+        let tls = tls_client(verification, args.tls_resume);
+        Ok(Context {
+            args,
+            cpus,
+            server,
+            sni,
+            tls,
+        })
+    }
+
     /// A client configuration for this executor (its padding scheme is shared
     /// by the executor's sessions, so build it once per executor).
     pub fn client_config(&self) -> ClientConfig {
@@ -175,6 +215,48 @@ pub fn tls_client(verification: ServerVerification, resume: bool) -> Arc<rustls:
     let mut config = (*config).clone();
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
+}
+
+/// The generator's CPUs: the first `cores` of `cpus` (all of them by default), or
+/// without `cpus` the last `cores` (default 1) CPUs this process may use.
+pub fn pick_cpus(cpus: &[usize], cores: Option<usize>) -> Result<Vec<usize>, String> {
+    let allowed = procfs::allowed_cpus();
+    if !cpus.is_empty() {
+        if let Some(c) = cpus
+            .iter()
+            .find(|c| !allowed.is_empty() && !allowed.contains(c))
+        {
+            return Err(format!(
+                "CPU {c} is not one this process may use ({allowed:?})"
+            ));
+        }
+        let n = cores.unwrap_or(cpus.len());
+        if n > cpus.len() {
+            return Err(format!("--cores {n} but only {} --cpus", cpus.len()));
+        }
+        return Ok(cpus[..n].to_vec());
+    }
+    let n = cores.unwrap_or(1);
+    if allowed.len() < n {
+        return Err(format!(
+            "--cores {n} but this process may use only CPU(s) {allowed:?}"
+        ));
+    }
+    Ok(allowed[allowed.len() - n..].to_vec())
+}
+
+/// `host:port` to the first address it resolves to.
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .map_err(|e| format!("--server {text}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--server {text}: no address"))
+}
+
+/// The host part of `host:port` / `[v6]:port`.
+fn host_of(server: &str) -> &str {
+    let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Runs one scenario.
