@@ -24,6 +24,36 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default lifetime of a session with no stream and no frame.
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What one client may hold at once, and how long a new stream may keep it
+/// waiting (README, "Limits"; worst cases in kernel-notes.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Streams open on one session; past it a new stream is refused.
+    pub streams_per_session: usize,
+    /// Streams of one session still waiting for their address or their dial.
+    pub dialing_per_session: usize,
+    /// UDP-over-TCP associations open on one session.
+    pub uot_per_session: usize,
+    /// A stream's target address must arrive whole within this.
+    pub address_timeout: Duration,
+    /// A dial still pending this long after the address arrived is answered
+    /// SYNACK (success) anyway, before clients give up on the session (3 s); a
+    /// dial that fails later ends the stream with FIN.
+    pub synack_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            streams_per_session: 512,
+            dialing_per_session: 64,
+            uot_per_session: 64,
+            address_timeout: Duration::from_secs(3),
+            synack_deadline: Duration::from_millis(2000),
+        }
+    }
+}
+
 /// Everything a running server needs to know.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -59,6 +89,8 @@ pub struct ServerConfig {
     pub uot_idle_timeout: Duration,
     /// The outbound connection pool.
     pub pool: PoolConfig,
+    /// Per-client caps.
+    pub limits: Limits,
 }
 
 impl ServerConfig {
@@ -83,6 +115,7 @@ impl ServerConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             uot_idle_timeout: DEFAULT_UOT_IDLE_TIMEOUT,
             pool: PoolConfig::default(),
+            limits: Limits::default(),
         }
     }
 }

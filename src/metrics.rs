@@ -103,6 +103,17 @@ pub fn render(sources: &Sources) -> String {
     );
     metric(
         &mut out,
+        "anytls_limit_hits_total",
+        "counter",
+        "Times a per-client limit was reached, by limit.",
+        &crate::stats::Limit::ALL
+            .iter()
+            .zip(total.limit_hits)
+            .map(|(limit, n)| (format!("{{limit=\"{}\"}}", limit.name()), n))
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        &mut out,
         "anytls_handshake_failures_total",
         "counter",
         "Connections that failed or timed out before authenticating.",

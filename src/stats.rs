@@ -31,6 +31,52 @@ pub struct CoreCounters {
     pub handshake_failures: Counter,
     /// Rejected connections handed to the fallback service.
     pub fallbacks: Counter,
+    /// Times each per-client limit was reached, by [`Limit`].
+    pub limit_hits: [Counter; Limit::ALL.len()],
+}
+
+/// A per-client limit (see `config::Limits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// A stream refused: its session had the most streams open.
+    StreamsPerSession,
+    /// A stream refused: its session had the most streams waiting for a dial.
+    DialingPerSession,
+    /// A UDP-over-TCP association refused: its session had the most open.
+    UotPerSession,
+    /// A stream whose address did not arrive whole in time.
+    AddressTimeout,
+    /// A SYNACK sent at the deadline, before its dial completed.
+    SynAckDeadline,
+}
+
+impl Limit {
+    /// Every limit, in counter order.
+    pub const ALL: [Limit; 5] = [
+        Limit::StreamsPerSession,
+        Limit::DialingPerSession,
+        Limit::UotPerSession,
+        Limit::AddressTimeout,
+        Limit::SynAckDeadline,
+    ];
+
+    /// Its name in the stats line and in metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::StreamsPerSession => "streams_per_session",
+            Limit::DialingPerSession => "dialing_per_session",
+            Limit::UotPerSession => "uot_per_session",
+            Limit::AddressTimeout => "address_timeout",
+            Limit::SynAckDeadline => "synack_deadline",
+        }
+    }
+}
+
+impl CoreCounters {
+    /// Counts one time `limit` was reached.
+    pub fn limit_hit(&self, limit: Limit) {
+        self.limit_hits[limit as usize].add(1);
+    }
 }
 
 /// A counter written by one core only.
@@ -130,6 +176,9 @@ impl Stats {
             total.auth_failures += core.auth_failures.get();
             total.handshake_failures += core.handshake_failures.get();
             total.fallbacks += core.fallbacks.get();
+            for (sum, hits) in total.limit_hits.iter_mut().zip(&core.limit_hits) {
+                *sum += hits.get();
+            }
         }
         total
     }
@@ -148,6 +197,8 @@ pub struct StatsSnapshot {
     pub auth_failures: u64,
     pub handshake_failures: u64,
     pub fallbacks: u64,
+    /// By [`Limit`], in [`Limit::ALL`] order.
+    pub limit_hits: [u64; Limit::ALL.len()],
 }
 
 impl fmt::Display for StatsSnapshot {
@@ -165,7 +216,16 @@ impl fmt::Display for StatsSnapshot {
             self.auth_failures,
             self.fallbacks,
             self.handshake_failures
-        )
+        )?;
+        if self.limit_hits.iter().any(|&n| n > 0) {
+            write!(f, ", Limits reached:")?;
+            for (limit, n) in Limit::ALL.iter().zip(self.limit_hits) {
+                if n > 0 {
+                    write!(f, " {} {n}", limit.name())?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -184,5 +244,11 @@ mod tests {
         assert_eq!(snap.streams_open, 6);
         assert_eq!(snap.bytes_up, 1000);
         assert!(snap.to_string().contains("Streams: 6 open"));
+        assert!(!snap.to_string().contains("Limits"));
+        stats.core(1).limit_hit(Limit::UotPerSession);
+        assert!(stats
+            .snapshot()
+            .to_string()
+            .ends_with("Limits reached: uot_per_session 1"));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anytls::cli::Fatal;
-use anytls::config::{self, parse_users, Reloadable, ServerConfig};
+use anytls::config::{self, parse_users, Limits, Reloadable, ServerConfig};
 use anytls::pool::{self, PoolConfig, PoolKind};
 use anytls::proto::auth::Users;
 use anytls::proto::PaddingScheme;
@@ -92,6 +92,30 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_UOT_IDLE_TIMEOUT.as_secs())]
     uot_idle_timeout: u64,
 
+    /// Streams one session may have open at once; past it a new stream is refused
+    /// (SYNACK with the reason, then FIN) and the session goes on.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().streams_per_session)]
+    max_streams_per_session: usize,
+
+    /// Streams of one session that may wait for their address or dial at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().dialing_per_session)]
+    max_dialing_per_session: usize,
+
+    /// UDP-over-TCP associations one session may have open at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().uot_per_session)]
+    max_uot_per_session: usize,
+
+    /// Milliseconds a new stream's target address may take to arrive whole; then
+    /// the stream is refused.
+    #[arg(long, value_name = "MS", default_value_t = Limits::default().address_timeout.as_millis() as u64)]
+    address_timeout_ms: u64,
+
+    /// Milliseconds a dial may take before the client is answered SYNACK anyway
+    /// (clients give up on the whole session after 3 s); a dial that then fails
+    /// ends the stream with FIN.
+    #[arg(long, value_name = "MS", default_value_t = Limits::default().synack_deadline.as_millis() as u64)]
+    synack_deadline_ms: u64,
+
     /// Outbound connection pool: none (or direct: dial every time, like the
     /// reference server), lock, lockfree or highperf. Spares help only when streams
     /// keep going to the same few targets.
@@ -127,6 +151,13 @@ const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     anytls::cli::main_with(|| serve(Args::parse()))
+}
+
+fn at_least_one<T: PartialOrd + From<u8>>(flag: &str, value: T) -> Result<T, Fatal> {
+    if value < T::from(1) {
+        return Err(Fatal(format!("--{flag} must be at least 1")));
+    }
+    Ok(value)
 }
 
 fn seconds(flag: &str, secs: u64) -> Result<Duration, Fatal> {
@@ -273,6 +304,25 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
             max_outbound: args.max_outbound_connections.max(1),
             max_idle_time: seconds("max-idle-time-secs", args.max_idle_time_secs)?,
         },
+        limits: Limits {
+            streams_per_session: at_least_one(
+                "max-streams-per-session",
+                args.max_streams_per_session,
+            )?,
+            dialing_per_session: at_least_one(
+                "max-dialing-per-session",
+                args.max_dialing_per_session,
+            )?,
+            uot_per_session: at_least_one("max-uot-per-session", args.max_uot_per_session)?,
+            address_timeout: Duration::from_millis(at_least_one(
+                "address-timeout-ms",
+                args.address_timeout_ms,
+            )?),
+            synack_deadline: Duration::from_millis(at_least_one(
+                "synack-deadline-ms",
+                args.synack_deadline_ms,
+            )?),
+        },
     };
     Ok((config, certificate_note))
 }
@@ -288,6 +338,13 @@ fn serve(args: Args) -> Result<(), Fatal> {
         signal_hook::flag::register(signal, stop.clone())?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())?;
+    match runtime::preflight::raise_descriptor_limit() {
+        Ok((before, after)) if before < after => {
+            info!("descriptor limit raised from {before} to its hard limit {after}")
+        }
+        Ok((_, limit)) => info!("descriptor limit {limit}"),
+        Err(e) => warn!("cannot read or raise the descriptor limit: {e}"),
+    }
     let server = Server::start(config)?;
     info!("{certificate_note}");
     runtime::log_started(&server, &cpus);

@@ -66,9 +66,13 @@ fn unacknowledged(tcp: &TcpStream) -> io::Result<usize> {
 /// otherwise collect tens of thousands, which slows the kernel's choice of a port
 /// for every new connection.
 pub fn reset_on_close_if_delivered(tcp: &TcpStream) -> bool {
-    if !matches!(unacknowledged(tcp), Ok(0)) {
-        return false;
-    }
+    matches!(unacknowledged(tcp), Ok(0)) && reset_on_close(tcp)
+}
+
+/// Makes the coming close of `tcp` send RST and drop whatever it still buffers
+/// (a stalled target's unread bytes): the memory is freed at once instead of
+/// being held by an orphaned socket. Returns whether the option was set.
+pub fn reset_on_close(tcp: &TcpStream) -> bool {
     with_socket(tcp, |socket| {
         socket.set_linger(Some(std::time::Duration::ZERO))
     })

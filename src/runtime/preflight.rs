@@ -45,6 +45,18 @@ pub fn check() -> Result<(), PreflightError> {
     Ok(())
 }
 
+/// Raises this process's descriptor limit (`RLIMIT_NOFILE`) to its hard limit:
+/// every session, stream and UDP association holds one. Returns the soft limit
+/// before and after.
+pub fn raise_descriptor_limit() -> Result<(u64, u64), nix::Error> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((soft, hard.max(soft)))
+}
+
 fn memlock_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -31,7 +31,7 @@ use crate::mux::{
 use crate::proto::frame::{self, Command, Frame};
 use crate::proto::Settings;
 use crate::runtime::CoreContext;
-use crate::stats::UserCounters;
+use crate::stats::{Limit, UserCounters};
 use handshake::Admission;
 
 /// Free space offered to TLS per read.
@@ -139,6 +139,10 @@ pub(crate) struct Session {
     version: Cell<u32>,
     last_activity: Cell<Instant>,
     closed: Event,
+    /// Streams waiting for their address or their dial.
+    dialing: Cell<usize>,
+    /// UDP-over-TCP associations open.
+    uot_open: Cell<usize>,
 }
 
 impl Session {
@@ -154,6 +158,8 @@ impl Session {
             version: Cell::new(0),
             last_activity: Cell::new(Instant::now()),
             closed: Event::default(),
+            dialing: Cell::new(0),
+            uot_open: Cell::new(0),
         }
     }
 
@@ -315,13 +321,35 @@ impl Session {
             );
             return Flow::Continue;
         }
+        let limits = &self.core.config.limits;
+        let refused = if streams.len() >= limits.streams_per_session {
+            Some((
+                Limit::StreamsPerSession,
+                "too many streams open on this session",
+            ))
+        } else if self.dialing.get() >= limits.dialing_per_session {
+            Some((
+                Limit::DialingPerSession,
+                "too many streams of this session waiting for their target",
+            ))
+        } else {
+            None
+        };
+        if let Some((limit, reason)) = refused {
+            self.core.counters().limit_hit(limit);
+            debug!("{}: stream {stream_id} refused: {reason}", self.peer);
+            stream::refuse(self, stream_id, reason);
+            self.queue.push_frame(Command::Fin, stream_id, &[]);
+            return Flow::Continue;
+        }
         let entry = Rc::new(StreamEntry {
             upload: Pipe::new(STREAM_UPLOAD_LIMIT),
             reset: Event::default(),
             last_activity: Cell::new(Instant::now()),
         });
         streams.insert(stream_id, entry.clone());
-        glommio::spawn_local(stream::run(self.clone(), stream_id, entry)).detach();
+        let dialing = stream::CountedSlot::take(self, |s| &s.dialing);
+        glommio::spawn_local(stream::run(self.clone(), stream_id, entry, dialing)).detach();
         Flow::Continue
     }
 

@@ -1,6 +1,8 @@
 //! One proxied stream: read the target address from the first bytes, dial it, answer
 //! SYNACK, then relay both ways until either side ends.
 
+use std::cell::Cell;
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -8,8 +10,9 @@ use futures_lite::{future, AsyncWriteExt};
 use log::debug;
 
 use super::{Session, StreamEntry};
-use crate::mux;
+use crate::mux::{self, timeout};
 use crate::proto::{uot, Address, Command};
+use crate::stats::Limit;
 
 /// How a relay ended.
 enum RelayEnd {
@@ -17,10 +20,52 @@ enum RelayEnd {
     ClientFinished,
     /// The target closed or failed: the client is told with FIN.
     TargetFinished,
+    /// The session gave up on the stream (its target stalled or it idled).
+    Reset,
 }
 
-/// Runs stream `id` to its end, then forgets it.
-pub(super) async fn run(session: Rc<Session>, id: u32, entry: Rc<StreamEntry>) {
+/// Why no target address came.
+enum AddressEnd {
+    /// FIN (or the session's end) before a whole address arrived.
+    ClientFinished,
+    /// The bytes are not an address.
+    Malformed(String),
+}
+
+/// One unit of a per-session count (streams dialing, UDP associations), held
+/// until dropped.
+pub(super) struct CountedSlot {
+    session: Rc<Session>,
+    count: fn(&Session) -> &Cell<usize>,
+}
+
+impl CountedSlot {
+    /// Counts one more in `count` of `session`.
+    pub(super) fn take(session: &Rc<Session>, count: fn(&Session) -> &Cell<usize>) -> CountedSlot {
+        let cell = count(session);
+        cell.set(cell.get() + 1);
+        CountedSlot {
+            session: session.clone(),
+            count,
+        }
+    }
+}
+
+impl Drop for CountedSlot {
+    fn drop(&mut self) {
+        let cell = (self.count)(&self.session);
+        cell.set(cell.get() - 1);
+    }
+}
+
+/// Runs stream `id` to its end, then forgets it. `dialing` counts it as waiting
+/// for its target until it has one.
+pub(super) async fn run(
+    session: Rc<Session>,
+    id: u32,
+    entry: Rc<StreamEntry>,
+    dialing: CountedSlot,
+) {
     let counters = session.core.counters();
     counters.streams_open.add(1);
     counters.streams_total.add(1);
@@ -34,7 +79,7 @@ pub(super) async fn run(session: Rc<Session>, id: u32, entry: Rc<StreamEntry>) {
     };
     // A reset also aborts the upload pipe, so `serve` may see it first as a plain end.
     let send_fin = future::or(
-        serve(&session, id, &entry),
+        serve(&session, id, &entry, dialing),
         future::or(reset, session_closed),
     )
     .await
@@ -54,27 +99,57 @@ pub(super) async fn run(session: Rc<Session>, id: u32, entry: Rc<StreamEntry>) {
     session.core.counters().streams_open.sub(1);
 }
 
-/// Serves the stream; `true` if the client must be sent FIN.
-async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
-    let peer = session.peer;
+/// The target address from the stream's first bytes, and the bytes after it.
+async fn read_address(entry: &StreamEntry) -> Result<(Address, Vec<u8>), AddressEnd> {
     let mut pending = Vec::new();
     let mut chunk = Vec::new();
-    let target = loop {
+    loop {
         match Address::decode(&pending) {
             Ok(Some((target, used))) => {
                 pending.drain(..used);
-                break target;
+                return Ok((target, pending));
             }
             Ok(None) => {}
-            Err(e) => return refuse(session, id, &format!("bad target address: {e}")),
+            Err(e) => return Err(AddressEnd::Malformed(format!("bad target address: {e}"))),
         }
         if !entry.upload.take_all(&mut chunk).await {
-            return false; // FIN (or session end) before a whole address arrived.
+            return Err(AddressEnd::ClientFinished);
         }
         pending.extend_from_slice(&chunk);
+    }
+}
+
+/// Serves the stream; `true` if the client must be sent FIN.
+async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry, dialing: CountedSlot) -> bool {
+    let peer = session.peer;
+    let core = &session.core;
+    let limits = &core.config.limits;
+    let (target, pending) = match timeout(limits.address_timeout, read_address(entry)).await {
+        Some(Ok(found)) => found,
+        Some(Err(AddressEnd::ClientFinished)) => return false,
+        Some(Err(AddressEnd::Malformed(why))) => return refuse(session, id, &why),
+        None => {
+            core.counters().limit_hit(Limit::AddressTimeout);
+            let why = format!(
+                "no whole target address within {:?}",
+                limits.address_timeout
+            );
+            debug!("{peer}: stream {id}: {why}");
+            return refuse(session, id, &why);
+        }
     };
     if let Address::Domain(name, _) = &target {
         if name == uot::UOT_V2_NAME {
+            drop(dialing);
+            if session.uot_open.get() >= limits.uot_per_session {
+                core.counters().limit_hit(Limit::UotPerSession);
+                return refuse(
+                    session,
+                    id,
+                    "too many UDP-over-TCP associations on this session",
+                );
+            }
+            let _association = CountedSlot::take(session, |s| &s.uot_open);
             return super::uot::serve(session, id, entry, pending).await;
         }
         if name == uot::UOT_V1_NAME {
@@ -85,20 +160,34 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
             );
         }
     }
-    let core = &session.core;
-    let outbound = match core
+    let mut dial = pin!(core
         .pool
-        .connect(&core.resolver, &target, core.config.connect_timeout)
-        .await
-    {
+        .connect(&core.resolver, &target, core.config.connect_timeout));
+    let mut answered = false;
+    let dialed = match timeout(limits.synack_deadline, dial.as_mut()).await {
+        Some(dialed) => dialed,
+        None => {
+            // Clients close the whole session when a SYNACK takes 3 s: answer now,
+            // keep dialing (the upload waits in the stream's buffer), FIN if it fails.
+            core.counters().limit_hit(Limit::SynAckDeadline);
+            debug!("{peer}: stream {id}: {target} still dialing, SYNACK sent at the deadline");
+            if session.version.get() >= 2 {
+                session.queue.push_frame(Command::SynAck, id, &[]);
+            }
+            answered = true;
+            dial.await
+        }
+    };
+    drop(dialing);
+    let outbound = match dialed {
         Ok(outbound) => outbound,
         Err(e) => {
             debug!("{peer}: stream {id}: {e}");
-            return refuse(session, id, &e.to_string());
+            return answered || refuse(session, id, &e.to_string());
         }
     };
     debug!("{peer}: stream {id} connected to {target}");
-    if session.version.get() >= 2 {
+    if !answered && session.version.get() >= 2 {
         session.queue.push_frame(Command::SynAck, id, &[]);
     }
     let (mut from_target, mut to_target) = mux::split(outbound.stream);
@@ -137,9 +226,19 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> bool {
             }
         }
     };
-    let end = future::or(upload, download).await;
+    let reset = async {
+        entry.reset.wait().await;
+        RelayEnd::Reset
+    };
+    let end = future::or(reset, future::or(upload, download)).await;
     match end {
         RelayEnd::TargetFinished => true,
+        RelayEnd::Reset => {
+            // Whatever the kernel still holds for a stalled target is dropped with
+            // the socket now, not kept by an orphan for minutes.
+            mux::reset_on_close(&from_target.get_ref());
+            true
+        }
         RelayEnd::ClientFinished => {
             // We close first: end with RST where nothing can be lost by it, so the
             // server keeps no TIME_WAIT socket per stream.

@@ -9,6 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anytls::client::ClientConfig;
+use anytls::mux::timeout;
+use anytls::proto::auth::{encode_preamble, PasswordHash};
+use anytls::proto::frame::{self, Command as FrameCommand};
+use anytls::proto::Settings;
 use anytls::tls::{client_config, ServerVerification};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -552,4 +556,52 @@ impl TestServer {
                 .expect("heartbeat answered");
         });
     }
+}
+
+// Raw sessions: frames written and read by hand, for what a well-behaved client
+// never sends.
+
+/// Reads frames from a raw TLS connection until `done` says stop, the connection
+/// closes, or 10 s pass. Returns the frames seen and whether the connection closed.
+pub async fn read_frames<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    mut done: impl FnMut(&[(FrameCommand, u32, Vec<u8>)]) -> bool,
+) -> (Vec<(FrameCommand, u32, Vec<u8>)>, bool) {
+    let mut frames = Vec::new();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        while let Some(f) = frame::decode(&buf) {
+            let used = f.wire_len();
+            frames.push((f.cmd, f.stream_id, f.data.to_vec()));
+            buf.drain(..used);
+        }
+        if done(&frames) {
+            return (frames, false);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, reader.read(&mut chunk)).await {
+            None => panic!("timed out waiting for frames; got {frames:?}"),
+            Some(Ok(0)) | Some(Err(_)) => return (frames, true),
+            Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+pub fn preamble(password: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_preamble(&PasswordHash::of(password), 30, &mut out);
+    out
+}
+
+pub fn settings_frame(md5: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let settings = Settings::client("test/1", md5);
+    frame::encode(FrameCommand::Settings, 0, &settings.encode(), &mut out).unwrap();
+    out
+}
+
+pub fn default_md5() -> String {
+    anytls::proto::PaddingScheme::default().md5_hex().to_owned()
 }

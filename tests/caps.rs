@@ -1,0 +1,201 @@
+//! Per-client caps over real TLS: past each one a client gets the protocol's
+//! answer for that stream (SYNACK with the reason, FIN), its session goes on, the
+//! stats line counts it, and another client is served meanwhile.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anytls::client::{connect_tls, ClientSession, StreamError};
+use anytls::mux::timeout;
+use anytls::proto::frame::{self, Command};
+use anytls::proto::uot::{Request, UOT_V2_NAME};
+use anytls::proto::Address;
+use common::*;
+use futures_lite::AsyncWriteExt;
+
+/// Expects the stream to be refused with a reason containing `needle`, then FIN.
+async fn assert_refused(stream: &anytls::client::ClientStream, needle: &str) {
+    match timeout(Duration::from_secs(5), stream.established()).await {
+        Some(Err(StreamError::Refused(text))) => assert!(text.contains(needle), "{text}"),
+        other => panic!("expected a refusal containing {needle:?}, got {other:?}"),
+    }
+    assert_eq!(
+        stream.read(&mut [0u8; 8]).await,
+        0,
+        "FIN follows the refusal"
+    );
+}
+
+#[test]
+fn streams_past_the_session_cap_are_refused_and_the_session_goes_on() {
+    let server = TestServer::start(&["--max-streams-per-session", "4", "--stats-interval", "1"]);
+    let echo = spawn_target(TargetKind::Echo);
+    run_local(async {
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
+        let mut open = Vec::new();
+        for _ in 0..4 {
+            let stream = session.open_stream(&Address::Ip(echo)).unwrap();
+            assert_eq!(stream.established().await, Ok(()));
+            open.push(stream);
+        }
+        let fifth = session.open_stream(&Address::Ip(echo)).unwrap();
+        assert_refused(&fifth, "too many streams").await;
+        // The four streams still relay, and a slot freed is a slot usable again.
+        for stream in &open {
+            stream.write_all(b"still here").await.unwrap();
+            let mut back = [0u8; 10];
+            let mut got = 0;
+            while got < back.len() {
+                got += stream.read(&mut back[got..]).await;
+            }
+            assert_eq!(&back, b"still here");
+        }
+        open.pop().unwrap().close();
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        let replacement = session.open_stream(&Address::Ip(echo)).unwrap();
+        assert_eq!(replacement.established().await, Ok(()));
+    });
+    server.assert_serves();
+    assert!(
+        server.wait_for_log(
+            "Limits reached: streams_per_session 1",
+            Duration::from_secs(3)
+        ),
+        "the stats line counts the refusal"
+    );
+}
+
+/// One session sends 20,000 SYNs with no address at all: at most the dialing cap
+/// wait, the rest are refused at once, and memory stays bounded.
+#[test]
+fn a_flood_of_syns_without_addresses_is_bounded() {
+    let server = TestServer::start(&["--address-timeout-ms", "500"]);
+    let before = server.rss_kib();
+    let config = server.client_config();
+    run_local(async {
+        let mut tls = connect_tls(&config).await.unwrap();
+        let mut wire = preamble(PASSWORD);
+        wire.extend_from_slice(&settings_frame(&default_md5()));
+        tls.write_all(&wire).await.unwrap();
+        let (reader, mut writer) = futures_lite::io::split(tls);
+        let reading = glommio::spawn_local(async move {
+            let mut reader = reader;
+            // Read (and count) what the server answers, so its queue drains.
+            let (frames, _) = read_frames(&mut reader, |frames| {
+                frames.iter().filter(|f| f.0 == Command::Fin).count() >= 20_000
+            })
+            .await;
+            frames
+        });
+        let mut batch = Vec::new();
+        for id in 1..=20_000u32 {
+            frame::encode(Command::Syn, id, &[], &mut batch).unwrap();
+            if batch.len() > 16 * 1024 {
+                writer.write_all(&batch).await.unwrap();
+                batch.clear();
+            }
+        }
+        writer.write_all(&batch).await.unwrap();
+        writer.flush().await.unwrap();
+        let frames = reading.await;
+        let refusals = frames
+            .iter()
+            .filter(|f| f.0 == Command::SynAck && !f.2.is_empty())
+            .count();
+        assert!(refusals >= 19_000, "{refusals} refusals");
+        assert!(frames.iter().any(|f| f.0 == Command::SynAck
+            && String::from_utf8_lossy(&f.2).contains("waiting for their target")));
+        assert!(frames.iter().any(|f| f.0 == Command::SynAck
+            && String::from_utf8_lossy(&f.2).contains("no whole target address")));
+    });
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(grown < 32 * 1024, "the server grew by {grown} KiB");
+    server.assert_serves();
+    server.assert_fds_back_to_baseline();
+}
+
+#[test]
+fn udp_associations_past_the_session_cap_are_refused() {
+    let server = TestServer::start(&["--max-uot-per-session", "2"]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_addr = udp.local_addr().unwrap();
+    run_local(async {
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
+        let mut request = Vec::new();
+        Request {
+            is_connect: true,
+            destination: Address::Ip(udp_addr),
+        }
+        .encode(&mut request)
+        .unwrap();
+        let target = Address::Domain(UOT_V2_NAME.into(), 0);
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            let stream = session.open_stream(&target).unwrap();
+            stream.write_all(&request).await.unwrap();
+            assert_eq!(stream.established().await, Ok(()));
+            open.push(stream);
+        }
+        let third = session.open_stream(&target).unwrap();
+        third.write_all(&request).await.unwrap();
+        assert_refused(&third, "UDP-over-TCP associations").await;
+        session.heartbeat().await.unwrap();
+    });
+    server.assert_serves();
+}
+
+/// A listener whose accept queue is full: the kernel drops further SYNs, so a
+/// dial to it hangs until the connect timeout, as to a silent host.
+fn silent_target() -> (std::net::TcpListener, Vec<std::net::TcpStream>, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let listener: std::net::TcpListener = socket.into();
+    let addr = listener.local_addr().unwrap();
+    // Fill the queue (backlog 0 still admits one or two).
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        fillers.push(s.into());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    (listener, fillers, addr)
+}
+
+#[test]
+fn synack_comes_before_the_clients_3_s_limit_and_fin_follows_a_failed_dial() {
+    let server = TestServer::start(&["--synack-deadline-ms", "300", "--connect-timeout", "2"]);
+    let (_listener, _fillers, silent) = silent_target();
+    let echo = spawn_target(TargetKind::Echo);
+    run_local(async {
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let stream = session.open_stream(&Address::Ip(silent)).unwrap();
+        assert_eq!(stream.established().await, Ok(()), "SYNACK at the deadline");
+        let answered = started.elapsed();
+        assert!(answered >= Duration::from_millis(250), "{answered:?}");
+        assert!(answered < Duration::from_millis(1500), "{answered:?}");
+        // Meanwhile the session serves other streams.
+        let other = session.open_stream(&Address::Ip(echo)).unwrap();
+        assert_eq!(other.established().await, Ok(()));
+        let n = timeout(Duration::from_secs(5), stream.read(&mut [0u8; 8]))
+            .await
+            .expect("FIN once the dial fails");
+        assert_eq!(n, 0);
+        assert!(started.elapsed() >= Duration::from_millis(1800));
+        session.heartbeat().await.unwrap();
+    });
+    assert!(server.logged("SYNACK sent at the deadline"));
+}
