@@ -1,0 +1,226 @@
+//! Interoperability with the reference implementation (anytls-go v0.0.13, the
+//! static binaries in `../shared/peers/`): its client through our server, our
+//! client against its server, and a slow target on a reused session. Skipped,
+//! with one printed line, where that folder is absent (a user's clone).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anytls::client::ClientSession;
+use anytls::proto::Address;
+use common::*;
+
+/// A reference binary, or `None` (and a printed line) when the peers are absent.
+fn peer(name: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/peers")
+        .join(name);
+    if path.exists() {
+        Some(path)
+    } else {
+        println!("skipped: {} not found", path.display());
+        None
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A reference process, killed when dropped.
+struct Peer(Child);
+
+impl Peer {
+    fn start(binary: PathBuf, args: &[&str], listens_on: SocketAddr) -> Peer {
+        let child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("reference binary starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(listens_on).is_err() {
+            assert!(Instant::now() < deadline, "reference peer never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Peer(child)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The reference client, its SOCKS5 inbound on a free port, using `server`.
+fn reference_client(server: SocketAddr) -> Option<(Peer, SocketAddr)> {
+    let binary = peer("anytls-client")?;
+    let socks = free_port();
+    let (listen, server) = (socks.to_string(), server.to_string());
+    let client = Peer::start(
+        binary,
+        &["-l", &listen, "-s", &server, "-p", PASSWORD],
+        socks,
+    );
+    Some((client, socks))
+}
+
+#[test]
+fn reference_client_through_our_server() {
+    let server = TestServer::start(&[]);
+    let Some((_client, socks)) = reference_client(server.addr) else {
+        return;
+    };
+    let echo = spawn_target(TargetKind::Echo);
+    // Bulk, byte-exact both ways.
+    let (mut conn, reply) = socks_connect(socks, echo);
+    assert_eq!(reply, 0);
+    for block in 0..40 {
+        let data = pattern(block * 256 * 1024, 256 * 1024);
+        assert!(
+            echo_through(&mut conn, &data) == data,
+            "block {block} differs"
+        );
+    }
+    drop(conn);
+    // Many streams at once.
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (mut conn, reply) = socks_connect(socks, echo);
+                assert_eq!(reply, 0);
+                let message = format!("stream {i}").into_bytes();
+                assert_eq!(echo_through(&mut conn, &message), message);
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    server.assert_serves();
+}
+
+#[test]
+fn our_client_against_the_reference_server() {
+    let Some(binary) = peer("anytls-server") else {
+        return;
+    };
+    let addr = free_port();
+    let listen = addr.to_string();
+    let _server = Peer::start(binary, &["-l", &listen, "-p", PASSWORD], addr);
+    let echo = spawn_target(TargetKind::Echo);
+    run_local(async {
+        let session = ClientSession::connect(&client_config_for(addr))
+            .await
+            .unwrap();
+        for round in 0..10 {
+            let stream = session.open_stream(&Address::Ip(echo)).unwrap();
+            assert_eq!(stream.established().await, Ok(()));
+            let data = pattern(round * 100_000, 100_000);
+            stream.write_all(&data).await.unwrap();
+            let mut back = vec![0u8; data.len()];
+            let mut got = 0;
+            while got < back.len() {
+                let n = stream.read(&mut back[got..]).await;
+                assert!(n > 0, "stream {round} ended early");
+                got += n;
+            }
+            assert!(back == data, "stream {round} differs");
+            stream.close();
+        }
+        session.heartbeat().await.unwrap();
+    });
+}
+
+/// A listener whose accept queue is full: SYNs to it are dropped, so a dial hangs.
+fn silent_target() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let fillers = (0..4)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&addr.into());
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    (listener, fillers, addr)
+}
+
+/// Opens, through the reference client, a stream to a silent target on a reused
+/// session (an echo stream ran on it and ended first) with the server's SYNACK
+/// deadline set to `deadline_ms`; returns how many sessions the server saw end
+/// in the next 4 s.
+fn sessions_ended_by_a_slow_dial(deadline_ms: &str) -> Option<usize> {
+    let server = TestServer::start(&[
+        "--synack-deadline-ms",
+        deadline_ms,
+        "--connect-timeout",
+        "8",
+    ]);
+    let (_client, socks) = reference_client(server.addr)?;
+    let echo = spawn_target(TargetKind::Echo);
+    let (_silent_listener, _fillers, silent) = silent_target();
+    let (mut first, reply) = socks_connect(socks, echo);
+    assert_eq!(reply, 0);
+    assert_eq!(echo_through(&mut first, b"warm"), b"warm");
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let ended = || {
+        server
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("session of user") && l.contains("closed"))
+            .count()
+    };
+    let before = ended();
+    // The reference client answers SOCKS at once and waits for SYNACK behind it.
+    let mut slow = TcpStream::connect(socks).unwrap();
+    slow.write_all(&[5, 1, 0]).unwrap();
+    let mut method = [0u8; 2];
+    slow.read_exact(&mut method).unwrap();
+    let mut request = vec![5, 1, 0];
+    Address::Ip(silent).encode(&mut request).unwrap();
+    slow.write_all(&request).unwrap();
+    std::thread::sleep(Duration::from_millis(4000));
+    // Meanwhile the client still gets through.
+    let (mut later, reply) = socks_connect(socks, echo);
+    assert_eq!(reply, 0);
+    assert_eq!(echo_through(&mut later, b"later"), b"later");
+    Some(ended() - before)
+}
+
+#[test]
+fn a_slow_target_does_not_take_down_the_session() {
+    let Some(ended) = sessions_ended_by_a_slow_dial("2000") else {
+        return;
+    };
+    assert_eq!(
+        ended, 0,
+        "the reference client dropped the session of a slow dial"
+    );
+    // The control: a SYNACK later than the client's 3 s makes the same client drop
+    // the whole session, which is what the deadline prevents.
+    let ended = sessions_ended_by_a_slow_dial("6000").unwrap();
+    assert!(
+        ended >= 1,
+        "without the deadline no session ended: the test proves nothing"
+    );
+}
