@@ -19,15 +19,23 @@ pub const FRAME_PAYLOAD: usize = 32 * 1024;
 /// Free buffers kept per executor and size; more are freed when handed back.
 const KEEP_FREE: usize = 256;
 
+/// Bytes in a session's read buffer: room for the largest frame (64 KiB) with
+/// as much again to read into, so a partial frame never makes it grow.
+pub const READ_BUFFER_LEN: usize = 128 * 1024;
+/// Free read buffers kept per executor.
+const KEEP_FREE_READ: usize = 64;
+
 struct FreeList {
     len: usize,
+    keep: usize,
     free: RefCell<Vec<Vec<u8>>>,
 }
 
 impl FreeList {
-    const fn new(len: usize) -> FreeList {
+    const fn new(len: usize, keep: usize) -> FreeList {
         FreeList {
             len,
+            keep,
             free: RefCell::new(Vec::new()),
         }
     }
@@ -48,14 +56,15 @@ impl FreeList {
             buf.resize(self.len, 0);
         }
         let mut free = self.free.borrow_mut();
-        if free.len() < KEEP_FREE {
+        if free.len() < self.keep {
             free.push(buf);
         }
     }
 }
 
 thread_local! {
-    static FRAME_BUFFERS: FreeList = const { FreeList::new(FRAME_BUFFER_LEN) };
+    static FRAME_BUFFERS: FreeList = const { FreeList::new(FRAME_BUFFER_LEN, KEEP_FREE) };
+    static READ_BUFFERS: FreeList = const { FreeList::new(READ_BUFFER_LEN, KEEP_FREE_READ) };
 }
 
 /// A pooled frame buffer that goes back to its free list when dropped: a stream
@@ -134,6 +143,16 @@ pub fn take_frame_buffer() -> Vec<u8> {
 /// Returns a buffer from [`take_frame_buffer`] (any other is simply freed).
 pub fn give_frame_buffer(buf: Vec<u8>) {
     FRAME_BUFFERS.with(|list| list.give(buf));
+}
+
+/// A zero-initialised-once buffer of [`READ_BUFFER_LEN`] bytes.
+pub fn take_read_buffer() -> Vec<u8> {
+    READ_BUFFERS.with(FreeList::take)
+}
+
+/// Returns a buffer from [`take_read_buffer`] (any other is simply freed).
+pub fn give_read_buffer(buf: Vec<u8>) {
+    READ_BUFFERS.with(|list| list.give(buf));
 }
 
 #[cfg(test)]

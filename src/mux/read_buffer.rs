@@ -11,7 +11,7 @@ use std::io;
 
 use futures_lite::{future, AsyncRead, AsyncReadExt};
 
-use super::buffers::{give_frame_buffer, take_frame_buffer};
+use super::buffers::{give_read_buffer, take_read_buffer};
 
 /// Bytes the idle wait can take in at once (a heartbeat or a SYN fits).
 const PROBE_LEN: usize = 64;
@@ -65,7 +65,7 @@ impl ReadBuffer {
             if let Some(read) = future::poll_once(self.read_more(reader)).await {
                 return read;
             }
-            give_frame_buffer(std::mem::take(&mut self.data));
+            give_read_buffer(std::mem::take(&mut self.data));
         }
         let mut probe = [0u8; PROBE_LEN];
         let n = reader.read(&mut probe).await?;
@@ -80,7 +80,7 @@ impl ReadBuffer {
     /// Makes at least `chunk` bytes of free space after the unconsumed bytes.
     fn make_room(&mut self) {
         if !self.holds_buffer() {
-            self.data = take_frame_buffer();
+            self.data = take_read_buffer();
         }
         if self.data.len() - self.end < self.chunk {
             if self.start > 0 {
@@ -104,7 +104,7 @@ impl ReadBuffer {
 
 impl Drop for ReadBuffer {
     fn drop(&mut self) {
-        give_frame_buffer(std::mem::take(&mut self.data));
+        give_read_buffer(std::mem::take(&mut self.data));
     }
 }
 

@@ -1,7 +1,13 @@
-//! The TCP socket under a TLS session, with the one thing glommio's stream lacks
-//! for TLS: vectored writes. rustls hands over every record it has ready at once;
-//! glommio would send them one `send` each, while [`Transport`] sends them with one
-//! `sendmsg`. Reads and readiness stay glommio's.
+//! The TCP socket under a TLS session, with what glommio's stream lacks for TLS:
+//! - vectored writes: rustls hands over every record it has ready at once; glommio
+//!   would send them one `send` each, while [`Transport`] sends them with one
+//!   `sendmsg`;
+//! - reads ahead: rustls asks for 4 KiB at a time, so a 16 KiB record took four
+//!   `recv`s; [`Transport`] reads up to a pooled frame buffer's worth at once and
+//!   hands it out from memory, holding the buffer only while it has bytes (an idle
+//!   session holds none).
+//!
+//! Readiness stays glommio's.
 //!
 //! Also here, the other socket option glommio does not reach:
 //! [`reset_on_close_if_delivered`], which keeps a closing server from leaving a
@@ -15,15 +21,41 @@ use std::task::{Context, Poll};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
+use super::buffers::{give_frame_buffer, take_frame_buffer};
+
+/// Reads asking for at least this much go straight to the socket.
+const DIRECT_READ: usize = 8 * 1024;
+
 /// See the module documentation.
 pub struct Transport {
     tcp: TcpStream,
+    /// Bytes read ahead: `ahead[start..end]` (no allocation while empty).
+    ahead: Vec<u8>,
+    start: usize,
+    end: usize,
 }
 
 impl Transport {
     /// Wraps a connected glommio stream.
     pub fn new(tcp: TcpStream) -> Transport {
-        Transport { tcp }
+        Transport {
+            tcp,
+            ahead: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Copies read-ahead bytes into `buf`; hands the buffer back once drained.
+    fn take_ahead(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.end - self.start);
+        buf[..n].copy_from_slice(&self.ahead[self.start..self.start + n]);
+        self.start += n;
+        if self.start == self.end {
+            give_frame_buffer(std::mem::take(&mut self.ahead));
+            (self.start, self.end) = (0, 0);
+        }
+        n
     }
 
     /// The socket.
@@ -85,7 +117,31 @@ impl AsyncRead for Transport {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        let this = &mut *self;
+        if this.start < this.end {
+            return Poll::Ready(Ok(this.take_ahead(buf)));
+        }
+        if buf.len() >= DIRECT_READ {
+            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+        }
+        let mut ahead = take_frame_buffer();
+        match Pin::new(&mut this.tcp).poll_read(cx, &mut ahead) {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                this.ahead = ahead;
+                this.end = n;
+                Poll::Ready(Ok(this.take_ahead(buf)))
+            }
+            other => {
+                give_frame_buffer(ahead);
+                other
+            }
+        }
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        give_frame_buffer(std::mem::take(&mut self.ahead));
     }
 }
 
