@@ -46,7 +46,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             streams_per_session: 512,
-            dialing_per_session: 64,
+            dialing_per_session: 256,
             uot_per_session: 64,
             address_timeout: Duration::from_secs(3),
             synack_deadline: Duration::from_millis(2000),
