@@ -91,6 +91,10 @@ pub struct ServerConfig {
     pub pool: PoolConfig,
     /// Per-client caps.
     pub limits: Limits,
+    /// Target ranges streams may not reach (`--deny`).
+    pub deny: Vec<ipnet::IpNet>,
+    /// Also refuse loopback, private and link-local targets (`--deny-private`).
+    pub deny_private: bool,
 }
 
 impl ServerConfig {
@@ -116,6 +120,8 @@ impl ServerConfig {
             uot_idle_timeout: DEFAULT_UOT_IDLE_TIMEOUT,
             pool: PoolConfig::default(),
             limits: Limits::default(),
+            deny: Vec::new(),
+            deny_private: false,
         }
     }
 }

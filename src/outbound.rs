@@ -5,10 +5,11 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
+use ipnet::IpNet;
 
 use crate::proto::Address;
 
@@ -18,6 +19,92 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 /// Names cached per core at most.
 const CACHE_CAPACITY: usize = 4096;
+
+/// Address ranges `--deny-private` refuses: loopback, private, link-local, CGNAT,
+/// "this network", and their IPv6 counterparts.
+pub const PRIVATE_RANGES: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "::/128",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+/// Which addresses streams may reach: not the denied ranges (`--deny`,
+/// `--deny-private`), and never the server's own listening or metrics socket,
+/// so that no stream loops back into the server.
+#[derive(Clone, Debug, Default)]
+pub struct TargetPolicy {
+    deny: Vec<IpNet>,
+    own: Vec<SocketAddr>,
+    local_ips: Vec<IpAddr>,
+}
+
+impl TargetPolicy {
+    /// A policy refusing `deny` (plus [`PRIVATE_RANGES`] with `deny_private`) and
+    /// the sockets in `own` (a wildcard address stands for every local address).
+    pub fn new(deny: &[IpNet], deny_private: bool, own: Vec<SocketAddr>) -> TargetPolicy {
+        let mut ranges = deny.to_vec();
+        if deny_private {
+            ranges.extend(
+                PRIVATE_RANGES
+                    .iter()
+                    .map(|r| r.parse::<IpNet>().expect("valid range")),
+            );
+        }
+        let local_ips = if own.iter().any(|a| a.ip().is_unspecified()) {
+            nix::ifaddrs::getifaddrs()
+                .map(|addrs| {
+                    addrs
+                        .filter_map(|a| a.address)
+                        .filter_map(|a| {
+                            a.as_sockaddr_in()
+                                .map(|v4| IpAddr::V4(v4.ip().into()))
+                                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        TargetPolicy {
+            deny: ranges,
+            own,
+            local_ips,
+        }
+    }
+
+    /// Whether a stream may connect to `addr`.
+    pub fn allows(&self, addr: SocketAddr) -> bool {
+        let ip = canonical(addr.ip());
+        if self.deny.iter().any(|net| net.contains(&ip)) {
+            return false;
+        }
+        !self.own.iter().any(|own| {
+            own.port() == addr.port()
+                && (canonical(own.ip()) == ip
+                    || ip.is_unspecified()
+                    || (own.ip().is_loopback() && ip.is_loopback())
+                    || (own.ip().is_unspecified()
+                        && (ip.is_loopback() || self.local_ips.contains(&ip))))
+        })
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as the IPv4 address they are.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 /// Why a target could not be reached; its text goes to the client in SYNACK.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +118,9 @@ pub enum DialError {
     /// The pool holds `--max-outbound-connections` and none is a spare to close.
     #[error("outbound connection limit reached")]
     LimitReached,
+    /// Every address of the target is refused by the server's policy.
+    #[error("target {0} is not allowed by this server")]
+    Denied(Address),
     /// Resolving + connecting took longer than allowed.
     #[error("connect {0}: timed out after {1:?}")]
     Timeout(Address, Duration),
@@ -38,15 +128,34 @@ pub enum DialError {
 
 type Lookup = Result<Vec<std::net::IpAddr>, String>;
 
-/// A per-core DNS cache in front of the blocking resolver.
+/// A per-core DNS cache in front of the blocking resolver, and the
+/// [`TargetPolicy`] every resolved address must pass.
 #[derive(Default)]
 pub struct Resolver {
     cache: RefCell<HashMap<String, (Instant, Lookup)>>,
+    policy: TargetPolicy,
 }
 
 impl Resolver {
-    /// The socket addresses of `address`.
+    /// A resolver whose answers are filtered by `policy`.
+    pub fn new(policy: TargetPolicy) -> Resolver {
+        Resolver {
+            cache: RefCell::default(),
+            policy,
+        }
+    }
+
+    /// The socket addresses of `address` that the policy allows (at least one).
     pub async fn resolve(&self, address: &Address) -> Result<Vec<SocketAddr>, DialError> {
+        let mut addrs = self.lookup(address).await?;
+        addrs.retain(|addr| self.policy.allows(*addr));
+        if addrs.is_empty() {
+            return Err(DialError::Denied(address.clone()));
+        }
+        Ok(addrs)
+    }
+
+    async fn lookup(&self, address: &Address) -> Result<Vec<SocketAddr>, DialError> {
         let (host, port) = match address {
             Address::Ip(addr) => return Ok(vec![*addr]),
             Address::Domain(host, port) => (host, *port),
@@ -120,4 +229,54 @@ pub async fn dial_any(addrs: &[SocketAddr], limit: Duration) -> io::Result<TcpSt
         }
     }
     Err(last_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn denied_ranges_and_private_addresses_are_refused() {
+        let deny = ["203.0.113.0/24".parse().unwrap()];
+        let policy = TargetPolicy::new(&deny, false, Vec::new());
+        assert!(!policy.allows(addr("203.0.113.9:80")));
+        assert!(policy.allows(addr("198.51.100.1:80")));
+        assert!(
+            policy.allows(addr("127.0.0.1:80")),
+            "loopback is reachable by default"
+        );
+        let private = TargetPolicy::new(&[], true, Vec::new());
+        for refused in [
+            "127.0.0.1:1",
+            "10.1.2.3:1",
+            "192.168.0.1:1",
+            "[::1]:1",
+            "[fe80::1]:1",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            assert!(!private.allows(addr(refused)), "{refused}");
+        }
+        assert!(private.allows(addr("8.8.8.8:53")));
+        assert!(private.allows(addr("[2001:db8::1]:443")));
+    }
+
+    #[test]
+    fn the_servers_own_sockets_are_refused() {
+        let policy = TargetPolicy::new(&[], false, vec![addr("127.0.0.1:8443")]);
+        assert!(!policy.allows(addr("127.0.0.1:8443")));
+        assert!(
+            !policy.allows(addr("127.0.0.2:8443")),
+            "any loopback address reaches it"
+        );
+        assert!(!policy.allows(addr("0.0.0.0:8443")));
+        assert!(policy.allows(addr("127.0.0.1:8444")));
+        let wildcard = TargetPolicy::new(&[], false, vec![addr("0.0.0.0:9000")]);
+        assert!(!wildcard.allows(addr("127.0.0.1:9000")));
+        assert!(!wildcard.allows(addr("[::ffff:127.0.0.1]:9000")));
+        assert!(wildcard.allows(addr("127.0.0.1:9001")));
+    }
 }

@@ -199,3 +199,36 @@ fn synack_comes_before_the_clients_3_s_limit_and_fin_follows_a_failed_dial() {
     });
     assert!(server.logged("SYNACK sent at the deadline"));
 }
+
+#[test]
+fn denied_targets_and_the_server_itself_are_refused() {
+    let echo = spawn_target(TargetKind::Echo);
+    // By default loopback targets are reachable, but never the server's own port.
+    let server = TestServer::start(&[]);
+    run_local(async {
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
+        let own = session.open_stream(&Address::Ip(server.addr)).unwrap();
+        assert_refused(&own, "not allowed").await;
+        let fine = session.open_stream(&Address::Ip(echo)).unwrap();
+        assert_eq!(fine.established().await, Ok(()));
+    });
+    drop(server);
+    // --deny and --deny-private refuse by address after resolution, names too.
+    for flags in [&["--deny", "127.0.0.0/8"][..], &["--deny-private"][..]] {
+        let server = TestServer::start(flags);
+        run_local(async {
+            let session = ClientSession::connect(&server.client_config())
+                .await
+                .unwrap();
+            let by_ip = session.open_stream(&Address::Ip(echo)).unwrap();
+            assert_refused(&by_ip, "not allowed").await;
+            let by_name = Address::Domain("localhost".into(), echo.port());
+            let by_name = session.open_stream(&by_name).unwrap();
+            assert_refused(&by_name, "not allowed").await;
+            session.heartbeat().await.unwrap();
+        });
+        server.assert_fds_back_to_baseline();
+    }
+}

@@ -116,6 +116,15 @@ struct Args {
     #[arg(long, value_name = "MS", default_value_t = Limits::default().synack_deadline.as_millis() as u64)]
     synack_deadline_ms: u64,
 
+    /// Refuse targets in this range (CIDR, e.g. 10.0.0.0/8; repeatable), checked on
+    /// every resolved address. The server's own ports are always refused.
+    #[arg(long, value_name = "CIDR")]
+    deny: Vec<ipnet::IpNet>,
+
+    /// Refuse loopback, private, link-local and CGNAT targets (IPv4 and IPv6).
+    #[arg(long)]
+    deny_private: bool,
+
     /// Outbound connection pool: none (or direct: dial every time, like the
     /// reference server), lock, lockfree or highperf. Spares help only when streams
     /// keep going to the same few targets.
@@ -304,6 +313,8 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
             max_outbound: args.max_outbound_connections.max(1),
             max_idle_time: seconds("max-idle-time-secs", args.max_idle_time_secs)?,
         },
+        deny: args.deny.clone(),
+        deny_private: args.deny_private,
         limits: Limits {
             streams_per_session: at_least_one(
                 "max-streams-per-session",

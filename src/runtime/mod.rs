@@ -27,7 +27,7 @@ pub use executors::Executors;
 use crate::config::ServerConfig;
 use crate::metrics;
 use crate::mux::Event;
-use crate::outbound::Resolver;
+use crate::outbound::{Resolver, TargetPolicy};
 use crate::pool::{CorePool, SharedPool};
 use crate::session;
 use crate::stats::{CoreCounters, Stats, UserCounters};
@@ -173,6 +173,14 @@ async fn serve_core(
     shared_pool: Arc<SharedPool>,
     metrics: Option<socket2::Socket>,
 ) {
+    let mut own = Vec::new();
+    own.extend(listener.local_addr().ok());
+    own.extend(
+        metrics
+            .as_ref()
+            .and_then(|s| s.local_addr().ok()?.as_socket()),
+    );
+    let policy = TargetPolicy::new(&config.deny, config.deny_private, own);
     if let Some(socket) = metrics {
         let sources = Arc::new(metrics::Sources {
             stats: stats.clone(),
@@ -185,7 +193,7 @@ async fn serve_core(
     let core = Rc::new(CoreContext {
         tls_client_order: crate::tls::client_order(&config.tls),
         config,
-        resolver: Resolver::default(),
+        resolver: Resolver::new(policy),
         pool,
         shutdown: Event::default(),
         stats,
