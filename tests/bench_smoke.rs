@@ -4,7 +4,8 @@
 //! number, that --json parses, and that a wrong password exits non-zero; and
 //! `anytls-bench compare` once, with our server as both A and B. Figures are
 //! not asserted beyond being positive. Every child process is bounded by a time
-//! limit.
+//! limit; one still running after [`SLOW_RUN`] gets a snapshot of what it waits on
+//! printed (threads, sockets, the kernel's SYN retransmission counters).
 
 mod common;
 
@@ -14,10 +15,17 @@ use std::time::Duration;
 
 use common::{TestServer, PASSWORD};
 
-/// Longest any single generator run may take before the test fails. A 1 s run may
-/// legitimately wait up to `--op-timeout` (10 s) for operations in flight at its
-/// deadline; twice that, plus start-up, means something hung.
+/// Longest any single generator run may take before the test fails. Operations in
+/// flight at a run's deadline are cut off there, but set-up phases each wait up to
+/// `--op-timeout` (10 s) before counting a timeout: throughput's connect and then its
+/// SYNACK wait (21 s in all for a 1 s run), idle's 20 sessions at 16 in flight (two
+/// operations in a row, 20 s), baseline's sink start-up and its two bulk connects
+/// (30 s plus its parts). Past 40 s something hung.
 const RUN_LIMIT: Duration = Duration::from_secs(40);
+
+/// A run still going after this long is stuck in one of the waits above: the test
+/// prints what it waits on while it waits, then goes on waiting until [`RUN_LIMIT`].
+const SLOW_RUN: Duration = Duration::from_secs(8);
 
 /// Runs anytls-bench with `args` and the flags every scenario run gets, killing
 /// it after [`RUN_LIMIT`].
@@ -43,7 +51,15 @@ fn bench_exactly(args: &[String]) -> Output {
         let _ = tx.send(child.wait_with_output());
     });
     let started = std::time::Instant::now();
-    match rx.recv_timeout(RUN_LIMIT) {
+    let mut done = rx.recv_timeout(SLOW_RUN);
+    if done.is_err() {
+        eprintln!(
+            "anytls-bench {args:?} still running after {SLOW_RUN:?}:\n{}",
+            snapshot(pid)
+        );
+        done = rx.recv_timeout(RUN_LIMIT - SLOW_RUN);
+    }
+    match done {
         Ok(output) => {
             // Visible with --nocapture: a slow run is worth a look even when it passes.
             eprintln!("anytls-bench {args:?}: {:.1?}", started.elapsed());
@@ -55,6 +71,61 @@ fn bench_exactly(args: &[String]) -> Output {
             panic!("anytls-bench {args:?} ran longer than {RUN_LIMIT:?}");
         }
     }
+}
+
+/// What process `pid` waits on: each thread's state and kernel wait channel, the
+/// TCP sockets it holds and the half-open ones of anyone (a SYN unanswered on a
+/// full accept queue is retransmitted after 1 s, 3 s, 7 s...), and the kernel's
+/// listen-overflow and retransmission counters.
+fn snapshot(pid: u32) -> String {
+    let mut out = String::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let path = task.path();
+        let read = |name: &str| std::fs::read_to_string(path.join(name)).unwrap_or_default();
+        let stat = read("stat");
+        // The state follows the parenthesised name, which may hold spaces.
+        let state = stat.rsplit_once(") ").map_or("?", |(_, rest)| &rest[..1]);
+        out += &format!(
+            "  thread {} {} {state} {}\n",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan")
+        );
+    }
+    let owner = format!("pid={pid},");
+    match Command::new("ss").args(["-tanp"]).output() {
+        Ok(ss) => {
+            for line in String::from_utf8_lossy(&ss.stdout).lines() {
+                if line.contains(&owner) || line.starts_with("SYN-") {
+                    out += &format!("  {line}\n");
+                }
+            }
+        }
+        Err(e) => out += &format!("  (no ss: {e})\n"),
+    }
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = netstat.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            if [
+                "ListenOverflows",
+                "ListenDrops",
+                "TCPSynRetrans",
+                "TCPTimeouts",
+            ]
+            .contains(&name)
+            {
+                out += &format!("  {name} {value}\n");
+            }
+        }
+    }
+    out
 }
 
 /// Runs a scenario that must succeed; returns its stdout.
@@ -182,6 +253,8 @@ fn every_scenario_runs_and_reports() {
     ]));
     check(&out, "baseline", "TLS bulk");
     check(&out, "baseline", "TLS handshakes/s");
+    check(&out, "baseline", "TCP req/resp");
+    check(&out, "baseline", "TCP req/resp: generator CPU-ms");
 
     // Nothing succeeds with a wrong password: the errors are named, exit is 1.
     let output = bench(&strings(&[

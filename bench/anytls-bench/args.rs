@@ -77,7 +77,8 @@ pub struct Args {
     pub duration: Option<f64>,
 
     /// Stop after this much work: MB of payload (throughput, baseline bulk),
-    /// streams (streams), sessions (handshakes, baseline handshakes).
+    /// streams (streams), sessions (handshakes, baseline handshakes),
+    /// connections (baseline request/response).
     #[arg(short = 'n', long, value_name = "N")]
     pub count: Option<u64>,
 
@@ -106,7 +107,8 @@ pub struct Args {
     #[arg(long, default_value_t = 32 * 1024, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     pub chunk_size: u32,
 
-    /// Bytes each stream sends as its request (streams, handshakes).
+    /// Bytes each stream sends as its request (streams, handshakes, baseline
+    /// request/response).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1 << 26))]
     pub request_size: u32,
 
@@ -119,7 +121,8 @@ pub struct Args {
     #[arg(long, value_name = "PER_SEC")]
     pub rate: Option<f64>,
 
-    /// Operations in flight when running flat out (streams, handshakes, idle set-up).
+    /// Operations in flight when running flat out (streams, handshakes, idle set-up,
+    /// baseline handshakes and request/response).
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
 
@@ -137,7 +140,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1000)]
     pub settle_ms: u64,
 
-    /// Baseline: CPU of the executor running the baseline's own TCP and TLS sinks.
+    /// Baseline: CPU of the executor running the baseline's own TCP and TLS sinks
+    /// and request/response target.
     #[arg(long, default_value_t = 0)]
     pub baseline_server_cpu: usize,
 
@@ -259,7 +263,8 @@ pub enum Scenario {
     Handshakes,
     /// Server memory per idle session (needs --server-pid).
     Idle,
-    /// Plain TCP and TLS to the generator's own sinks: the machine's ceiling.
+    /// Plain TCP and TLS to the generator's own sinks and target: the machine's
+    /// ceiling, and the floor of a short stream's cost.
     Baseline,
 }
 

@@ -59,6 +59,11 @@ pub fn cpus_allowed_list(pid: u32) -> Option<String> {
 
 /// TCP sockets in TIME_WAIT on this machine (`tw` in /proc/net/sockstat; it
 /// counts IPv4 and IPv6).
+/// Descriptors this process has open.
+pub fn own_fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count())
+}
+
 pub fn time_wait() -> Option<u64> {
     let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
     let tcp = sockstat.lines().find_map(|l| l.strip_prefix("TCP:"))?;

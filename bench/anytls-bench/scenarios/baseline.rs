@@ -1,17 +1,20 @@
 //! `baseline`: the machine's ceiling, measured by the same tool in the same run
 //! with no AnyTLS involved. A separate executor pinned to --baseline-server-cpu
-//! (standing where the server would) runs a plain TCP sink and a TLS sink
-//! (rustls, self-signed); the generator then measures, one after the other:
-//! TCP bulk MB/s, TLS bulk MB/s, and full TLS handshakes/s.
+//! (standing where the server would) runs a plain TCP sink, a TLS sink (rustls,
+//! self-signed) and a request/response target; the generator then measures, one
+//! after the other: TCP bulk MB/s, TLS bulk MB/s, TCP request/response
+//! connections/s (connect, one request and response, close: the kernel's share of
+//! what the server does per stream on its outbound side, the floor for `streams`),
+//! and full TLS handshakes/s.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anytls::mux::{timeout, Event};
+use anytls::mux::{reset_on_close_if_delivered, timeout, Event};
 use anytls::tls::{ServerTls, ServerVerification};
-use futures_lite::{AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::TlsConnector;
 use glommio::net::TcpStream;
 use rustls::pki_types::ServerName;
@@ -28,14 +31,16 @@ use crate::stats::{Budget, Failed, Failure, Recorder, Tally};
 use crate::targets::{self, Behaviour};
 use crate::workers::{self, Worker};
 
-/// Where the baseline's sinks listen and the thread serving them.
+/// Where the baseline's sinks and request/response target listen and the thread
+/// serving them.
 struct Sinks {
     tcp: std::net::SocketAddr,
     tls: std::net::SocketAddr,
+    request_response: std::net::SocketAddr,
     thread: Option<u32>,
 }
 
-/// Runs the three measurements and reports them together.
+/// Runs the four measurements and reports them together.
 pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
     let args = &ctx.args;
     let server_tls =
@@ -43,6 +48,10 @@ pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let host = args.target_host;
+    let request_response = Behaviour::RequestResponse {
+        request: args.request_size as usize,
+        response: args.response_size(),
+    };
     let handle = {
         let stop = stop.clone();
         let config = server_tls.config.clone();
@@ -55,6 +64,7 @@ pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
                     Ok(Sinks {
                         tcp,
                         tls,
+                        request_response: targets::start(host, request_response)?,
                         thread: procfs::this_thread_id(),
                     })
                 });
@@ -100,6 +110,13 @@ fn measure(ctx: &Arc<Context>, sinks: &Sinks) -> Result<Report, String> {
                 bulk(ctx.clone(), w, addr, Some(client.clone()))
             })?
     };
+    let request_response = {
+        let (ctx, addr) = (ctx.clone(), sinks.request_response);
+        ctx.clone()
+            .run_load_probed("baseline TCP request/response", sink_cpu, move |w| {
+                request_response_worker(ctx.clone(), w, addr)
+            })?
+    };
     let handshakes = {
         let (ctx, addr) = (ctx.clone(), sinks.tls);
         ctx.clone()
@@ -115,13 +132,27 @@ fn measure(ctx: &Arc<Context>, sinks: &Sinks) -> Result<Report, String> {
     let tcp_rate = mb_per_sec(&tcp);
     let tls_rate = mb_per_sec(&tls);
     let hs_rate = per_sec(handshakes.tally.ok, handshakes.tally.wall().as_secs_f64());
+    let rr_rate = per_sec(
+        request_response.tally.ok,
+        request_response.tally.wall().as_secs_f64(),
+    );
+    let rr_cpu_per_1000 = cpu_ms_per_1000(&request_response.tally);
 
     let mut all = Tally::default();
-    let succeeded = tcp.tally.bytes_up > 0 || tls.tally.bytes_up > 0 || handshakes.tally.ok > 0;
+    let succeeded = tcp.tally.bytes_up > 0
+        || tls.tally.bytes_up > 0
+        || request_response.tally.ok > 0
+        || handshakes.tally.ok > 0;
     let cpu = |m: &Measured| (m.tally.cpu_percent(), m.server_cpu);
-    let (tcp_cpu, tls_cpu, hs_cpu) = (cpu(&tcp), cpu(&tls), cpu(&handshakes));
+    let (tcp_cpu, tls_cpu, rr_cpu, hs_cpu) = (
+        cpu(&tcp),
+        cpu(&tls),
+        cpu(&request_response),
+        cpu(&handshakes),
+    );
     all.merge(tcp.tally);
     all.merge(tls.tally);
+    all.merge(request_response.tally);
     all.merge(handshakes.tally);
     let mut report = Report::new(Scenario::Baseline.name(), &all);
     report
@@ -129,7 +160,9 @@ fn measure(ctx: &Arc<Context>, sinks: &Sinks) -> Result<Report, String> {
         .param("chunk_size", args.chunk_size)
         .param("baseline_server_cpu", args.baseline_server_cpu)
         .param("generator_cpus", super::format_cpus(&ctx.cpus))
-        .param("tls_resume", args.tls_resume);
+        .param("tls_resume", args.tls_resume)
+        .param("request_size", args.request_size)
+        .param("response_size", args.response_size());
     load_params(args, &mut report);
     if let Some(d) = args.duration {
         report.param("duration_s_per_part", d);
@@ -144,10 +177,18 @@ fn measure(ctx: &Arc<Context>, sinks: &Sinks) -> Result<Report, String> {
     if tcp_rate > 0.0 {
         report.figure("TLS / TCP bulk", tls_rate / tcp_rate, "ratio");
     }
+    report
+        .figure("TCP req/resp", rr_rate, "connections/s")
+        .figure_opt(
+            "TCP req/resp: generator CPU-ms",
+            rr_cpu_per_1000,
+            "per 1000 connections",
+        );
     for (part, (generator, sink)) in [
         ("TCP bulk", tcp_cpu),
         ("TLS bulk", tls_cpu),
         ("TLS handshakes", hs_cpu),
+        ("TCP req/resp", rr_cpu),
     ] {
         report
             .figure_opt(
@@ -165,6 +206,14 @@ fn measure(ctx: &Arc<Context>, sinks: &Sinks) -> Result<Report, String> {
     }
     report.succeeded = succeeded;
     Ok(report)
+}
+
+/// The generator's CPU time over its measured windows per 1000 successful
+/// operations, in milliseconds (the same number as CPU-µs per operation, and
+/// legible with the table's two decimals where CPU-seconds would not be).
+fn cpu_ms_per_1000(tally: &Tally) -> Option<f64> {
+    (tally.ok > 0 && tally.busy_wall > Duration::ZERO)
+        .then(|| tally.cpu.as_secs_f64() * 1e6 / tally.ok as f64)
 }
 
 /// Connects this executor's share of --streams connections to `addr` (over TLS
@@ -287,6 +336,50 @@ async fn tls_connect(
         .connect(name, tcp)
         .await
         .map_err(|e| Failed::new(Failure::Connect, format!("TLS: {e}")))
+}
+
+/// Plain TCP connect + --request-size bytes out + --response-size bytes in +
+/// close, under --rate/--concurrency: what the server does per stream towards
+/// its target. Like the server, it closes with RST when the peer has
+/// acknowledged everything, so no TIME_WAIT socket is left per connection.
+async fn request_response_worker(
+    ctx: Arc<Context>,
+    w: Worker,
+    addr: std::net::SocketAddr,
+) -> Tally {
+    let rec = Rc::new(Recorder::new(w.live.clone()));
+    let args = &ctx.args;
+    let Some(load) = Load::for_worker(args, &w) else {
+        return rec.take();
+    };
+    let response = args.response_size();
+    let request: Rc<[u8]> = vec![0x42; args.request_size as usize].into();
+    let start = rec.start_window();
+    let op = move |_t0: Instant| {
+        let request = request.clone();
+        async move {
+            let mut tcp = tcp_connect(addr).await?;
+            tcp.write_all(&request)
+                .await
+                .map_err(|e| Failed::new(Failure::Write, e))?;
+            let mut buf = vec![0u8; response.min(64 * 1024)];
+            let mut got = 0;
+            while got < response {
+                match tcp.read(&mut buf).await {
+                    Ok(0) => {
+                        let what = format!("FIN after {got} of {response} response bytes");
+                        return Err(Failed::new(Failure::ShortResponse, what));
+                    }
+                    Ok(n) => got += n,
+                    Err(e) => return Err(Failed::new(Failure::ShortResponse, e)),
+                }
+            }
+            reset_on_close_if_delivered(&tcp);
+            drop(tcp);
+            Ok(Timings::default())
+        }
+    };
+    run_window(rec, load, args, &w, start, op).await
 }
 
 /// TCP connect + full TLS handshake + close, under --rate/--concurrency.

@@ -155,7 +155,20 @@ async fn worker(ctx: Arc<Context>, phase: Arc<Phase>, w: Worker) -> Tally {
         .still_open
         .fetch_add(still_open as u64, Ordering::AcqRel);
     open.borrow_mut().clear();
-    // Let the sessions' tasks see the close and send their last bytes.
-    glommio::timer::sleep(Duration::from_millis(50)).await;
+    // Let the sessions' tasks see the close and their sockets be closed (glommio
+    // closes asynchronously): an executor that ended first would leak every one
+    // of them, and a long `compare` ran out of descriptors that way. Wait until
+    // the process's descriptor count stops falling (checked after 300 ms), 5 s at most.
+    let closing = Instant::now();
+    let mut last = procfs::own_fd_count();
+    loop {
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        let now = procfs::own_fd_count();
+        let settled = now >= last && closing.elapsed() >= Duration::from_millis(300);
+        if settled || closing.elapsed() >= Duration::from_secs(5) {
+            break;
+        }
+        last = now;
+    }
     rec.take()
 }
