@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anytls::client::{connect_tls, ClientSession, StreamError};
@@ -148,28 +147,6 @@ fn udp_associations_past_the_session_cap_are_refused() {
         session.heartbeat().await.unwrap();
     });
     server.assert_serves();
-}
-
-/// A listener whose accept queue is full: the kernel drops further SYNs, so a
-/// dial to it hangs until the connect timeout, as to a silent host.
-fn silent_target() -> (std::net::TcpListener, Vec<std::net::TcpStream>, SocketAddr) {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    socket.listen(0).unwrap();
-    let listener: std::net::TcpListener = socket.into();
-    let addr = listener.local_addr().unwrap();
-    // Fill the queue (backlog 0 still admits one or two).
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let _ = s.connect(&addr.into());
-        fillers.push(s.into());
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    (listener, fillers, addr)
 }
 
 #[test]

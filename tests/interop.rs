@@ -143,27 +143,6 @@ fn our_client_against_the_reference_server() {
     });
 }
 
-/// A listener whose accept queue is full: SYNs to it are dropped, so a dial hangs.
-fn silent_target() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
-    use socket2::{Domain, Socket, Type};
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    listener
-        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    let fillers = (0..4)
-        .map(|_| {
-            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-            s.set_nonblocking(true).unwrap();
-            let _ = s.connect(&addr.into());
-            s
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    (listener, fillers, addr)
-}
-
 /// Opens, through the reference client, a stream to a silent target on a reused
 /// session (an echo stream ran on it and ended first) with the server's SYNACK
 /// deadline set to `deadline_ms`; returns how many sessions the server saw end

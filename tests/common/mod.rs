@@ -605,3 +605,26 @@ pub fn settings_frame(md5: &str) -> Vec<u8> {
 pub fn default_md5() -> String {
     anytls::proto::PaddingScheme::default().md5_hex().to_owned()
 }
+
+/// A listener whose accept queue is full, so the kernel drops further SYNs and a
+/// dial to it hangs as to a silent host. Keep the returned sockets alive.
+pub fn silent_target() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    // Backlog 0 still admits one or two: fill it.
+    let fillers = (0..4)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&addr.into());
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    (listener, fillers, addr)
+}
