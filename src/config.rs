@@ -34,6 +34,10 @@ pub struct Limits {
     pub dialing_per_session: usize,
     /// UDP-over-TCP associations open on one session.
     pub uot_per_session: usize,
+    /// Sessions one user may have open at once, over all cores.
+    pub sessions_per_user: usize,
+    /// Sessions one client address may have open at once, over all cores.
+    pub sessions_per_address: usize,
     /// A stream's target address must arrive whole within this.
     pub address_timeout: Duration,
     /// A dial still pending this long after the address arrived is answered
@@ -48,6 +52,8 @@ impl Default for Limits {
             streams_per_session: 512,
             dialing_per_session: 256,
             uot_per_session: 64,
+            sessions_per_user: 4096,
+            sessions_per_address: 1024,
             address_timeout: Duration::from_secs(3),
             synack_deadline: Duration::from_millis(2000),
         }

@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod limits;
 pub mod metrics;
 pub mod mux;
 pub mod outbound;

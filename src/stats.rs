@@ -48,16 +48,22 @@ pub enum Limit {
     AddressTimeout,
     /// A SYNACK sent at the deadline, before its dial completed.
     SynAckDeadline,
+    /// A connection closed after authentication: its user had the most sessions.
+    SessionsPerUser,
+    /// A connection closed after authentication: its address had the most sessions.
+    SessionsPerAddress,
 }
 
 impl Limit {
     /// Every limit, in counter order.
-    pub const ALL: [Limit; 5] = [
+    pub const ALL: [Limit; 7] = [
         Limit::StreamsPerSession,
         Limit::DialingPerSession,
         Limit::UotPerSession,
         Limit::AddressTimeout,
         Limit::SynAckDeadline,
+        Limit::SessionsPerUser,
+        Limit::SessionsPerAddress,
     ];
 
     /// Its name in the stats line and in metrics labels.
@@ -68,6 +74,8 @@ impl Limit {
             Limit::UotPerSession => "uot_per_session",
             Limit::AddressTimeout => "address_timeout",
             Limit::SynAckDeadline => "synack_deadline",
+            Limit::SessionsPerUser => "sessions_per_user",
+            Limit::SessionsPerAddress => "sessions_per_address",
         }
     }
 }

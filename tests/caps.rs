@@ -209,3 +209,49 @@ fn denied_targets_and_the_server_itself_are_refused() {
         server.assert_fds_back_to_baseline();
     }
 }
+
+/// Sessions past the per-address (or per-user) cap are closed right after
+/// authentication, logged once, and a freed slot admits again.
+#[test]
+fn sessions_past_the_per_address_and_per_user_caps_are_closed() {
+    for (flag, limit) in [
+        ("--max-sessions-per-ip", "sessions_per_address"),
+        ("--max-sessions-per-user", "sessions_per_user"),
+    ] {
+        let server = TestServer::start(&[flag, "3", "--stats-interval", "1"]);
+        run_local(async {
+            let config = server.client_config();
+            let mut open = Vec::new();
+            for _ in 0..3 {
+                let session = ClientSession::connect(&config).await.unwrap();
+                session.heartbeat().await.unwrap();
+                open.push(session);
+            }
+            for _ in 0..2 {
+                let refused = ClientSession::connect(&config).await.unwrap();
+                let answer = timeout(Duration::from_secs(5), refused.heartbeat()).await;
+                assert!(
+                    !matches!(answer, Some(Ok(()))),
+                    "a fourth session was served past {flag} 3"
+                );
+            }
+            for session in &open {
+                session.heartbeat().await.unwrap();
+            }
+            drop(open.pop());
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            let again = ClientSession::connect(&config).await.unwrap();
+            again.heartbeat().await.unwrap();
+        });
+        let refusals = server
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("refused") && l.contains(limit))
+            .count();
+        assert_eq!(refusals, 1, "two refusals, logged once ({flag})");
+        assert!(
+            server.wait_for_log(&format!("{limit} 2"), Duration::from_secs(3)),
+            "the stats line counts both ({flag})"
+        );
+    }
+}

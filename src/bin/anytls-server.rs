@@ -105,6 +105,15 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = Limits::default().uot_per_session)]
     max_uot_per_session: usize,
 
+    /// Sessions one user may have open at once (all cores); past it a new
+    /// connection is closed after authentication.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().sessions_per_user)]
+    max_sessions_per_user: usize,
+
+    /// Sessions one client IP address may have open at once (all cores).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().sessions_per_address)]
+    max_sessions_per_ip: usize,
+
     /// Milliseconds a new stream's target address may take to arrive whole; then
     /// the stream is refused.
     #[arg(long, value_name = "MS", default_value_t = Limits::default().address_timeout.as_millis() as u64)]
@@ -325,6 +334,8 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
                 args.max_dialing_per_session,
             )?,
             uot_per_session: at_least_one("max-uot-per-session", args.max_uot_per_session)?,
+            sessions_per_user: at_least_one("max-sessions-per-user", args.max_sessions_per_user)?,
+            sessions_per_address: at_least_one("max-sessions-per-ip", args.max_sessions_per_ip)?,
             address_timeout: Duration::from_millis(at_least_one(
                 "address-timeout-ms",
                 args.address_timeout_ms,

@@ -10,7 +10,7 @@
 mod executors;
 pub mod preflight;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -25,6 +25,7 @@ use thiserror::Error;
 pub use executors::Executors;
 
 use crate::config::ServerConfig;
+use crate::limits::SessionLimits;
 use crate::metrics;
 use crate::mux::Event;
 use crate::outbound::{Resolver, TargetPolicy};
@@ -70,6 +71,10 @@ pub(crate) struct CoreContext {
     pub resolver: Resolver,
     pub pool: Rc<CorePool>,
     pub shutdown: Event,
+    /// Sessions per user and per client address, over all cores.
+    pub sessions: Arc<SessionLimits>,
+    /// When a refused session was last logged (once per interval, not per connection).
+    pub last_refusal_log: Cell<Option<Instant>>,
     stats: Stats,
     index: usize,
     users: RefCell<HashMap<String, Arc<UserCounters>>>,
@@ -118,15 +123,26 @@ impl Server {
             .and_then(|addr| addr.as_socket());
         let metrics = Arc::new(Mutex::new(metrics));
         let config = Arc::new(config);
-        let shared = (config.clone(), stats.clone(), pool.clone());
+        let sessions = SessionLimits::new(
+            config.limits.sessions_per_user,
+            config.limits.sessions_per_address,
+        );
+        let shared = (config.clone(), stats.clone(), pool.clone(), sessions);
         let executors = Executors::start(
             "anytls-core",
             config.listen,
             &config.cpus,
             move |index, listener, stop| {
-                let (config, stats, pool) = shared.clone();
+                let (config, stats, pool, sessions) = shared.clone();
                 let metrics = metrics.lock().expect("metrics slot poisoned").take();
-                serve_core(index, listener, stop, config, stats, pool, metrics)
+                let shared = CoreShared {
+                    config,
+                    stats,
+                    pool,
+                    sessions,
+                    metrics,
+                };
+                serve_core(index, listener, stop, shared)
             },
         )?;
         Ok(Server {
@@ -163,16 +179,25 @@ impl Server {
     }
 }
 
-/// One core's life: accept until told to stop, then close the sessions.
-async fn serve_core(
-    index: usize,
-    listener: TcpListener,
-    stop: Rc<Event>,
+/// What one core is handed from the process: the configuration, the counters,
+/// and the pieces that must be shared (pool tiers, session counts).
+struct CoreShared {
     config: Arc<ServerConfig>,
     stats: Stats,
-    shared_pool: Arc<SharedPool>,
+    pool: Arc<SharedPool>,
+    sessions: Arc<SessionLimits>,
     metrics: Option<socket2::Socket>,
-) {
+}
+
+/// One core's life: accept until told to stop, then close the sessions.
+async fn serve_core(index: usize, listener: TcpListener, stop: Rc<Event>, shared: CoreShared) {
+    let CoreShared {
+        config,
+        stats,
+        pool: shared_pool,
+        sessions,
+        metrics,
+    } = shared;
     let mut own = Vec::new();
     own.extend(listener.local_addr().ok());
     own.extend(
@@ -194,6 +219,8 @@ async fn serve_core(
         tls_client_order: crate::tls::client_order(&config.tls),
         config,
         resolver: Resolver::new(policy),
+        sessions,
+        last_refusal_log: Cell::new(None),
         pool,
         shutdown: Event::default(),
         stats,

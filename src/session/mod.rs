@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{future, AsyncRead};
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use crate::mux::{
     self, timeout, Event, Pipe, ReadBuffer, ReadHalf, Transport, WriteHalf, WriteQueue,
@@ -39,6 +39,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Client->target bytes buffered per stream before the session stops reading
 /// (see README, "Memory per stream").
 pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
+/// A refused session is logged at most this often per core.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Bound on flushing the last frames (an Alert) when a session ends.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -74,6 +76,22 @@ pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, core: Rc<
             return;
         }
     };
+    let slot = match core.sessions.admit(&user, peer.ip()) {
+        Ok(slot) => slot,
+        Err(limit) => {
+            counters.limit_hit(limit);
+            let now = Instant::now();
+            let last = core.last_refusal_log.get();
+            if last.is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL) {
+                core.last_refusal_log.set(Some(now));
+                warn!(
+                    "{peer}: session of user {user} refused: {} reached (logged at most every {REFUSAL_LOG_INTERVAL:?})",
+                    limit.name()
+                );
+            }
+            return;
+        }
+    };
     counters.sessions_open.add(1);
     counters.sessions_total.add(1);
     debug!("{peer}: session opened for user {user}");
@@ -82,6 +100,7 @@ pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, core: Rc<
     // its own allocation rather than inside the task.
     let (reader, writer) = mux::split(tls);
     glommio::spawn_local(async move {
+        let _slot = slot;
         let reason = session.clone().run(reader, writer, leftover).await;
         debug!("{peer}: session of user {} closed: {reason}", session.user);
         session.core.counters().sessions_open.sub(1);
