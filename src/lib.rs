@@ -4,12 +4,15 @@
 //!
 //! - [`proto`]: the sans-IO protocol core (frames, authentication, settings,
 //!   padding scheme, SOCKS addresses). No sockets.
-//! - [`mux`]: executor-local plumbing both ends share: the coalescing frame write
-//!   queue, bounded per-stream pipes, events, timeouts.
+//! - [`mux`]: executor-local plumbing both ends share: pooled buffers, the
+//!   coalescing frame write queue, the TCP transport under TLS, bounded
+//!   per-stream pipes, events, timeouts.
 //! - [`session`]: the server side of a connection: handshake, authentication, the
 //!   session's frame loop and each stream's relay.
 //! - [`client`]: the client side of a session (used by the tests and the client).
-//! - [`outbound`]: dialing targets: off-executor name resolution with a per-core cache.
+//! - [`outbound`]: dialing targets: off-executor name resolution with a per-core
+//!   cache, and the policy of which targets are allowed.
+//! - [`limits`]: sessions per user and per client address, over all cores.
 //! - [`pool`]: the outbound connection pool (none, lock, lockfree, highperf).
 //! - [`runtime`]: one pinned glommio executor per core, `SO_REUSEPORT` listeners,
 //!   start-up checks, shutdown.

@@ -1,6 +1,8 @@
-//! Executor-local plumbing shared by both ends of a session: a coalescing frame
-//! write queue, a reusable read buffer, a bounded byte pipe per stream, a one-shot event, an `Rc`-based
-//! read/write split, and timeouts.
+//! Executor-local plumbing shared by both ends of a session: per-core free lists
+//! of frame and read buffers, a coalescing frame write queue that hands TLS one
+//! vectored write, a read buffer held only while bytes are buffered, the TCP
+//! transport under TLS (vectored sends, read-ahead), a bounded byte pipe per
+//! stream, a one-shot event, an `Rc`-based read/write split, and timeouts.
 //!
 //! Everything here lives on one executor thread (`Rc`, `Cell`, `RefCell`): no locks,
 //! no atomics.

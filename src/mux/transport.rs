@@ -58,11 +58,6 @@ impl Transport {
         n
     }
 
-    /// The socket.
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
-    }
-
     /// One non-blocking `sendmsg` of every slice.
     fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         with_socket(&self.tcp, |socket| {
