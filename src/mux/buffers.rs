@@ -89,8 +89,29 @@ impl FrameBuffer {
     }
 }
 
-/// Bytes an idle wait can take in without a pooled buffer.
+/// Bytes an idle wait can take in without a pooled buffer (a heartbeat or a SYN fits).
 const PROBE_LEN: usize = 64;
+
+/// The first bytes after an idle wait, read without a pooled buffer.
+pub(crate) struct Probe {
+    bytes: [u8; PROBE_LEN],
+    len: usize,
+}
+
+impl Probe {
+    /// Waits until `reader` has bytes, holding only a few bytes inside the task
+    /// meanwhile; an empty probe means end of stream.
+    pub(crate) async fn read<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Probe> {
+        let mut bytes = [0u8; PROBE_LEN];
+        let len = reader.read(&mut bytes).await?;
+        Ok(Probe { bytes, len })
+    }
+
+    /// What was read.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
 
 /// Reads what `reader` has into a frame buffer; `None` at end of stream. While
 /// nothing is ready the wait holds no pooled buffer, only a few bytes in the task,
@@ -106,13 +127,13 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         });
     }
     drop(buf);
-    let mut probe = [0u8; PROBE_LEN];
-    let first = reader.read(&mut probe).await?;
+    let probe = Probe::read(reader).await?;
+    let first = probe.bytes().len();
     if first == 0 {
         return Ok(None);
     }
     let mut buf = FrameBuffer::new();
-    buf.payload_mut()[..first].copy_from_slice(&probe[..first]);
+    buf.payload_mut()[..first].copy_from_slice(probe.bytes());
     let more = match future::poll_once(reader.read(&mut buf.payload_mut()[first..])).await {
         Some(Ok(n)) => n,
         // The bytes in hand go first; an error or EOF shows on the next read.

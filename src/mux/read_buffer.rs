@@ -11,10 +11,7 @@ use std::io;
 
 use futures_lite::{future, AsyncRead, AsyncReadExt};
 
-use super::buffers::{give_read_buffer, take_read_buffer};
-
-/// Bytes the idle wait can take in at once (a heartbeat or a SYN fits).
-const PROBE_LEN: usize = 64;
+use super::buffers::{give_read_buffer, take_read_buffer, Probe};
 
 /// See the module documentation.
 pub struct ReadBuffer {
@@ -67,11 +64,11 @@ impl ReadBuffer {
             }
             give_read_buffer(std::mem::take(&mut self.data));
         }
-        let mut probe = [0u8; PROBE_LEN];
-        let n = reader.read(&mut probe).await?;
+        let probe = Probe::read(reader).await?;
+        let n = probe.bytes().len();
         if n > 0 {
             self.make_room();
-            self.data[..n].copy_from_slice(&probe[..n]);
+            self.data[..n].copy_from_slice(probe.bytes());
             self.end = n;
         }
         Ok(n)
