@@ -34,6 +34,9 @@ pub struct Limits {
     pub dialing_per_session: usize,
     /// UDP-over-TCP associations open on one session.
     pub uot_per_session: usize,
+    /// Bytes one session may hold for its targets, over all its streams: in its
+    /// upload buffers plus what the outbound sockets' kernel queues hold unacknowledged.
+    pub buffered_per_session: usize,
     /// Sessions one user may have open at once, over all cores.
     pub sessions_per_user: usize,
     /// Sessions one client address may have open at once, over all cores.
@@ -52,6 +55,7 @@ impl Default for Limits {
             streams_per_session: 512,
             dialing_per_session: 256,
             uot_per_session: 64,
+            buffered_per_session: 8 << 20,
             sessions_per_user: 4096,
             sessions_per_address: 1024,
             address_timeout: Duration::from_secs(3),

@@ -12,6 +12,7 @@ use glommio::net::TcpStream;
 use ipnet::IpNet;
 
 use crate::proto::Address;
+use crate::stats::Limit;
 
 /// How long a resolved name is reused.
 const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -124,6 +125,22 @@ pub enum DialError {
     /// Resolving + connecting took longer than allowed.
     #[error("connect {0}: timed out after {1:?}")]
     Timeout(Address, Duration),
+}
+
+impl DialError {
+    /// The server-wide limit this failure means was reached, if any.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            DialError::LimitReached => Some(Limit::OutboundConnections),
+            DialError::Connect(_, e) if is_descriptor_exhaustion(e) => Some(Limit::Descriptors),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `error` is the process or the system running out of descriptors.
+pub fn is_descriptor_exhaustion(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 type Lookup = Result<Vec<std::net::IpAddr>, String>;

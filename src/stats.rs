@@ -52,11 +52,18 @@ pub enum Limit {
     SessionsPerUser,
     /// A connection closed after authentication: its address had the most sessions.
     SessionsPerAddress,
+    /// A stream refused: the server held `--max-outbound-connections`.
+    OutboundConnections,
+    /// A session stopped reading: its streams held `--max-buffered-per-session`
+    /// bytes for their targets (counted each time the reader waits).
+    SessionBuffer,
+    /// An `accept`, dial or UDP socket failed for want of a descriptor (EMFILE/ENFILE).
+    Descriptors,
 }
 
 impl Limit {
     /// Every limit, in counter order.
-    pub const ALL: [Limit; 7] = [
+    pub const ALL: [Limit; 10] = [
         Limit::StreamsPerSession,
         Limit::DialingPerSession,
         Limit::UotPerSession,
@@ -64,6 +71,9 @@ impl Limit {
         Limit::SynAckDeadline,
         Limit::SessionsPerUser,
         Limit::SessionsPerAddress,
+        Limit::OutboundConnections,
+        Limit::SessionBuffer,
+        Limit::Descriptors,
     ];
 
     /// Its name in the stats line and in metrics labels.
@@ -76,6 +86,9 @@ impl Limit {
             Limit::SynAckDeadline => "synack_deadline",
             Limit::SessionsPerUser => "sessions_per_user",
             Limit::SessionsPerAddress => "sessions_per_address",
+            Limit::OutboundConnections => "outbound_connections",
+            Limit::SessionBuffer => "session_buffer",
+            Limit::Descriptors => "descriptors",
         }
     }
 }

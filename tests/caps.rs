@@ -255,3 +255,67 @@ fn sessions_past_the_per_address_and_per_user_caps_are_closed() {
         );
     }
 }
+
+/// Streams to targets that never read: their kernel queues take bytes (so no
+/// stream's own buffer ever fills), but the session's budget counts what the
+/// kernel holds too. Past it the session stops reading, and once no target has
+/// taken a byte for the stall timeout the streams holding most are closed (RST
+/// to the target, FIN to the client). Another session is served meanwhile.
+#[test]
+fn slow_targets_cannot_add_up_past_the_session_budget() {
+    use std::rc::Rc;
+    let server = TestServer::start(&[
+        "--max-buffered-per-session-kib",
+        "512",
+        "--outbound-send-buffer-kib",
+        "64",
+        "--stream-stall-timeout",
+        "1",
+        "--stats-interval",
+        "1",
+    ]);
+    let stalled = spawn_target(TargetKind::Stalled);
+    const STREAMS: usize = 16;
+    let closed = run_local(async {
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
+        let mut streams = Vec::new();
+        for _ in 0..STREAMS {
+            let stream = Rc::new(session.open_stream(&Address::Ip(stalled)).unwrap());
+            assert_eq!(stream.established().await, Ok(()));
+            streams.push(stream);
+        }
+        for stream in &streams {
+            let writer = stream.clone();
+            glommio::spawn_local(async move {
+                let _ = writer.write_all(&pattern(0, 256 * 1024)).await;
+            })
+            .detach();
+        }
+        let waits: Vec<_> = streams
+            .iter()
+            .map(|stream| {
+                let stream = stream.clone();
+                glommio::spawn_local(async move {
+                    timeout(Duration::from_secs(5), stream.read(&mut [0u8; 8])).await == Some(0)
+                })
+            })
+            .collect();
+        let mut closed = 0;
+        for wait in waits {
+            closed += usize::from(wait.await);
+        }
+        session.heartbeat().await.unwrap();
+        closed
+    });
+    // 16 x 256 KiB were sent; a 512 KiB budget leaves room for a few streams only.
+    eprintln!("{closed} of {STREAMS} streams closed");
+    assert!(closed >= STREAMS / 2, "only {closed} streams were closed");
+    server.assert_serves();
+    assert!(
+        server.wait_for_log("session_buffer", Duration::from_secs(3)),
+        "the stats line counts the budget reached"
+    );
+    server.assert_fds_back_to_baseline();
+}

@@ -247,6 +247,7 @@ fn highperf_spare_spilled_by_one_core_is_taken_by_another() {
             min_idle: 2,
             max_outbound: 100,
             max_idle_time: Duration::from_secs(60),
+            ..PoolConfig::default()
         },
         2,
     );

@@ -105,6 +105,13 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = Limits::default().uot_per_session)]
     max_uot_per_session: usize,
 
+    /// KiB one session may hold for its targets across all its streams, in our
+    /// buffers and in the outbound sockets' kernel queues; past it the session
+    /// stops reading until they drain, and a stream whose target takes nothing
+    /// for --stream-stall-timeout is closed.
+    #[arg(long, value_name = "KIB", default_value_t = (Limits::default().buffered_per_session / 1024) as u64)]
+    max_buffered_per_session_kib: u64,
+
     /// Sessions one user may have open at once (all cores); past it a new
     /// connection is closed after authentication.
     #[arg(long, value_name = "N", default_value_t = Limits::default().sessions_per_user)]
@@ -144,10 +151,17 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MIN_IDLE)]
     min_idle_connections: usize,
 
-    /// Outbound connections (in use + spares) held at most; at the cap the oldest
-    /// spare is closed, and with none a stream is refused.
-    #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MAX_OUTBOUND)]
-    max_outbound_connections: usize,
+    /// Outbound connections (in use + spares + UDP sockets) held at most, whatever
+    /// the pool kind; at the cap the oldest spare is closed, and with none a
+    /// stream is refused [default: 65536, or less so that a quarter of the
+    /// descriptor limit stays free for sessions].
+    #[arg(long, value_name = "N")]
+    max_outbound_connections: Option<usize>,
+
+    /// Kernel send buffer (SO_SNDBUF, KiB) of each connection to a target; bounds
+    /// what targets that read slowly make the kernel hold. 0: kernel autotuning.
+    #[arg(long, value_name = "KIB", default_value_t = (pool::DEFAULT_SEND_BUFFER / 1024) as u64)]
+    outbound_send_buffer_kib: u64,
 
     /// Seconds a spare may wait before it is closed; targets not asked for within
     /// this time are no longer refilled.
@@ -260,7 +274,15 @@ fn user_stats_line(users: &std::collections::BTreeMap<String, (u64, u64)>) -> St
     format!("[User Stats] {}", serde_json::Value::Object(map))
 }
 
-fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
+/// `kib` KiB in bytes, refusing values that do not fit.
+fn kibibytes(flag: &str, kib: u64) -> Result<usize, Fatal> {
+    usize::try_from(kib)
+        .ok()
+        .and_then(|kib| kib.checked_mul(1024))
+        .ok_or_else(|| Fatal(format!("--{flag} {kib} is too large")))
+}
+
+fn build_config(args: &Args, descriptor_limit: u64) -> Result<(ServerConfig, String), Fatal> {
     let listen: SocketAddr = args
         .listen
         .to_socket_addrs()
@@ -319,8 +341,12 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
         pool: PoolConfig {
             kind: args.pool_type,
             min_idle: args.min_idle_connections,
-            max_outbound: args.max_outbound_connections.max(1),
+            max_outbound: match args.max_outbound_connections {
+                Some(cap) => at_least_one("max-outbound-connections", cap)?,
+                None => pool::default_max_outbound(descriptor_limit),
+            },
             max_idle_time: seconds("max-idle-time-secs", args.max_idle_time_secs)?,
+            send_buffer: kibibytes("outbound-send-buffer-kib", args.outbound_send_buffer_kib)?,
         },
         deny: args.deny.clone(),
         deny_private: args.deny_private,
@@ -334,6 +360,13 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
                 args.max_dialing_per_session,
             )?,
             uot_per_session: at_least_one("max-uot-per-session", args.max_uot_per_session)?,
+            buffered_per_session: at_least_one(
+                "max-buffered-per-session-kib",
+                kibibytes(
+                    "max-buffered-per-session-kib",
+                    args.max_buffered_per_session_kib,
+                )?,
+            )?,
             sessions_per_user: at_least_one("max-sessions-per-user", args.max_sessions_per_user)?,
             sessions_per_address: at_least_one("max-sessions-per-ip", args.max_sessions_per_ip)?,
             address_timeout: Duration::from_millis(at_least_one(
@@ -350,7 +383,25 @@ fn build_config(args: &Args) -> Result<(ServerConfig, String), Fatal> {
 }
 
 fn serve(args: Args) -> Result<(), Fatal> {
-    let (config, certificate_note) = build_config(&args)?;
+    let descriptor_limit = match runtime::preflight::raise_descriptor_limit() {
+        Ok((before, after)) => {
+            if before < after {
+                info!("descriptor limit raised from {before} to its hard limit {after}");
+            } else {
+                info!("descriptor limit {after}");
+            }
+            after
+        }
+        Err(e) => {
+            warn!("cannot read or raise the descriptor limit: {e}");
+            1024
+        }
+    };
+    let (config, certificate_note) = build_config(&args, descriptor_limit)?;
+    info!(
+        "outbound connections capped at {} (descriptor limit {descriptor_limit})",
+        config.pool.max_outbound
+    );
     let cpus = config.cpus.clone();
     let (users, padding) = (config.users.clone(), config.padding.clone());
     // Register signal handlers before any thread starts so every thread inherits them.
@@ -360,13 +411,6 @@ fn serve(args: Args) -> Result<(), Fatal> {
         signal_hook::flag::register(signal, stop.clone())?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())?;
-    match runtime::preflight::raise_descriptor_limit() {
-        Ok((before, after)) if before < after => {
-            info!("descriptor limit raised from {before} to its hard limit {after}")
-        }
-        Ok((_, limit)) => info!("descriptor limit {limit}"),
-        Err(e) => warn!("cannot read or raise the descriptor limit: {e}"),
-    }
     let server = Server::start(config)?;
     info!("{certificate_note}");
     runtime::log_started(&server, &cpus);

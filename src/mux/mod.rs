@@ -23,4 +23,6 @@ pub use queue::{write_loop, Padder, SharedScheme, WriteQueue, QUEUE_HIGH_WATER};
 pub use read_buffer::ReadBuffer;
 pub use split::{split, ReadHalf, WriteHalf};
 pub use time::timeout;
-pub use transport::{reset_on_close, reset_on_close_if_delivered, Transport};
+pub use transport::{
+    reset_on_close, reset_on_close_if_delivered, set_send_buffer, unacknowledged, Transport,
+};

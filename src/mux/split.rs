@@ -27,6 +27,11 @@ impl<T> ReadHalf<T> {
     pub fn get_ref(&self) -> std::cell::Ref<'_, T> {
         self.0.borrow()
     }
+
+    /// A handle to the shared I/O object that does not keep it open.
+    pub fn downgrade(&self) -> std::rc::Weak<RefCell<T>> {
+        Rc::downgrade(&self.0)
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ReadHalf<T> {

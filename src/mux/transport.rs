@@ -74,8 +74,13 @@ fn with_socket<T>(tcp: &TcpStream, f: impl FnOnce(socket2::SockRef<'_>) -> T) ->
     f(socket2::SockRef::from(&fd))
 }
 
+/// Caps `tcp`'s kernel send buffer at `bytes` (which turns off its autotuning).
+pub fn set_send_buffer(tcp: &TcpStream, bytes: usize) -> io::Result<()> {
+    with_socket(tcp, |socket| socket.set_send_buffer_size(bytes))
+}
+
 /// Bytes written to `tcp` that its peer has not acknowledged yet (`SIOCOUTQ`).
-fn unacknowledged(tcp: &TcpStream) -> io::Result<usize> {
+pub fn unacknowledged(tcp: &TcpStream) -> io::Result<usize> {
     let mut queued: libc::c_int = 0;
     #[allow(unsafe_code)]
     // SAFETY: SIOCOUTQ writes one c_int through the pointer, which is valid.

@@ -7,7 +7,8 @@
 //! pool keeps `min_idle` spares, refilled in the background after each take (never
 //! on the stream's path). Spares idle longer than `max_idle_time` are closed, and
 //! targets nobody asked for within it are no longer refilled. At most
-//! `max_outbound` connections (in use plus spares) are held: at the cap the oldest
+//! `max_outbound` connections (in use plus spares, plus the UDP sockets of
+//! UDP-over-TCP associations) are held, whatever the kind: at the cap the oldest
 //! spare is closed to make room, and with none to close the stream is refused with
 //! "outbound connection limit reached". A spare is checked with a non-blocking
 //! peek before it is handed out.
@@ -82,6 +83,10 @@ pub struct PoolConfig {
     pub max_outbound: usize,
     /// Spares older than this are closed; targets not asked for within it are not refilled.
     pub max_idle_time: Duration,
+    /// `SO_SNDBUF` asked for each connection carrying a stream (the kernel doubles
+    /// it for its bookkeeping); 0 leaves the kernel's autotuning. Bounds what a
+    /// target that reads slowly or not at all makes the kernel hold for us.
+    pub send_buffer: usize,
 }
 
 /// Bound on dialing one spare.
@@ -90,8 +95,19 @@ const SPARE_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MIN_IDLE: usize = 3;
 /// Default cap on outbound connections per server.
 pub const DEFAULT_MAX_OUTBOUND: usize = 65_536;
+/// The default cap on outbound connections for a process allowed `descriptors`
+/// open files: [`DEFAULT_MAX_OUTBOUND`], or less, so that a quarter of the
+/// descriptors stays for sessions, listeners and the runtime whatever the
+/// streams do.
+pub fn default_max_outbound(descriptors: u64) -> usize {
+    let for_outbound = descriptors.saturating_sub(descriptors / 4).max(1);
+    usize::try_from(for_outbound).map_or(DEFAULT_MAX_OUTBOUND, |n| n.min(DEFAULT_MAX_OUTBOUND))
+}
+
 /// Default spare lifetime.
 pub const DEFAULT_MAX_IDLE_TIME: Duration = Duration::from_secs(60);
+/// Default `SO_SNDBUF` of a connection carrying a stream.
+pub const DEFAULT_SEND_BUFFER: usize = 1 << 20;
 
 impl Default for PoolConfig {
     fn default() -> Self {
@@ -100,6 +116,7 @@ impl Default for PoolConfig {
             min_idle: DEFAULT_MIN_IDLE,
             max_outbound: DEFAULT_MAX_OUTBOUND,
             max_idle_time: DEFAULT_MAX_IDLE_TIME,
+            send_buffer: DEFAULT_SEND_BUFFER,
         }
     }
 }
@@ -273,6 +290,15 @@ impl Drop for ActiveLease {
     }
 }
 
+/// Keeps a UDP association's socket counted as held; drop it with the socket.
+pub struct UdpHold(Rc<CorePool>);
+
+impl Drop for UdpHold {
+    fn drop(&mut self) {
+        self.0.counters().add(Field::Held, -1);
+    }
+}
+
 impl CorePool {
     fn counters(&self) -> &dyn Counters {
         match &self.shared.shared {
@@ -334,11 +360,22 @@ impl CorePool {
     }
 
     fn lease(self: &Rc<Self>, stream: TcpStream) -> Outbound {
+        let send_buffer = self.shared.config.send_buffer;
+        if send_buffer > 0 {
+            crate::mux::set_send_buffer(&stream, send_buffer).ok();
+        }
         self.counters().add(Field::Active, 1);
         Outbound {
             stream,
             lease: ActiveLease(self.clone()),
         }
+    }
+
+    /// Counts a UDP-over-TCP association's socket against the cap on outbound
+    /// connections until the returned hold is dropped.
+    pub fn hold_udp(self: &Rc<Self>) -> Result<UdpHold, DialError> {
+        self.reserve_for_stream()?;
+        Ok(UdpHold(self.clone()))
     }
 
     /// Pops spares for `key` until one passes the liveness check.

@@ -31,7 +31,13 @@ use crate::mux::Event;
 use crate::outbound::{Resolver, TargetPolicy};
 use crate::pool::{CorePool, SharedPool};
 use crate::session;
-use crate::stats::{CoreCounters, Stats, UserCounters};
+use crate::stats::{CoreCounters, Limit, Stats, UserCounters};
+
+/// A limit reached is logged at most this often per core and kind.
+pub const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Pause after a failed `accept` (descriptors exhausted, say) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How long executors wait for their sessions to close at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -73,8 +79,8 @@ pub(crate) struct CoreContext {
     pub shutdown: Event,
     /// Sessions per user and per client address, over all cores.
     pub sessions: Arc<SessionLimits>,
-    /// When a refused session was last logged (once per interval, not per connection).
-    pub last_refusal_log: Cell<Option<Instant>>,
+    /// When each limit was last logged (once per interval, not per connection).
+    last_limit_log: [Cell<Option<Instant>>; Limit::ALL.len()],
     stats: Stats,
     index: usize,
     users: RefCell<HashMap<String, Arc<UserCounters>>>,
@@ -83,6 +89,25 @@ pub(crate) struct CoreContext {
 impl CoreContext {
     pub fn counters(&self) -> &CoreCounters {
         self.stats.core(self.index)
+    }
+
+    /// Counts `limit` as reached and logs `what` at most once per
+    /// [`LIMIT_LOG_INTERVAL`] for this kind, so a flood cannot flood the log.
+    pub fn limit_reached(&self, limit: Limit, what: impl FnOnce() -> String) {
+        self.counters().limit_hit(limit);
+        let now = Instant::now();
+        let last = &self.last_limit_log[limit as usize];
+        if last
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= LIMIT_LOG_INTERVAL)
+        {
+            last.set(Some(now));
+            warn!(
+                "{} ({} reached; logged at most every {LIMIT_LOG_INTERVAL:?})",
+                what(),
+                limit.name()
+            );
+        }
     }
 
     /// This core's counters for `user`.
@@ -220,7 +245,7 @@ async fn serve_core(index: usize, listener: TcpListener, stop: Rc<Event>, shared
         config,
         resolver: Resolver::new(policy),
         sessions,
-        last_refusal_log: Cell::new(None),
+        last_limit_log: Default::default(),
         pool,
         shutdown: Event::default(),
         stats,
@@ -250,12 +275,18 @@ async fn accept_loop(listener: &TcpListener, core: &Rc<CoreContext>) {
                     .detach();
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning, warn at most once a second.
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                    warn!("accept failed: {e} (is RLIMIT_NOFILE too low? see kernel-notes.md)");
+                // EMFILE and friends: back off instead of spinning; the sessions
+                // already open go on.
+                let e = std::io::Error::from(e);
+                if crate::outbound::is_descriptor_exhaustion(&e) {
+                    core.limit_reached(Limit::Descriptors, || {
+                        format!("accept failed: {e}; new connections wait (raise LimitNOFILE, see kernel-notes.md)")
+                    });
+                } else if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    warn!("accept failed: {e}");
                     last_warning = Some(Instant::now());
                 }
-                glommio::timer::sleep(Duration::from_millis(20)).await;
+                glommio::timer::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }

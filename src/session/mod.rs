@@ -16,14 +16,14 @@ mod uot;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncRead};
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
-use log::{debug, info, warn};
+use log::{debug, info};
 
 use crate::mux::{
     self, timeout, Event, Pipe, ReadBuffer, ReadHalf, Transport, WriteHalf, WriteQueue,
@@ -39,8 +39,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Client->target bytes buffered per stream before the session stops reading
 /// (see README, "Memory per stream").
 pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
-/// A refused session is logged at most this often per core.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a session over its upload budget looks whether its targets took bytes.
+const UPLOAD_BUDGET_POLL: Duration = Duration::from_millis(10);
 /// Bound on flushing the last frames (an Alert) when a session ends.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -79,16 +79,7 @@ pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, core: Rc<
     let slot = match core.sessions.admit(&user, peer.ip()) {
         Ok(slot) => slot,
         Err(limit) => {
-            counters.limit_hit(limit);
-            let now = Instant::now();
-            let last = core.last_refusal_log.get();
-            if last.is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL) {
-                core.last_refusal_log.set(Some(now));
-                warn!(
-                    "{peer}: session of user {user} refused: {} reached (logged at most every {REFUSAL_LOG_INTERVAL:?})",
-                    limit.name()
-                );
-            }
+            core.limit_reached(limit, || format!("{peer}: session of user {user} refused"));
             return;
         }
     };
@@ -142,6 +133,29 @@ struct StreamEntry {
     reset: Event,
     /// When a byte last moved either way.
     last_activity: Cell<Instant>,
+    /// This stream's share of [`Session::upload_held`] as last counted.
+    held: Cell<usize>,
+    /// When a recount last saw its target acknowledge bytes.
+    last_delivery: Cell<Instant>,
+    /// Bytes taken from `upload` and not yet handed to the kernel.
+    in_transit: Cell<usize>,
+    /// The target connection, to ask the kernel what it still holds.
+    target: RefCell<Weak<RefCell<TcpStream>>>,
+}
+
+impl StreamEntry {
+    /// Bytes for the target not yet acknowledged by it: in our buffers and in
+    /// the socket's kernel send queue.
+    fn unacknowledged(&self) -> usize {
+        let in_kernel = self
+            .target
+            .borrow()
+            .upgrade()
+            .and_then(|tcp| tcp.try_borrow().ok().map(|tcp| mux::unacknowledged(&tcp)))
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        self.upload.buffered() + self.in_transit.get() + in_kernel
+    }
 }
 
 /// A session's state, shared by its loops and its stream tasks.
@@ -162,6 +176,10 @@ pub(crate) struct Session {
     dialing: Cell<usize>,
     /// UDP-over-TCP associations open.
     uot_open: Cell<usize>,
+    /// Bytes taken from the client for targets that no target has acknowledged
+    /// yet, over all streams: an upper bound, made exact by
+    /// [`Session::recount_upload`] whenever it passes the session's budget.
+    upload_held: Cell<usize>,
 }
 
 impl Session {
@@ -179,6 +197,7 @@ impl Session {
             closed: Event::default(),
             dialing: Cell::new(0),
             uot_open: Cell::new(0),
+            upload_held: Cell::new(0),
         }
     }
 
@@ -280,7 +299,15 @@ impl Session {
     /// `stream_stall_timeout` loses its stream (FIN) so the session can go on.
     async fn push_upload(&self, id: u32, stream: &StreamEntry, data: &[u8]) {
         // A closed pipe means the stream is ending: its bytes have nowhere to go.
-        if !matches!(stream.upload.append(data), Ok(true)) {
+        let Ok(over_limit) = stream.upload.append(data) else {
+            return;
+        };
+        stream.held.set(stream.held.get() + data.len());
+        self.upload_held.set(self.upload_held.get() + data.len());
+        if self.upload_held.get() > self.core.config.limits.buffered_per_session {
+            self.wait_for_upload_budget().await;
+        }
+        if !over_limit {
             return;
         }
         let limit = self.core.config.stream_stall_timeout;
@@ -298,6 +325,73 @@ impl Session {
                     return;
                 }
                 None => {}
+            }
+        }
+    }
+
+    /// Sets [`Session::upload_held`] to what the streams' buffers and their
+    /// sockets' kernel queues hold now.
+    fn recount_upload(&self) {
+        let now = Instant::now();
+        let mut total = 0;
+        for stream in self.streams.borrow().values() {
+            let held = stream.unacknowledged();
+            if held < stream.held.replace(held) {
+                stream.last_delivery.set(now);
+            }
+            total += held;
+        }
+        self.upload_held.set(total);
+    }
+
+    /// Forgets what a stream that ended still counted.
+    fn release_upload(&self, stream: &StreamEntry) {
+        let held = stream.held.replace(0);
+        self.upload_held
+            .set(self.upload_held.get().saturating_sub(held));
+    }
+
+    /// Called when the session holds more than its budget for its targets: stops
+    /// reading until the targets take enough. While no target takes a byte for
+    /// `stream_stall_timeout`, the streams holding most are closed until the
+    /// session is under its budget again, so the session can go on.
+    async fn wait_for_upload_budget(&self) {
+        let budget = self.core.config.limits.buffered_per_session;
+        self.recount_upload();
+        if self.upload_held.get() <= budget {
+            return;
+        }
+        self.core.counters().limit_hit(Limit::SessionBuffer);
+        debug!(
+            "{}: streams hold {} bytes for their targets (budget {budget}); reading paused",
+            self.peer,
+            self.upload_held.get()
+        );
+        let stall_limit = self.core.config.stream_stall_timeout;
+        let mut round = Instant::now();
+        while !self.closed.is_set() {
+            glommio::timer::sleep(UPLOAD_BUDGET_POLL).await;
+            self.recount_upload();
+            if self.upload_held.get() <= budget {
+                return;
+            }
+            if round.elapsed() >= stall_limit {
+                self.reset_stalled_uploads(round, stall_limit);
+                round = Instant::now();
+            }
+        }
+    }
+
+    /// Closes the streams holding bytes whose targets acknowledged none since `since`.
+    fn reset_stalled_uploads(&self, since: Instant, stalled_for: Duration) {
+        for (id, stream) in self.streams.borrow().iter() {
+            if stream.held.get() > 0 && stream.last_delivery.get() < since {
+                debug!(
+                    "{}: stream {id}: its target took no byte for {stalled_for:?} with the session over its budget; closing it",
+                    self.peer
+                );
+                stream.upload.abort();
+                stream.reset.set();
             }
         }
     }
@@ -365,6 +459,10 @@ impl Session {
             upload: Pipe::new(STREAM_UPLOAD_LIMIT),
             reset: Event::default(),
             last_activity: Cell::new(Instant::now()),
+            held: Cell::new(0),
+            last_delivery: Cell::new(Instant::now()),
+            in_transit: Cell::new(0),
+            target: RefCell::new(Weak::new()),
         });
         streams.insert(stream_id, entry.clone());
         let dialing = stream::CountedSlot::take(self, |s| &s.dialing);

@@ -95,6 +95,7 @@ pub(super) async fn run(
         }
     }
     entry.upload.abort();
+    session.release_upload(&entry);
     session.last_activity.set(std::time::Instant::now());
     session.core.counters().streams_open.sub(1);
 }
@@ -182,7 +183,12 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry, dialing: Cou
     let outbound = match dialed {
         Ok(outbound) => outbound,
         Err(e) => {
-            debug!("{peer}: stream {id}: {e}");
+            match e.limit() {
+                Some(limit) => core.limit_reached(limit, || {
+                    format!("{peer}: stream {id} to {target} refused: {e}")
+                }),
+                None => debug!("{peer}: stream {id}: {e}"),
+            }
             return answered || refuse(session, id, &e.to_string());
         }
     };
@@ -191,13 +197,17 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry, dialing: Cou
         session.queue.push_frame(Command::SynAck, id, &[]);
     }
     let (mut from_target, mut to_target) = mux::split(outbound.stream);
+    *entry.target.borrow_mut() = from_target.downgrade();
     let _lease = outbound.lease;
     let counters = core.counters();
     let upload = async {
         let mut buf = pending;
         loop {
             if !buf.is_empty() {
-                if to_target.write_all(&buf).await.is_err() {
+                entry.in_transit.set(buf.len());
+                let written = to_target.write_all(&buf).await;
+                entry.in_transit.set(0);
+                if written.is_err() {
                     return RelayEnd::TargetFinished;
                 }
                 counters.bytes_up.add(buf.len() as u64);

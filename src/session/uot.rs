@@ -18,8 +18,10 @@ use glommio::net::UdpSocket;
 use log::{debug, warn};
 
 use super::{stream::refuse, Session, StreamEntry};
+use crate::outbound::is_descriptor_exhaustion;
 use crate::proto::uot::{self, Request};
 use crate::proto::{Address, Command};
+use crate::stats::Limit;
 
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
@@ -87,9 +89,25 @@ pub(super) async fn serve(
         (Some(addr), _) | (None, Address::Ip(addr)) => addr.is_ipv6(),
         _ => false,
     };
+    let _held = match core.pool.hold_udp() {
+        Ok(held) => held,
+        Err(e) => {
+            core.limit_reached(Limit::OutboundConnections, || {
+                format!("{peer}: stream {id}: UDP association refused: {e}")
+            });
+            return refuse(session, id, &e.to_string());
+        }
+    };
     let socket = match udp_socket(ipv6) {
         Ok(socket) => socket,
-        Err(e) => return refuse(session, id, &format!("cannot open a UDP socket: {e}")),
+        Err(e) => {
+            if is_descriptor_exhaustion(&e) {
+                core.limit_reached(Limit::Descriptors, || {
+                    format!("{peer}: stream {id}: cannot open a UDP socket: {e}")
+                });
+            }
+            return refuse(session, id, &format!("cannot open a UDP socket: {e}"));
+        }
     };
     if let Some(addr) = fixed {
         if let Err(e) = socket.connect(addr).await {
