@@ -319,3 +319,139 @@ fn slow_targets_cannot_add_up_past_the_session_budget() {
     );
     server.assert_fds_back_to_baseline();
 }
+
+/// Opens `n` streams to `target` on `session`; returns those established and the
+/// refusal texts of the others.
+async fn open_many(
+    session: &ClientSession,
+    target: std::net::SocketAddr,
+    n: usize,
+) -> (Vec<anytls::client::ClientStream>, Vec<String>) {
+    let (mut open, mut refused) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let stream = session.open_stream(&Address::Ip(target)).unwrap();
+        match timeout(Duration::from_secs(5), stream.established()).await {
+            Some(Ok(())) => open.push(stream),
+            Some(Err(StreamError::Refused(text))) => refused.push(text),
+            other => panic!("stream neither established nor refused: {other:?}"),
+        }
+    }
+    (open, refused)
+}
+
+/// The default outbound cap leaves a quarter of the descriptor limit free: one
+/// client's streams stop at the cap and a new client still gets in.
+#[test]
+fn outbound_streams_stop_short_of_the_descriptor_limit() {
+    let server = TestServer::start_with_descriptor_limit(100, &["--stats-interval", "1"]);
+    assert!(
+        server.logged("outbound connections capped at 75"),
+        "{:?}",
+        server.log_lines()
+    );
+    let echo = spawn_target(TargetKind::Echo);
+    let config = server.client_config();
+    run_local(async {
+        let session = ClientSession::connect(&config).await.unwrap();
+        let (open, refused) = open_many(&session, echo, 90).await;
+        assert_eq!((open.len(), refused.len()), (75, 15));
+        assert!(
+            refused[0].contains("outbound connection limit"),
+            "{refused:?}"
+        );
+        let other = ClientSession::connect(&config).await.unwrap();
+        other.heartbeat().await.unwrap();
+        drop(open);
+    });
+    assert!(
+        server.wait_for_log("outbound_connections 15", Duration::from_secs(3)),
+        "the stats line counts the refusals"
+    );
+    server.assert_fds_back_to_baseline();
+}
+
+/// Past the descriptor limit a dial fails with EMFILE: the stream is refused, the
+/// limit logged once, `accept` backs off and admits the waiting client once
+/// descriptors are free again, and the session that used them all goes on.
+#[test]
+fn descriptor_exhaustion_refuses_streams_and_the_server_goes_on() {
+    let server = TestServer::start_with_descriptor_limit(
+        60,
+        &[
+            "--max-outbound-connections",
+            "1000",
+            "--stats-interval",
+            "1",
+        ],
+    );
+    let echo = spawn_target(TargetKind::Echo);
+    let config = server.client_config();
+    let refused_dials = run_local(async {
+        let session = ClientSession::connect(&config).await.unwrap();
+        let (open, refused) = open_many(&session, echo, 60).await;
+        assert!(!open.is_empty() && !refused.is_empty(), "{refused:?}");
+        assert!(
+            refused
+                .iter()
+                .all(|text| text.contains("Too many open files")),
+            "{refused:?}"
+        );
+        // A new client waits in the listen queue while no descriptor is free.
+        let late_config = config.clone();
+        let late = glommio::spawn_local(async move {
+            let session = ClientSession::connect(&late_config).await?;
+            session.heartbeat().await
+        });
+        glommio::timer::sleep(Duration::from_millis(300)).await;
+        stream_echoes(&open[0]).await;
+        drop(open);
+        let late = timeout(Duration::from_secs(10), late).await;
+        assert!(
+            matches!(late, Some(Ok(()))),
+            "the waiting client got in: {late:?}"
+        );
+        let (open, again) = open_many(&session, echo, 5).await;
+        assert_eq!((open.len(), again.len()), (5, 0), "{again:?}");
+        refused.len()
+    });
+    let reports = server
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("descriptors reached"))
+        .count();
+    assert!(
+        (1..=2).contains(&reports),
+        "logged {reports} times, not once per interval"
+    );
+    // Each refused dial counts, and so does each failed accept of the late client.
+    let counted = |server: &TestServer| {
+        server.log_lines().iter().rev().find_map(|line| {
+            let (_, rest) = line.split_once("descriptors ")?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && !counted(&server).is_some_and(|n| n > refused_dials) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        counted(&server).is_some_and(|n| n > refused_dials),
+        "accept failures are counted too: {:?} after {refused_dials} refused dials",
+        counted(&server)
+    );
+    server.assert_serves();
+    server.assert_fds_back_to_baseline();
+}
+
+async fn stream_echoes(stream: &anytls::client::ClientStream) {
+    stream.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    let mut got = 0;
+    while got < back.len() {
+        got += stream.read(&mut back[got..]).await;
+    }
+    assert_eq!(&back, b"ping");
+}

@@ -35,7 +35,26 @@ impl TestServer {
 
     /// Starts the server listening on `listen`.
     pub fn start_on(listen: &str, extra: &[&str]) -> TestServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_anytls-server"))
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_anytls-server")),
+            listen,
+            extra,
+        )
+    }
+
+    /// Starts the server with its descriptor limit (soft and hard) at `limit`.
+    pub fn start_with_descriptor_limit(limit: u32, extra: &[&str]) -> TestServer {
+        let mut shell = Command::new("sh");
+        shell.args([
+            "-c",
+            &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_anytls-server"),
+        ]);
+        Self::spawn(shell, "127.0.0.1:0", extra)
+    }
+
+    fn spawn(mut command: Command, listen: &str, extra: &[&str]) -> TestServer {
+        let mut child = command
             .args(["-l", listen, "-p", PASSWORD])
             .args(if extra.contains(&"--cores") {
                 &[][..]
