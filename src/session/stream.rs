@@ -14,6 +14,11 @@ use crate::mux::{self, timeout};
 use crate::proto::{uot, Address, Command};
 use crate::stats::Limit;
 
+/// Upload buffer capacity a stream keeps between writes to its target; the
+/// stream's pipe and its writer pass one allocation back and forth, so a stream
+/// keeps at most twice this.
+const UPLOAD_KEEP_CAPACITY: usize = 32 * 1024;
+
 /// How a relay ended.
 enum RelayEnd {
     /// The client sent FIN: it expects no FIN back.
@@ -213,6 +218,11 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry, dialing: Cou
                 counters.bytes_up.add(buf.len() as u64);
                 session.user_counters.bytes_up.add(buf.len() as u64);
                 entry.last_activity.set(Instant::now());
+                // `take_all` hands this allocation to the pipe: a backlog's large
+                // one is freed here so that no stream keeps its peak for life.
+                if buf.capacity() > UPLOAD_KEEP_CAPACITY {
+                    buf = Vec::new();
+                }
             }
             if !entry.upload.take_all(&mut buf).await {
                 return RelayEnd::ClientFinished;
