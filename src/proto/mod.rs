@@ -9,6 +9,8 @@
 //! - [`padding`]: the padding scheme, its md5, record sizes and write shaping.
 //! - [`addr`]: SOCKS5-form target addresses.
 //! - [`uot`]: UDP over TCP v2 requests and datagrams.
+//! - [`session`]: the server session's rules as a state machine (frames and time
+//!   in, actions out).
 //! - [`error`]: one error enum per kind of input.
 //!
 //! ```
@@ -27,6 +29,7 @@ pub mod auth;
 pub mod error;
 pub mod frame;
 pub mod padding;
+pub mod session;
 pub mod settings;
 pub mod uot;
 

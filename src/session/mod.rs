@@ -14,7 +14,6 @@ mod stream;
 mod uot;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -29,6 +28,7 @@ use crate::mux::{
     self, timeout, Event, Pipe, ReadBuffer, ReadHalf, Transport, WriteHalf, WriteQueue,
 };
 use crate::proto::frame::{self, Command, Frame};
+use crate::proto::session::{Action, Payload, Refusal, ServerSession, SessionRules};
 use crate::proto::Settings;
 use crate::runtime::CoreContext;
 use crate::stats::{Limit, UserCounters};
@@ -43,9 +43,6 @@ pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
 const UPLOAD_BUDGET_POLL: Duration = Duration::from_millis(10);
 /// Bound on flushing the last frames (an Alert) when a session ends.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The Alert text for a SYN that arrives before Settings.
-pub const ALERT_NO_SETTINGS: &str = "client did not send its settings";
 
 /// Admits one accepted TCP connection; an authenticated one goes on as a session
 /// in a task of its own, so the handshake's memory is freed when it ends instead
@@ -144,6 +141,18 @@ struct StreamEntry {
 }
 
 impl StreamEntry {
+    fn new() -> StreamEntry {
+        StreamEntry {
+            upload: Pipe::new(STREAM_UPLOAD_LIMIT),
+            reset: Event::default(),
+            last_activity: Cell::new(Instant::now()),
+            held: Cell::new(0),
+            last_delivery: Cell::new(Instant::now()),
+            in_transit: Cell::new(0),
+            target: RefCell::new(Weak::new()),
+        }
+    }
+
     /// Bytes for the target not yet acknowledged by it: in our buffers and in
     /// the socket's kernel send queue.
     fn unacknowledged(&self) -> usize {
@@ -166,16 +175,9 @@ pub(crate) struct Session {
     /// This user's traffic counters on this core.
     user_counters: Arc<UserCounters>,
     queue: WriteQueue,
-    streams: RefCell<HashMap<u32, Rc<StreamEntry>>>,
-    settings_received: Cell<bool>,
-    /// The client's protocol version once Settings arrived.
-    version: Cell<u32>,
-    last_activity: Cell<Instant>,
+    /// The protocol's rules and the streams it has open (borrowed only between awaits).
+    rules: RefCell<ServerSession<Rc<StreamEntry>>>,
     closed: Event,
-    /// Streams waiting for their address or their dial.
-    dialing: Cell<usize>,
-    /// UDP-over-TCP associations open.
-    uot_open: Cell<usize>,
     /// Bytes taken from the client for targets that no target has acknowledged
     /// yet, over all streams: an upper bound, made exact by
     /// [`Session::recount_upload`] whenever it passes the session's budget.
@@ -184,21 +186,37 @@ pub(crate) struct Session {
 
 impl Session {
     fn new(core: Rc<CoreContext>, peer: SocketAddr, user: String) -> Session {
+        let limits = &core.config.limits;
+        let rules = SessionRules {
+            streams: limits.streams_per_session,
+            dialing: limits.dialing_per_session,
+            uot: limits.uot_per_session,
+            idle_timeout: core.config.session_idle_timeout,
+        };
         Session {
             user_counters: core.user_counters(&user),
             core,
             peer,
             user,
             queue: WriteQueue::default(),
-            streams: RefCell::default(),
-            settings_received: Cell::new(false),
-            version: Cell::new(0),
-            last_activity: Cell::new(Instant::now()),
+            rules: RefCell::new(ServerSession::new(rules, Instant::now())),
             closed: Event::default(),
-            dialing: Cell::new(0),
-            uot_open: Cell::new(0),
             upload_held: Cell::new(0),
         }
+    }
+
+    /// The client's protocol version (0 until its Settings arrived).
+    fn version(&self) -> u32 {
+        self.rules.borrow().version()
+    }
+
+    /// The streams open now.
+    fn open_streams(&self) -> Vec<(u32, Rc<StreamEntry>)> {
+        self.rules
+            .borrow()
+            .stream_values()
+            .map(|(id, stream)| (id, stream.clone()))
+            .collect()
     }
 
     async fn run(
@@ -238,7 +256,8 @@ impl Session {
     fn close(&self) {
         self.closed.set();
         self.queue.close();
-        for (_, stream) in self.streams.borrow_mut().drain() {
+        let streams = self.rules.borrow_mut().end_all();
+        for stream in streams {
             stream.upload.abort();
         }
     }
@@ -259,7 +278,7 @@ impl Session {
             }
             match buf.fill_from(&mut reader).await {
                 Ok(0) => return SessionEnd::ClientClosed,
-                Ok(_) => self.last_activity.set(Instant::now()),
+                Ok(_) => self.rules.borrow_mut().on_read(Instant::now()),
                 Err(e) => return SessionEnd::ReadFailed(e),
             }
             // A client that keeps the socket full would otherwise keep this loop from
@@ -270,26 +289,45 @@ impl Session {
     }
 
     async fn handle_frame(self: &Rc<Self>, frame: Frame<'_>) -> Flow {
-        match frame.cmd {
-            Command::Settings => self.on_settings(frame.data),
-            Command::Syn => return self.on_syn(frame.stream_id),
-            Command::Push => {
-                let stream = self.streams.borrow().get(&frame.stream_id).cloned();
-                if let Some(stream) = stream {
-                    self.push_upload(frame.stream_id, &stream, frame.data).await;
+        let padding = self.core.config.padding.load();
+        let actions = self
+            .rules
+            .borrow_mut()
+            .on_frame(&frame, padding.md5_hex(), |_| Rc::new(StreamEntry::new()));
+        for action in actions {
+            match action {
+                Action::Send(command, id, payload) => {
+                    let server_settings;
+                    let data: &[u8] = match payload {
+                        Payload::Empty => &[],
+                        Payload::PaddingScheme => padding.text().as_bytes(),
+                        Payload::ServerSettings => {
+                            server_settings = Settings::server().encode();
+                            &server_settings
+                        }
+                    };
+                    self.queue.push_frame(command, id, data);
+                }
+                Action::Open(id, entry) => {
+                    glommio::spawn_local(stream::run(self.clone(), id, entry)).detach();
+                }
+                Action::Data(id, entry, data) => self.push_upload(id, &entry, data).await,
+                Action::Finish(_, entry) => entry.upload.finish(),
+                Action::Refuse(id, refusal) => {
+                    self.core.counters().limit_hit(match refusal {
+                        Refusal::TooManyStreams => Limit::StreamsPerSession,
+                        Refusal::TooManyDialing => Limit::DialingPerSession,
+                        Refusal::TooManyAssociations => Limit::UotPerSession,
+                    });
+                    debug!("{}: stream {id} refused: {}", self.peer, refusal.reason());
+                    stream::refuse(self, id, refusal.reason());
+                    self.queue.push_frame(Command::Fin, id, &[]);
+                }
+                Action::Alert(text) => {
+                    self.queue.push_frame(Command::Alert, 0, text.as_bytes());
+                    return Flow::End(SessionEnd::Alerted(text));
                 }
             }
-            Command::Fin => {
-                if let Some(stream) = self.streams.borrow_mut().remove(&frame.stream_id) {
-                    stream.upload.finish();
-                }
-            }
-            Command::HeartRequest => {
-                self.queue
-                    .push_frame(Command::HeartResponse, frame.stream_id, &[]);
-            }
-            Command::Waste | Command::HeartResponse => {}
-            other => debug!("{}: ignoring {other:?} frame from client", self.peer),
         }
         Flow::Continue
     }
@@ -334,7 +372,7 @@ impl Session {
     fn recount_upload(&self) {
         let now = Instant::now();
         let mut total = 0;
-        for stream in self.streams.borrow().values() {
+        for (_, stream) in self.open_streams() {
             let held = stream.unacknowledged();
             if held < stream.held.replace(held) {
                 stream.last_delivery.set(now);
@@ -384,7 +422,7 @@ impl Session {
 
     /// Closes the streams holding bytes whose targets acknowledged none since `since`.
     fn reset_stalled_uploads(&self, since: Instant, stalled_for: Duration) {
-        for (id, stream) in self.streams.borrow().iter() {
+        for (id, stream) in self.open_streams() {
             if stream.held.get() > 0 && stream.last_delivery.get() < since {
                 debug!(
                     "{}: stream {id}: its target took no byte for {stalled_for:?} with the session over its budget; closing it",
@@ -394,80 +432,6 @@ impl Session {
                 stream.reset.set();
             }
         }
-    }
-
-    fn on_settings(&self, data: &[u8]) {
-        let settings = Settings::decode(data).unwrap_or_else(|e| {
-            debug!("{}: {e}; treating settings as empty", self.peer);
-            Settings::default()
-        });
-        self.settings_received.set(true);
-        let padding = self.core.config.padding.load();
-        if settings.get("padding-md5") != Some(padding.md5_hex()) {
-            self.queue
-                .push_frame(Command::UpdatePaddingScheme, 0, padding.text().as_bytes());
-        }
-        let version = settings.version();
-        self.version.set(version);
-        if version >= 2 {
-            self.queue
-                .push_frame(Command::ServerSettings, 0, &Settings::server().encode());
-        }
-        debug!(
-            "{}: client {} v{version}",
-            self.peer,
-            settings.get("client").unwrap_or("(unnamed)")
-        );
-    }
-
-    fn on_syn(self: &Rc<Self>, stream_id: u32) -> Flow {
-        if !self.settings_received.get() {
-            self.queue
-                .push_frame(Command::Alert, 0, ALERT_NO_SETTINGS.as_bytes());
-            return Flow::End(SessionEnd::Alerted(ALERT_NO_SETTINGS));
-        }
-        let mut streams = self.streams.borrow_mut();
-        if streams.contains_key(&stream_id) {
-            debug!(
-                "{}: repeated SYN for live stream {stream_id} ignored",
-                self.peer
-            );
-            return Flow::Continue;
-        }
-        let limits = &self.core.config.limits;
-        let refused = if streams.len() >= limits.streams_per_session {
-            Some((
-                Limit::StreamsPerSession,
-                "too many streams open on this session",
-            ))
-        } else if self.dialing.get() >= limits.dialing_per_session {
-            Some((
-                Limit::DialingPerSession,
-                "too many streams of this session waiting for their target",
-            ))
-        } else {
-            None
-        };
-        if let Some((limit, reason)) = refused {
-            self.core.counters().limit_hit(limit);
-            debug!("{}: stream {stream_id} refused: {reason}", self.peer);
-            stream::refuse(self, stream_id, reason);
-            self.queue.push_frame(Command::Fin, stream_id, &[]);
-            return Flow::Continue;
-        }
-        let entry = Rc::new(StreamEntry {
-            upload: Pipe::new(STREAM_UPLOAD_LIMIT),
-            reset: Event::default(),
-            last_activity: Cell::new(Instant::now()),
-            held: Cell::new(0),
-            last_delivery: Cell::new(Instant::now()),
-            in_transit: Cell::new(0),
-            target: RefCell::new(Weak::new()),
-        });
-        streams.insert(stream_id, entry.clone());
-        let dialing = stream::CountedSlot::take(self, |s| &s.dialing);
-        glommio::spawn_local(stream::run(self.clone(), stream_id, entry, dialing)).detach();
-        Flow::Continue
     }
 
     /// Ends the session when it has been idle too long or its writer is stuck, and
@@ -481,9 +445,7 @@ impl Session {
         let check_every = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             glommio::timer::sleep(check_every).await;
-            if self.streams.borrow().is_empty()
-                && self.last_activity.get().elapsed() >= config.session_idle_timeout
-            {
+            if self.rules.borrow().is_idle(Instant::now()) {
                 return SessionEnd::Idle(config.session_idle_timeout);
             }
             if self
@@ -493,7 +455,7 @@ impl Session {
             {
                 return SessionEnd::WriteStalled(config.write_timeout);
             }
-            for (id, stream) in self.streams.borrow().iter() {
+            for (id, stream) in self.open_streams() {
                 if stream.last_activity.get().elapsed() >= config.stream_idle_timeout {
                     debug!(
                         "{}: stream {id} idle for {:?}, closing it",

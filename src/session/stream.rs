@@ -1,7 +1,6 @@
 //! One proxied stream: read the target address from the first bytes, dial it, answer
 //! SYNACK, then relay both ways until either side ends.
 
-use std::cell::Cell;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Instant;
@@ -37,40 +36,8 @@ enum AddressEnd {
     Malformed(String),
 }
 
-/// One unit of a per-session count (streams dialing, UDP associations), held
-/// until dropped.
-pub(super) struct CountedSlot {
-    session: Rc<Session>,
-    count: fn(&Session) -> &Cell<usize>,
-}
-
-impl CountedSlot {
-    /// Counts one more in `count` of `session`.
-    pub(super) fn take(session: &Rc<Session>, count: fn(&Session) -> &Cell<usize>) -> CountedSlot {
-        let cell = count(session);
-        cell.set(cell.get() + 1);
-        CountedSlot {
-            session: session.clone(),
-            count,
-        }
-    }
-}
-
-impl Drop for CountedSlot {
-    fn drop(&mut self) {
-        let cell = (self.count)(&self.session);
-        cell.set(cell.get() - 1);
-    }
-}
-
-/// Runs stream `id` to its end, then forgets it. `dialing` counts it as waiting
-/// for its target until it has one.
-pub(super) async fn run(
-    session: Rc<Session>,
-    id: u32,
-    entry: Rc<StreamEntry>,
-    dialing: CountedSlot,
-) {
+/// Runs stream `id` to its end, then forgets it.
+pub(super) async fn run(session: Rc<Session>, id: u32, entry: Rc<StreamEntry>) {
     let counters = session.core.counters();
     counters.streams_open.add(1);
     counters.streams_total.add(1);
@@ -84,7 +51,7 @@ pub(super) async fn run(
     };
     // A reset also aborts the upload pipe, so `serve` may see it first as a plain end.
     let send_fin = future::or(
-        serve(&session, id, &entry, dialing),
+        serve(&session, id, &entry),
         future::or(reset, session_closed),
     )
     .await
@@ -93,15 +60,9 @@ pub(super) async fn run(
         session.queue.push_frame(Command::Fin, id, &[]);
     }
     log::trace!("{}: stream {id} ended (FIN sent: {send_fin})", session.peer);
-    {
-        let mut streams = session.streams.borrow_mut();
-        if streams.get(&id).is_some_and(|e| Rc::ptr_eq(e, &entry)) {
-            streams.remove(&id);
-        }
-    }
+    session.rules.borrow_mut().stream_ended(id, Instant::now());
     entry.upload.abort();
     session.release_upload(&entry);
-    session.last_activity.set(std::time::Instant::now());
     session.core.counters().streams_open.sub(1);
 }
 
@@ -126,7 +87,7 @@ async fn read_address(entry: &StreamEntry) -> Result<(Address, Vec<u8>), Address
 }
 
 /// Serves the stream; `true` if the client must be sent FIN.
-async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry, dialing: CountedSlot) -> bool {
+async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> bool {
     let peer = session.peer;
     let core = &session.core;
     let limits = &core.config.limits;
@@ -146,16 +107,15 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry, dialing: Cou
     };
     if let Address::Domain(name, _) = &target {
         if name == uot::UOT_V2_NAME {
-            drop(dialing);
-            if session.uot_open.get() >= limits.uot_per_session {
+            let association = {
+                let mut rules = session.rules.borrow_mut();
+                rules.stream_dialed(id);
+                rules.open_association(id)
+            };
+            if let Err(refusal) = association {
                 core.counters().limit_hit(Limit::UotPerSession);
-                return refuse(
-                    session,
-                    id,
-                    "too many UDP-over-TCP associations on this session",
-                );
+                return refuse(session, id, refusal.reason());
             }
-            let _association = CountedSlot::take(session, |s| &s.uot_open);
             return super::uot::serve(session, id, entry, pending).await;
         }
         if name == uot::UOT_V1_NAME {
@@ -177,14 +137,14 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry, dialing: Cou
             // keep dialing (the upload waits in the stream's buffer), FIN if it fails.
             core.counters().limit_hit(Limit::SynAckDeadline);
             debug!("{peer}: stream {id}: {target} still dialing, SYNACK sent at the deadline");
-            if session.version.get() >= 2 {
+            if session.version() >= 2 {
                 session.queue.push_frame(Command::SynAck, id, &[]);
             }
             answered = true;
             dial.await
         }
     };
-    drop(dialing);
+    session.rules.borrow_mut().stream_dialed(id);
     let outbound = match dialed {
         Ok(outbound) => outbound,
         Err(e) => {
@@ -198,7 +158,7 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry, dialing: Cou
         }
     };
     debug!("{peer}: stream {id} connected to {target}");
-    if !answered && session.version.get() >= 2 {
+    if !answered && session.version() >= 2 {
         session.queue.push_frame(Command::SynAck, id, &[]);
     }
     let (mut from_target, mut to_target) = mux::split(outbound.stream);
@@ -270,7 +230,7 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry, dialing: Cou
 
 /// Tells the client its stream failed: SYNACK with the reason (v2); FIN follows.
 pub(super) fn refuse(session: &Session, id: u32, reason: &str) -> bool {
-    if session.version.get() >= 2 {
+    if session.version() >= 2 {
         session
             .queue
             .push_frame(Command::SynAck, id, reason.as_bytes());

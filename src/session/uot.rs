@@ -123,7 +123,7 @@ pub(super) async fn serve(
         },
         request.destination
     );
-    if session.version.get() >= 2 {
+    if session.version() >= 2 {
         session.queue.push_frame(Command::SynAck, id, &[]);
     }
     let last_datagram = Cell::new(Instant::now());
