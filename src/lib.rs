@@ -25,6 +25,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod fuzz;
 pub mod limits;
 pub mod metrics;
 pub mod mux;

@@ -3,6 +3,8 @@
 //! Used for the client's Settings frame, the server's ServerSettings reply, and
 //! (with the same line syntax) the padding scheme.
 
+use std::collections::hash_map::{Entry, HashMap};
+
 use super::error::SettingsError;
 
 /// The protocol version this implementation speaks.
@@ -23,11 +25,20 @@ impl Settings {
     }
 
     pub(crate) fn parse_text(text: &str) -> Settings {
+        // Indexed by key while parsing, so that a block of many distinct keys
+        // (a hostile client's 64 KiB Settings frame) costs linear time, not quadratic.
         let mut settings = Settings::default();
+        let mut index: HashMap<&str, usize> = HashMap::new();
         for line in text.split('\n') {
             let line = line.strip_suffix('\r').unwrap_or(line);
             if let Some((key, value)) = line.split_once('=') {
-                settings.set(key, value);
+                match index.entry(key) {
+                    Entry::Occupied(at) => settings.pairs[*at.get()].1 = value.to_owned(),
+                    Entry::Vacant(slot) => {
+                        slot.insert(settings.pairs.len());
+                        settings.pairs.push((key.to_owned(), value.to_owned()));
+                    }
+                }
             }
         }
         settings
@@ -108,6 +119,19 @@ mod tests {
         assert_eq!(decoded.get("a"), Some("b=c"));
         assert_eq!(decoded.get("junk"), None);
         assert_eq!(decoded.version(), 4);
+    }
+
+    #[test]
+    fn many_keys_keep_their_order_and_the_last_value() {
+        let mut text = String::new();
+        for i in 0..5000 {
+            text.push_str(&format!("k{i}={i}\n"));
+        }
+        text.push_str("k7=last\n");
+        let decoded = Settings::decode(text.as_bytes()).unwrap();
+        assert_eq!(decoded.iter().count(), 5000);
+        assert_eq!(decoded.get("k7"), Some("last"));
+        assert_eq!(decoded.iter().nth(4999), Some(("k4999", "4999")));
     }
 
     #[test]
