@@ -83,7 +83,7 @@ pub(super) fn check(input: &[u8], rng: &mut SmallRng) -> Result<String, String> 
     let mut fed = 0;
     let mut now = start;
     let mut frames = 0usize;
-    let mut last_activity = start;
+    let mut last_activity;
     // Which kinds of action the input reached: the case's outcome class.
     let mut reached = std::collections::BTreeSet::new();
     while fed < input.len() {
@@ -130,7 +130,11 @@ pub(super) fn check(input: &[u8], rng: &mut SmallRng) -> Result<String, String> 
                         dialing.insert(id);
                     }
                     Action::Data(id, _, data) => {
-                        if !was_open || frame.cmd != Command::Push || data != frame.data {
+                        if !was_open
+                            || frame.cmd != Command::Push
+                            || id != frame.stream_id
+                            || data != frame.data
+                        {
                             return Err(format!("{action:?} for a stream not open"));
                         }
                     }
