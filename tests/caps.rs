@@ -45,13 +45,7 @@ fn streams_past_the_session_cap_are_refused_and_the_session_goes_on() {
         assert_refused(&fifth, "too many streams").await;
         // The four streams still relay, and a slot freed is a slot usable again.
         for stream in &open {
-            stream.write_all(b"still here").await.unwrap();
-            let mut back = [0u8; 10];
-            let mut got = 0;
-            while got < back.len() {
-                got += stream.read(&mut back[got..]).await;
-            }
-            assert_eq!(&back, b"still here");
+            stream_echoes(stream, b"still here").await;
         }
         open.pop().unwrap().close();
         glommio::timer::sleep(Duration::from_millis(100)).await;
@@ -403,7 +397,7 @@ fn descriptor_exhaustion_refuses_streams_and_the_server_goes_on() {
             session.heartbeat().await
         });
         glommio::timer::sleep(Duration::from_millis(300)).await;
-        stream_echoes(&open[0]).await;
+        stream_echoes(&open[0], b"ping").await;
         drop(open);
         let late = timeout(Duration::from_secs(10), late).await;
         assert!(
@@ -446,12 +440,15 @@ fn descriptor_exhaustion_refuses_streams_and_the_server_goes_on() {
     server.assert_fds_back_to_baseline();
 }
 
-async fn stream_echoes(stream: &anytls::client::ClientStream) {
-    stream.write_all(b"ping").await.unwrap();
-    let mut back = [0u8; 4];
+/// Writes `message` on a stream to an echo target and checks it comes back.
+async fn stream_echoes(stream: &anytls::client::ClientStream, message: &[u8]) {
+    stream.write_all(message).await.unwrap();
+    let mut back = vec![0u8; message.len()];
     let mut got = 0;
     while got < back.len() {
-        got += stream.read(&mut back[got..]).await;
+        let n = stream.read(&mut back[got..]).await;
+        assert!(n > 0, "the stream ended before its echo");
+        got += n;
     }
-    assert_eq!(&back, b"ping");
+    assert_eq!(back, message);
 }
