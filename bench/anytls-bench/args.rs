@@ -165,6 +165,20 @@ pub enum Command {
     /// server CPU %, server CPU-seconds per GB moved, KiB per idle session) and
     /// writes every run's figures to --json and the B/A ratios to an --svg chart.
     Compare(CompareArgs),
+    /// A bounded soak test of a running server: well-behaved and hostile clients
+    /// for --duration, then a check that the server's memory and descriptors
+    /// came back (scripts/soak.sh runs it against a fresh server).
+    ///
+    /// Well-behaved clients (the library's client, reused sessions) run bulk echo,
+    /// short request/response, UDP over TCP and slow-reader streams and verify
+    /// every byte; abrupt disconnects and hostile authenticated clients (SYN
+    /// floods, many UDP associations, refused and never-reading targets, many
+    /// sessions, bad first PSH, rule-breaking frames, 1-byte TLS records, wrong
+    /// passwords) run beside them. The server's RSS and open descriptors are read
+    /// from /proc/PID every second. Exits 1 if a well-behaved client saw an error,
+    /// if the descriptors do not return exactly to the baseline, or if RSS ends
+    /// above the baseline plus --rss-tolerance-mib.
+    Soak(crate::soak::SoakArgs),
 }
 
 /// Flags of `anytls-bench compare`.

@@ -11,13 +11,14 @@
 //! [`targets`] (echo/sink/source/request-response/TLS sink), [`scenarios`] (one
 //! module per scenario plus the shared load driver), [`stats`] (what a worker
 //! counts), [`report`] (table and JSON), [`procfs`] (CPU time, RSS, TIME_WAIT),
-//! [`compare`] (the A/B comparison).
+//! [`compare`] (the A/B comparison), [`soak`] (the soak test).
 
 mod args;
 mod compare;
 mod procfs;
 mod report;
 mod scenarios;
+mod soak;
 mod stats;
 mod targets;
 mod workers;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
     let mut args = Args::parse();
     let outcome = match args.command.take() {
         Some(Command::Compare(compare)) => compare::run(compare),
+        Some(Command::Soak(soak)) => soak::run(soak),
         None => run(args),
     };
     match outcome {
