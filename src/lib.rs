@@ -33,9 +33,9 @@ pub mod outbound;
 pub mod pool;
 pub mod proto;
 pub mod runtime;
-pub mod session;
+pub mod server;
 pub mod stats;
 pub mod tls;
 
 pub use config::ServerConfig;
-pub use runtime::Server;
+pub use server::Server;

@@ -12,7 +12,8 @@ use anytls::config::{self, parse_users, Limits, Reloadable, ServerConfig};
 use anytls::pool::{self, PoolConfig, PoolKind};
 use anytls::proto::auth::Users;
 use anytls::proto::PaddingScheme;
-use anytls::runtime::{self, Server};
+use anytls::runtime;
+use anytls::server::{self, Server};
 use anytls::tls::ServerTls;
 use clap::Parser;
 use log::{info, warn};
@@ -413,7 +414,7 @@ fn serve(args: Args) -> Result<(), Fatal> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())?;
     let server = Server::start(config)?;
     info!("{certificate_note}");
-    runtime::log_started(&server, &cpus);
+    server::log_started(&server, &cpus);
     if let Some(addr) = server.metrics_addr() {
         info!("metrics on http://{addr}/metrics");
     }

@@ -3,18 +3,20 @@
 //!
 //! - [`session`]: one session over one TLS connection ([`ClientSession`]), used by
 //!   the SOCKS client, the load generator and the integration tests.
-//! - [`pool`]: session reuse as the reference client does it.
-//! - [`socks5`] and [`inbound`]: the local SOCKS5 proxy (CONNECT and UDP ASSOCIATE).
-//! - [`udp`]: UDP ASSOCIATE carried over UDP-over-TCP v2.
+//! - [`session_pool`]: session reuse as the reference client does it.
+//! - [`Padder`]: the padding scheme applied to the first writes.
+//! - [`inbound`]: the local SOCKS5 proxy (CONNECT, and UDP ASSOCIATE carried over
+//!   UDP-over-TCP v2 in [`inbound::udp`]); [`socks5`] is its sans-IO parser.
 //! - [`uri`]: `anytls://` server URIs.
 
 pub mod inbound;
-pub mod pool;
+mod padder;
 mod session;
+pub mod session_pool;
 pub mod socks5;
-pub mod udp;
 pub mod uri;
 
-pub use pool::{PoolSettings, SessionPool};
+pub use padder::{Padder, SharedScheme};
 pub use session::{connect_tls, ClientConfig, ClientSession, ClientStream, StreamError};
+pub use session_pool::{PoolSettings, SessionPool};
 pub use uri::ServerUri;

@@ -7,6 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_lite::{future, AsyncRead, AsyncWriteExt};
 use futures_rustls::client::TlsStream;
@@ -16,7 +17,8 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rustls::pki_types::ServerName;
 
-use crate::mux::{self, Event, Padder, Pipe, ReadBuffer, SharedScheme, WriteQueue};
+use super::padder::{Padder, SharedScheme};
+use crate::mux::{self, Event, Pipe, ReadBuffer, WriteQueue};
 use crate::proto::auth::{encode_preamble, PasswordHash};
 use crate::proto::frame::{self, Command, Frame};
 use crate::proto::{Address, PaddingScheme, Settings};
@@ -93,7 +95,15 @@ pub enum StreamError {
     /// The session ended first.
     #[error("session closed")]
     SessionClosed,
+    /// A v2 server sent no SYNACK within [`SYNACK_TIMEOUT`]: the session is stuck
+    /// and was closed.
+    #[error("no SYNACK within {SYNACK_TIMEOUT:?}; session closed")]
+    SynAckTimeout,
 }
+
+/// A v2 stream without SYNACK this long means a stuck session (the reference
+/// client's rule, see docs/protocol.md).
+pub const SYNACK_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Slot {
     incoming: Pipe,
@@ -318,8 +328,8 @@ async fn run(inner: Rc<Inner>, tls: TlsStream<mux::Transport>) {
     let reading = read_loop(&inner, reader);
     let writing = async {
         inner.started.wait().await;
-        let padder = Padder::new(inner.padding.clone());
-        if let Err(e) = mux::write_loop(writer, &inner.queue, Some(padder)).await {
+        let mut padder = Padder::new(inner.padding.clone());
+        if let Err(e) = mux::write_loop(writer, &inner.queue, Some(&mut padder)).await {
             debug!("client session write failed: {e}");
         }
     };
@@ -369,6 +379,20 @@ impl ClientStream {
             .borrow()
             .clone()
             .unwrap_or(Err(StreamError::SessionClosed))
+    }
+
+    /// Waits for [`ClientStream::established`] at most [`SYNACK_TIMEOUT`]. A v1
+    /// server never answers SYNACK, so its streams count as open; a v2 server that
+    /// does not answer is stuck, and its session is closed.
+    pub async fn wait_established(&self) -> Result<(), StreamError> {
+        match mux::timeout(SYNACK_TIMEOUT, self.established()).await {
+            Some(result) => result,
+            None if self.session.server_version.get() < 2 => Ok(()),
+            None => {
+                self.session.close();
+                Err(StreamError::SynAckTimeout)
+            }
+        }
     }
 
     /// Sends `data` to the target.

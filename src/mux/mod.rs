@@ -19,7 +19,7 @@ mod transport;
 pub use buffers::{read_frame, FrameBuffer, FRAME_PAYLOAD};
 pub use event::{Event, Wait};
 pub use pipe::{Pipe, PipeClosed};
-pub use queue::{write_loop, Padder, SharedScheme, WriteQueue, QUEUE_HIGH_WATER};
+pub use queue::{write_loop, Shaper, WriteQueue, QUEUE_HIGH_WATER};
 pub use read_buffer::ReadBuffer;
 pub use split::{split, ReadHalf, WriteHalf};
 pub use time::timeout;

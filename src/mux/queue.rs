@@ -14,19 +14,14 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
-use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use futures_lite::{AsyncWrite, AsyncWriteExt};
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 
 use super::buffers::{self, FrameBuffer, FRAME_PAYLOAD};
 use super::pipe::PipeClosed;
 use crate::proto::frame::{self, Command, HEADER_LEN};
-use crate::proto::padding::{self, PaddingScheme};
 
 /// Queued bytes above which stream data waits for the writer.
 pub const QUEUE_HIGH_WATER: usize = 256 * 1024;
@@ -231,70 +226,34 @@ impl WriteQueue {
     }
 }
 
-/// A padding scheme that can be replaced while sessions use it (UpdatePaddingScheme).
-pub type SharedScheme = Rc<RefCell<Arc<PaddingScheme>>>;
-
-/// Shapes the first `stop` writes of a session per its padding scheme.
-pub struct Padder {
-    scheme: SharedScheme,
-    /// Packet 0 is the authentication, so session writes start at 1.
-    packet: u32,
-    done: bool,
-    rng: SmallRng,
-}
-
-impl Padder {
-    /// A padder for a new session.
-    pub fn new(scheme: SharedScheme) -> Padder {
-        Padder {
-            scheme,
-            packet: 0,
-            done: false,
-            rng: SmallRng::from_entropy(),
-        }
-    }
-
-    /// Whether writes are still being shaped.
-    fn is_active(&self) -> bool {
-        !self.done
-    }
-
-    /// The records one session write becomes; `None` once padding has stopped.
-    fn shape(&mut self, batch: &[u8]) -> Option<Vec<Vec<u8>>> {
-        if self.done {
-            return None;
-        }
-        self.packet += 1;
-        let scheme = self.scheme.borrow().clone();
-        if self.packet >= scheme.stop() {
-            self.done = true;
-            return None;
-        }
-        let steps = scheme.record_sizes(self.packet, &mut self.rng);
-        Some(padding::shape(batch, &steps))
-    }
+/// Cuts a session's first writes into the records a padding scheme asks for (the
+/// client's side of the scheme, [`crate::client::Padder`]).
+pub trait Shaper {
+    /// The records one session write becomes; `None` once shaping has stopped for
+    /// good.
+    fn shape(&mut self, batch: &[u8]) -> Option<Vec<Vec<u8>>>;
 }
 
 /// Writes batches from `queue` to `out` until the queue is closed and drained (then
-/// closes `out`) or a write fails. Each batch is one vectored write, or with a
-/// [`Padder`] still shaping, the records the padding scheme asks for, each flushed
-/// as its own TLS record.
+/// closes `out`) or a write fails. Each batch is one vectored write, or while a
+/// [`Shaper`] is shaping, the records it asks for, each flushed as its own TLS
+/// record.
 pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut out: W,
     queue: &WriteQueue,
-    mut padder: Option<Padder>,
+    mut shaper: Option<&mut dyn Shaper>,
 ) -> io::Result<()> {
     let mut spare = VecDeque::new();
     let mut joined = Vec::new();
     while let Some(mut batch) = queue.next_batch(spare).await {
         queue.writing_since.set(Some(Instant::now()));
-        match padder.as_mut().filter(|p| p.is_active()) {
-            Some(padder) => {
+        match shaper.as_mut() {
+            Some(active) => {
                 joined.clear();
                 for chunk in &batch {
                     joined.extend_from_slice(chunk.filled());
                 }
-                match padder.shape(&joined) {
+                match active.shape(&joined) {
                     Some(records) => {
                         for record in records {
                             out.write_all(&record).await?;
@@ -302,6 +261,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                         }
                     }
                     None => {
+                        shaper = None;
                         out.write_all(&joined).await?;
                         out.flush().await?;
                     }
@@ -457,20 +417,5 @@ mod tests {
             queue.close();
             assert_eq!(queue.push_data(1, b"x").await, Err(PipeClosed));
         });
-    }
-
-    #[test]
-    fn padder_shapes_until_stop() {
-        let scheme = PaddingScheme::parse(b"stop=3\n1=100-100\n2=50-50").unwrap();
-        let mut padder = Padder::new(Rc::new(RefCell::new(Arc::new(scheme))));
-        let first = padder.shape(&[1u8; 10]).unwrap();
-        assert_eq!(first.iter().map(Vec::len).collect::<Vec<_>>(), vec![100]);
-        let second = padder.shape(&[1u8; 80]).unwrap();
-        assert_eq!(
-            second.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![50, 30]
-        );
-        assert!(padder.shape(&[1u8; 10]).is_none());
-        assert!(padder.shape(&[1u8; 10]).is_none());
     }
 }

@@ -93,7 +93,7 @@ pub async fn stream_ended(session: &ClientSession, stream: &ClientStream, what: 
     }
     match stream.established().await {
         Err(StreamError::Refused(text)) => Failed::new(Failure::Refused, text),
-        Err(StreamError::SessionClosed) => {
+        Err(StreamError::SessionClosed | StreamError::SynAckTimeout) => {
             Failed::new(Failure::ShortResponse, format!("FIN before SYNACK, {what}"))
         }
         Ok(()) => Failed::new(Failure::ShortResponse, format!("FIN after {what}")),

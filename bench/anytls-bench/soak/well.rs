@@ -381,7 +381,9 @@ async fn ended(session: &ClientSession, stream: &ClientStream, got: usize, want:
     }
     match stream.established().await {
         Err(StreamError::Refused(text)) => format!("stream refused: {text}"),
-        Err(StreamError::SessionClosed) => format!("FIN before SYNACK after {got} of {want}"),
+        Err(StreamError::SessionClosed | StreamError::SynAckTimeout) => {
+            format!("FIN before SYNACK after {got} of {want}")
+        }
         Ok(()) => format!("FIN after {got} of {want}"),
     }
 }

@@ -10,7 +10,7 @@ use glommio::net::TcpStream;
 use log::debug;
 
 use crate::mux::{self, timeout};
-use crate::runtime::CoreContext;
+use crate::server::context::CoreContext;
 
 /// Relays `tls` (after writing `read` upstream) to the fallback service until
 /// either side ends or nothing moves for the session idle timeout.

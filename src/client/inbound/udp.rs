@@ -13,7 +13,8 @@
 //! Only the application's address is served ([`ExpectedSender`]); fragments
 //! (FRAG != 0) and malformed datagrams are dropped. The association ends when the
 //! control connection closes, when the stream ends, or after the idle timeout
-//! (`--udp-idle-timeout`, default [`UDP_IDLE_TIMEOUT`])
+//! (`--udp-idle-timeout`, default
+//! [`DEFAULT_UDP_IDLE_TIMEOUT`](crate::client::session_pool::DEFAULT_UDP_IDLE_TIMEOUT))
 //! without a datagram either way; then the stream is closed (FIN) and the session
 //! goes back to the pool.
 //!
@@ -34,17 +35,14 @@ use glommio::net::{TcpStream, UdpSocket};
 use log::debug;
 use thiserror::Error;
 
-use super::inbound::{InboundError, SYNACK_TIMEOUT};
-use super::pool::{Lease, SessionPool};
-use super::session::ClientStream;
-use super::socks5::{self, DatagramError, ExpectedSender, Reply};
-use crate::mux::timeout;
+use super::InboundError;
+use crate::client::session::ClientStream;
+use crate::client::session_pool::{Lease, SessionPool};
+use crate::client::socks5::{self, DatagramError, ExpectedSender, Reply};
 use crate::proto::error::UotError;
 use crate::proto::uot::{self, Request, UOT_V2_NAME};
 use crate::proto::Address;
 
-/// An association without a datagram either way for this long ends.
-pub const UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The application's datagrams are received here; no UDP datagram is longer.
 const UPLOAD_BUFFER: usize = 64 * 1024;
 /// The longest UoT datagram: address (type, length, 255-byte name, port), length
@@ -311,16 +309,7 @@ impl Association {
             .write_all(&opening)
             .await
             .map_err(InboundError::Session)?;
-        match timeout(SYNACK_TIMEOUT, stream.established()).await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(e.into()),
-            // A v1 server never sends SYNACK; a v2 server that does not is stuck.
-            None if session.server_version() < 2 => {}
-            None => {
-                session.close();
-                return Err(InboundError::SynAckTimeout);
-            }
-        }
+        stream.wait_established().await?;
         debug!(
             "{}: UDP association: stream {} established (first datagram to {destination})",
             self.peer,

@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures_lite::{future, AsyncWriteExt};
 use log::debug;
 
-use super::{Session, StreamEntry};
+use super::{Session, StreamEnd, StreamEntry};
 use crate::mux::{self, timeout};
 use crate::proto::{uot, Address, Command};
 use crate::stats::Limit;
@@ -17,16 +17,6 @@ use crate::stats::Limit;
 /// stream's pipe and its writer pass one allocation back and forth, so a stream
 /// keeps at most twice this.
 const UPLOAD_KEEP_CAPACITY: usize = 32 * 1024;
-
-/// How a relay ended.
-enum RelayEnd {
-    /// The client sent FIN: it expects no FIN back.
-    ClientFinished,
-    /// The target closed or failed: the client is told with FIN.
-    TargetFinished,
-    /// The session gave up on the stream (its target stalled or it idled).
-    Reset,
-}
 
 /// Why no target address came.
 enum AddressEnd {
@@ -43,23 +33,26 @@ pub(super) async fn run(session: Rc<Session>, id: u32, entry: Rc<StreamEntry>) {
     counters.streams_total.add(1);
     let reset = async {
         entry.reset.wait().await;
-        true
+        StreamEnd::Reset
     };
     let session_closed = async {
         session.closed.wait().await;
-        false
+        StreamEnd::SessionClosed
     };
-    // A reset also aborts the upload pipe, so `serve` may see it first as a plain end.
-    let send_fin = future::or(
+    let mut end = future::or(
         serve(&session, id, &entry),
         future::or(reset, session_closed),
     )
-    .await
-        || entry.reset.is_set();
-    if send_fin {
+    .await;
+    // A reset also aborts the upload pipe, so `serve` may see it first as the
+    // client's end.
+    if entry.reset.is_set() && !end.sends_fin() {
+        end = StreamEnd::Reset;
+    }
+    if end.sends_fin() {
         session.queue.push_frame(Command::Fin, id, &[]);
     }
-    log::trace!("{}: stream {id} ended (FIN sent: {send_fin})", session.peer);
+    log::trace!("{}: stream {id} ended: {end:?}", session.peer);
     session.rules.borrow_mut().stream_ended(id, Instant::now());
     entry.upload.abort();
     session.release_upload(&entry);
@@ -86,15 +79,15 @@ async fn read_address(entry: &StreamEntry) -> Result<(Address, Vec<u8>), Address
     }
 }
 
-/// Serves the stream; `true` if the client must be sent FIN.
-async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> bool {
+/// Serves the stream to its end.
+async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> StreamEnd {
     let peer = session.peer;
     let core = &session.core;
     let limits = &core.config.limits;
     let (target, pending) = match timeout(limits.address_timeout, read_address(entry)).await {
         Some(Ok(found)) => found,
-        Some(Err(AddressEnd::ClientFinished)) => return false,
-        Some(Err(AddressEnd::Malformed(why))) => return refuse(session, id, &why),
+        Some(Err(AddressEnd::ClientFinished)) => return StreamEnd::ClientFinished,
+        Some(Err(AddressEnd::Malformed(why))) => return session.refuse(id, &why),
         None => {
             core.counters().limit_hit(Limit::AddressTimeout);
             let why = format!(
@@ -102,7 +95,7 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> bool {
                 limits.address_timeout
             );
             debug!("{peer}: stream {id}: {why}");
-            return refuse(session, id, &why);
+            return session.refuse(id, &why);
         }
     };
     if let Address::Domain(name, _) = &target {
@@ -114,13 +107,12 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> bool {
             };
             if let Err(refusal) = association {
                 core.counters().limit_hit(Limit::UotPerSession);
-                return refuse(session, id, refusal.reason());
+                return session.refuse(id, refusal.reason());
             }
             return super::uot::serve(session, id, entry, pending).await;
         }
         if name == uot::UOT_V1_NAME {
-            return refuse(
-                session,
+            return session.refuse(
                 id,
                 "UDP over TCP v1 (sp.udp-over-tcp.arpa) is not supported; use v2",
             );
@@ -154,7 +146,11 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> bool {
                 }),
                 None => debug!("{peer}: stream {id}: {e}"),
             }
-            return answered || refuse(session, id, &e.to_string());
+            return if answered {
+                StreamEnd::TargetFinished
+            } else {
+                session.refuse(id, &e.to_string())
+            };
         }
     };
     debug!("{peer}: stream {id} connected to {target}");
@@ -173,7 +169,7 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> bool {
                 let written = to_target.write_all(&buf).await;
                 entry.in_transit.set(0);
                 if written.is_err() {
-                    return RelayEnd::TargetFinished;
+                    return StreamEnd::TargetFinished;
                 }
                 counters.bytes_up.add(buf.len() as u64);
                 session.user_counters.bytes_up.add(buf.len() as u64);
@@ -185,7 +181,7 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> bool {
                 }
             }
             if !entry.upload.take_all(&mut buf).await {
-                return RelayEnd::ClientFinished;
+                return StreamEnd::ClientFinished;
             }
         }
     };
@@ -194,10 +190,10 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> bool {
             // The target's bytes land behind a header slot and that buffer is the
             // frame TLS encrypts from: no copy on the way down.
             match mux::read_frame(&mut from_target).await {
-                Ok(None) | Err(_) => return RelayEnd::TargetFinished,
+                Ok(None) | Err(_) => return StreamEnd::TargetFinished,
                 Ok(Some((buf, n))) => {
                     if session.queue.push_frame_buffer(id, buf, n).await.is_err() {
-                        return RelayEnd::ClientFinished;
+                        return StreamEnd::ClientFinished;
                     }
                     counters.bytes_down.add(n as u64);
                     session.user_counters.bytes_down.add(n as u64);
@@ -208,32 +204,21 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> bool {
     };
     let reset = async {
         entry.reset.wait().await;
-        RelayEnd::Reset
+        StreamEnd::Reset
     };
     let end = future::or(reset, future::or(upload, download)).await;
     match end {
-        RelayEnd::TargetFinished => true,
-        RelayEnd::Reset => {
-            // Whatever the kernel still holds for a stalled target is dropped with
-            // the socket now, not kept by an orphan for minutes.
+        // Whatever the kernel still holds for a stalled target is dropped with
+        // the socket now, not kept by an orphan for minutes.
+        StreamEnd::Reset => {
             mux::reset_on_close(&from_target.get_ref());
-            true
         }
-        RelayEnd::ClientFinished => {
-            // We close first: end with RST where nothing can be lost by it, so the
-            // server keeps no TIME_WAIT socket per stream.
+        // We close first: end with RST where nothing can be lost by it, so the
+        // server keeps no TIME_WAIT socket per stream.
+        StreamEnd::ClientFinished => {
             mux::reset_on_close_if_delivered(&from_target.get_ref());
-            false
         }
+        _ => {}
     }
-}
-
-/// Tells the client its stream failed: SYNACK with the reason (v2); FIN follows.
-pub(super) fn refuse(session: &Session, id: u32, reason: &str) -> bool {
-    if session.version() >= 2 {
-        session
-            .queue
-            .push_frame(Command::SynAck, id, reason.as_bytes());
-    }
-    true
+    end
 }

@@ -37,10 +37,13 @@ impl Default for PoolSettings {
             idle_timeout: Duration::from_secs(60),
             check_interval: Duration::from_secs(30),
             disable_reuse: false,
-            udp_idle_timeout: super::udp::UDP_IDLE_TIMEOUT,
+            udp_idle_timeout: DEFAULT_UDP_IDLE_TIMEOUT,
         }
     }
 }
+
+/// An association without a datagram either way for this long ends.
+pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Bound on a heartbeat answer from an idle session.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -10,17 +10,16 @@ use glommio::net::TcpStream;
 use log::debug;
 use thiserror::Error;
 
-use super::pool::SessionPool;
+pub mod udp;
+
 use super::session::StreamError;
+use super::session_pool::SessionPool;
 use super::socks5::{self, Reply, SocksCommand, SocksError};
-use super::udp;
 use crate::mux::{self, timeout};
 use crate::proto::error::UotError;
 
 /// How long a local client may take to send its SOCKS greeting and request.
 const SOCKS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A v2 stream without SYNACK this long means a stuck session (PROTOCOL.md §6).
-pub const SYNACK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest SOCKS greeting + request we buffer.
 const MAX_HANDSHAKE: usize = 1024;
 
@@ -42,9 +41,6 @@ pub enum InboundError {
     /// The server refused the stream.
     #[error("{0}")]
     Stream(#[from] StreamError),
-    /// No SYNACK in time: the session was closed.
-    #[error("no SYNACK within {SYNACK_TIMEOUT:?}; session closed")]
-    SynAckTimeout,
     /// The UDP ASSOCIATE socket failed.
     #[error("UDP socket: {0}")]
     Udp(io::Error),
@@ -131,20 +127,17 @@ pub async fn serve(mut conn: TcpStream, pool: Rc<SessionPool>) -> Result<(), Inb
             return Err(InboundError::Session(e));
         }
     };
-    let established = timeout(SYNACK_TIMEOUT, stream.established()).await;
-    let refusal = match established {
-        Some(Ok(())) => None,
-        Some(Err(StreamError::Refused(text))) => Some((
+    let refusal = match stream.wait_established().await {
+        Ok(()) => None,
+        Err(StreamError::Refused(text)) => Some((
             Reply::for_refusal(&text),
             InboundError::Stream(StreamError::Refused(text)),
         )),
-        Some(Err(e)) => Some((Reply::GeneralFailure, InboundError::Stream(e))),
-        // A v1 server never sends SYNACK; a v2 server that does not is stuck.
-        None if session.server_version() < 2 => None,
-        None => {
-            session.close();
-            Some((Reply::TtlExpired, InboundError::SynAckTimeout))
-        }
+        Err(StreamError::SynAckTimeout) => Some((
+            Reply::TtlExpired,
+            InboundError::Stream(StreamError::SynAckTimeout),
+        )),
+        Err(e) => Some((Reply::GeneralFailure, InboundError::Stream(e))),
     };
     if let Some((code, error)) = refusal {
         drop(stream);

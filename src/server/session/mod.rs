@@ -30,7 +30,7 @@ use crate::mux::{
 use crate::proto::frame::{self, Command, Frame};
 use crate::proto::session::{Action, Payload, Refusal, ServerSession, SessionRules};
 use crate::proto::Settings;
-use crate::runtime::CoreContext;
+use crate::server::context::CoreContext;
 use crate::stats::{Limit, UserCounters};
 use handshake::Admission;
 
@@ -43,6 +43,32 @@ pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
 const UPLOAD_BUDGET_POLL: Duration = Duration::from_millis(10);
 /// Bound on flushing the last frames (an Alert) when a session ends.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a stream's task ended, which decides whether the client is sent FIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StreamEnd {
+    /// The client sent FIN first, or stopped taking the stream's data: nothing
+    /// more is sent.
+    ClientFinished,
+    /// The target closed or failed, or the UDP association ended: FIN.
+    TargetFinished,
+    /// Refused before relaying (with SYNACK and the reason, on v2): FIN.
+    Refused,
+    /// The session closed the stream (its target stalled, or it idled): FIN.
+    Reset,
+    /// The session itself ended: nothing can be sent.
+    SessionClosed,
+}
+
+impl StreamEnd {
+    /// Whether the client must be told with FIN.
+    pub(super) fn sends_fin(self) -> bool {
+        matches!(
+            self,
+            StreamEnd::TargetFinished | StreamEnd::Refused | StreamEnd::Reset
+        )
+    }
+}
 
 /// Admits one accepted TCP connection; an authenticated one goes on as a session
 /// in a task of its own, so the handshake's memory is freed when it ends instead
@@ -185,6 +211,16 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// Tells the client stream `id` failed: SYNACK with the reason (v2); the
+    /// caller's FIN follows.
+    pub(super) fn refuse(&self, id: u32, reason: &str) -> StreamEnd {
+        if self.version() >= 2 {
+            self.queue
+                .push_frame(Command::SynAck, id, reason.as_bytes());
+        }
+        StreamEnd::Refused
+    }
+
     fn new(core: Rc<CoreContext>, peer: SocketAddr, user: String) -> Session {
         let limits = &core.config.limits;
         let rules = SessionRules {
@@ -320,7 +356,7 @@ impl Session {
                         Refusal::TooManyAssociations => Limit::UotPerSession,
                     });
                     debug!("{}: stream {id} refused: {}", self.peer, refusal.reason());
-                    stream::refuse(self, id, refusal.reason());
+                    self.refuse(id, refusal.reason());
                     self.queue.push_frame(Command::Fin, id, &[]);
                 }
                 Action::Alert(text) => {

@@ -21,7 +21,7 @@ use super::READ_CHUNK;
 use crate::mux::timeout;
 use crate::mux::ReadBuffer;
 use crate::proto::auth::{decode_preamble, PasswordHash, FIXED_LEN, HASH_LEN};
-use crate::runtime::CoreContext;
+use crate::server::context::CoreContext;
 
 /// How admission ended.
 pub(crate) enum Admission {

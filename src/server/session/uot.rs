@@ -17,7 +17,7 @@ use futures_lite::future;
 use glommio::net::UdpSocket;
 use log::{debug, warn};
 
-use super::{stream::refuse, Session, StreamEntry};
+use super::{Session, StreamEnd, StreamEntry};
 use crate::outbound::is_descriptor_exhaustion;
 use crate::proto::uot::{self, Request};
 use crate::proto::{Address, Command};
@@ -43,20 +43,13 @@ fn udp_socket(ipv6: bool) -> std::io::Result<UdpSocket> {
     Ok(UdpSocket::from(socket))
 }
 
-enum UotEnd {
-    /// The client sent FIN.
-    ClientFinished,
-    /// Anything else: the client is told with FIN.
-    Ended,
-}
-
-/// Runs the association; `true` if the client must be sent FIN.
+/// Runs the association to its end.
 pub(super) async fn serve(
     session: &Session,
     id: u32,
     entry: &StreamEntry,
     mut buf: Vec<u8>,
-) -> bool {
+) -> StreamEnd {
     let peer = session.peer;
     let mut chunk = Vec::new();
     let request = loop {
@@ -68,11 +61,11 @@ pub(super) async fn serve(
             Ok(None) => {}
             Err(e) => {
                 warn!("{peer}: stream {id}: malformed UDP-over-TCP request: {e}");
-                return refuse(session, id, &format!("malformed UDP-over-TCP request: {e}"));
+                return session.refuse(id, &format!("malformed UDP-over-TCP request: {e}"));
             }
         }
         if !entry.upload.take_all(&mut chunk).await {
-            return false;
+            return StreamEnd::ClientFinished;
         }
         buf.extend_from_slice(&chunk);
     };
@@ -80,7 +73,7 @@ pub(super) async fn serve(
     let fixed = if request.is_connect {
         match core.resolver.resolve(&request.destination).await {
             Ok(addrs) => Some(addrs[0]),
-            Err(e) => return refuse(session, id, &e.to_string()),
+            Err(e) => return session.refuse(id, &e.to_string()),
         }
     } else {
         None
@@ -95,7 +88,7 @@ pub(super) async fn serve(
             core.limit_reached(Limit::OutboundConnections, || {
                 format!("{peer}: stream {id}: UDP association refused: {e}")
             });
-            return refuse(session, id, &e.to_string());
+            return session.refuse(id, &e.to_string());
         }
     };
     let socket = match udp_socket(ipv6) {
@@ -106,12 +99,12 @@ pub(super) async fn serve(
                     format!("{peer}: stream {id}: cannot open a UDP socket: {e}")
                 });
             }
-            return refuse(session, id, &format!("cannot open a UDP socket: {e}"));
+            return session.refuse(id, &format!("cannot open a UDP socket: {e}"));
         }
     };
     if let Some(addr) = fixed {
         if let Err(e) = socket.connect(addr).await {
-            return refuse(session, id, &format!("UDP connect {addr}: {e}"));
+            return session.refuse(id, &format!("UDP connect {addr}: {e}"));
         }
     }
     debug!(
@@ -168,13 +161,13 @@ pub(super) async fn serve(
                     Ok(None) => break,
                     Err(e) => {
                         warn!("{peer}: stream {id}: malformed UDP-over-TCP datagram: {e}; closing the stream");
-                        return UotEnd::Ended;
+                        return StreamEnd::TargetFinished;
                     }
                 }
             }
             buf.drain(..start);
             if !entry.upload.take_all(&mut chunk).await {
-                return UotEnd::ClientFinished;
+                return StreamEnd::ClientFinished;
             }
             buf.extend_from_slice(&chunk);
         }
@@ -187,7 +180,7 @@ pub(super) async fn serve(
                 Ok(received) => received,
                 Err(e) => {
                     debug!("{peer}: stream {id}: UDP receive: {e}");
-                    return UotEnd::Ended;
+                    return StreamEnd::TargetFinished;
                 }
             };
             last_datagram.set(Instant::now());
@@ -197,7 +190,7 @@ pub(super) async fn serve(
             uot::encode_datagram(source.as_ref(), &packet[..n], &mut framed)
                 .expect("a received datagram fits in a frame");
             if session.queue.push_data(id, &framed).await.is_err() {
-                return UotEnd::ClientFinished;
+                return StreamEnd::ClientFinished;
             }
             counters.bytes_down.add(n as u64);
             session.user_counters.bytes_down.add(n as u64);
@@ -210,12 +203,9 @@ pub(super) async fn serve(
             glommio::timer::sleep(check).await;
             if last_datagram.get().elapsed() >= idle_limit {
                 debug!("{peer}: stream {id}: UDP association idle for {idle_limit:?}");
-                return UotEnd::Ended;
+                return StreamEnd::TargetFinished;
             }
         }
     };
-    matches!(
-        future::or(upload, future::or(download, idle)).await,
-        UotEnd::Ended
-    )
+    future::or(upload, future::or(download, idle)).await
 }

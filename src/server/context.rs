@@ -1,0 +1,99 @@
+//! What every task on one core shares: the read-only configuration and the
+//! core-local state (resolver, outbound pool, counters, shutdown event). Built once
+//! per core by [`crate::server`] and handed to each session.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::warn;
+
+use crate::config::ServerConfig;
+use crate::limits::SessionLimits;
+use crate::mux::Event;
+use crate::outbound::Resolver;
+use crate::pool::CorePool;
+use crate::stats::{CoreCounters, Limit, Stats, UserCounters};
+
+/// A limit reached is logged at most this often per core and kind.
+pub const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What every task on one core shares: read-only config and core-local state.
+pub(crate) struct CoreContext {
+    pub config: Arc<ServerConfig>,
+    /// `config.tls` with the client's cipher-suite order deciding.
+    pub tls_client_order: Arc<rustls::ServerConfig>,
+    pub resolver: Resolver,
+    pub pool: Rc<CorePool>,
+    pub shutdown: Event,
+    /// Sessions per user and per client address, over all cores.
+    pub sessions: Arc<SessionLimits>,
+    /// When each limit was last logged (once per interval, not per connection).
+    last_limit_log: [Cell<Option<Instant>>; Limit::ALL.len()],
+    stats: Stats,
+    index: usize,
+    users: RefCell<HashMap<String, Arc<UserCounters>>>,
+}
+
+impl CoreContext {
+    /// Core `index`'s context, with its own resolver and pool.
+    pub fn new(
+        index: usize,
+        config: Arc<ServerConfig>,
+        resolver: Resolver,
+        pool: Rc<CorePool>,
+        sessions: Arc<SessionLimits>,
+        stats: Stats,
+    ) -> CoreContext {
+        CoreContext {
+            tls_client_order: crate::tls::client_order(&config.tls),
+            config,
+            resolver,
+            pool,
+            shutdown: Event::default(),
+            sessions,
+            last_limit_log: Default::default(),
+            stats,
+            index,
+            users: RefCell::default(),
+        }
+    }
+
+    /// This core's counters.
+    pub fn counters(&self) -> &CoreCounters {
+        self.stats.core(self.index)
+    }
+
+    /// Counts `limit` as reached and logs `what` at most once per
+    /// [`LIMIT_LOG_INTERVAL`] for this kind, so a flood cannot flood the log.
+    pub fn limit_reached(&self, limit: Limit, what: impl FnOnce() -> String) {
+        self.counters().limit_hit(limit);
+        let now = Instant::now();
+        let last = &self.last_limit_log[limit as usize];
+        if last
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= LIMIT_LOG_INTERVAL)
+        {
+            last.set(Some(now));
+            warn!(
+                "{} ({} reached; logged at most every {LIMIT_LOG_INTERVAL:?})",
+                what(),
+                limit.name()
+            );
+        }
+    }
+
+    /// This core's counters for `user`.
+    pub fn user_counters(&self, user: &str) -> Arc<UserCounters> {
+        if let Some(counters) = self.users.borrow().get(user) {
+            return counters.clone();
+        }
+        let counters = self.stats.register_user(user);
+        self.users
+            .borrow_mut()
+            .insert(user.to_owned(), counters.clone());
+        counters
+    }
+}

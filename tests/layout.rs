@@ -1,0 +1,283 @@
+//! The crate's module graph has no import cycles.
+//!
+//! Every file under `src/` is read, every path it names (`use crate::a::b`, `super::c`,
+//! `crate::d::e(..)` in code, with `{..}` groups expanded) is resolved to the module
+//! that defines it, and the reference becomes an edge between the two sibling modules
+//! under their closest common parent: `session::stream` naming `crate::pool::dial`
+//! is the edge `session -> pool`, and `session::stream` naming `super::uot` is
+//! `stream -> uot` inside `session`. A module naming its own ancestor or descendant
+//! adds no edge. Any cycle among siblings fails the test, with the path of files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// A module path below the crate root, e.g. `["session", "stream"]`.
+type ModulePath = Vec<String>;
+
+fn module_of(src: &Path, file: &Path) -> ModulePath {
+    let relative = file.strip_prefix(src).expect("file under src");
+    let mut parts: Vec<String> = relative
+        .iter()
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect();
+    let last = parts.pop().expect("a file name");
+    let stem = last.trim_end_matches(".rs");
+    if !matches!(stem, "mod" | "lib" | "main") {
+        parts.push(stem.to_owned());
+    }
+    parts
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable src dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|name| name != "bin") {
+                rust_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The code of a file without comments and string literals, so doc links and
+/// messages are not taken for imports.
+fn code_only(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+            }
+            '"' => {
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    if !escaped && c == '"' {
+                        break;
+                    }
+                    escaped = !escaped && c == '\\';
+                }
+                out.push_str("\"\"");
+            }
+            '\'' => {
+                // A char literal ('x', '\n') or a lifetime ('a): skip only literals.
+                let rest: String = chars.clone().take(3).collect();
+                let literal = rest.starts_with('\\')
+                    || rest.chars().nth(1) == Some('\'')
+                    || rest.starts_with('"');
+                if literal {
+                    let mut escaped = false;
+                    for c in chars.by_ref() {
+                        if !escaped && c == '\'' {
+                            break;
+                        }
+                        escaped = !escaped && c == '\\';
+                    }
+                }
+                out.push('\'');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Expands `a::{b, c::{d, e}}` into `a::b`, `a::c::d`, `a::c::e`.
+fn expand(tree: &str, prefix: &str, out: &mut Vec<String>) {
+    let tree = tree.trim();
+    if let Some(open) = tree.find('{') {
+        let head = format!("{prefix}{}", &tree[..open]);
+        let inner = &tree[open + 1..tree.rfind('}').expect("balanced braces")];
+        let mut depth = 0;
+        let mut start = 0;
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    expand(&inner[start..i], &head, out);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        expand(&inner[start..], &head, out);
+    } else if !tree.is_empty() {
+        out.push(format!("{prefix}{tree}"));
+    }
+}
+
+/// Every path a file's code names, as written (`crate::..`, `super::..`, `self::..`).
+fn named_paths(code: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("use ") {
+        let before = rest[..at].chars().last();
+        rest = &rest[at + 4..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let end = rest.find(';').unwrap_or(rest.len());
+        let tree: String = rest[..end].split_whitespace().collect();
+        expand(&tree, "", &mut paths);
+        rest = &rest[end..];
+    }
+    for start in ["crate::", "super::"] {
+        let mut rest = code;
+        while let Some(at) = rest.find(start) {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(tail.len());
+            paths.push(tail[..end].trim_end_matches(':').to_owned());
+            rest = &tail[end..];
+        }
+    }
+    paths
+}
+
+/// The module a path written in `from` lands in (the longest known module prefix).
+fn resolve(from: &ModulePath, path: &str, modules: &BTreeSet<ModulePath>) -> Option<ModulePath> {
+    let mut parts = path.split("::").filter(|p| !p.is_empty());
+    let mut base: ModulePath = match parts.next()? {
+        "crate" => Vec::new(),
+        "self" => from.clone(),
+        "super" => {
+            // Both `a/b.rs` and `a/b/mod.rs` are module `a::b`, whose `super` is `a`.
+            let mut parent = from.clone();
+            parent.pop();
+            parent
+        }
+        _ => return None,
+    };
+    for part in parts {
+        if part == "super" {
+            base.pop();
+            continue;
+        }
+        let mut next = base.clone();
+        next.push(part.to_owned());
+        if modules.contains(&next) {
+            base = next;
+        } else {
+            break;
+        }
+    }
+    Some(base)
+}
+
+fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = stack.iter().position(|n| n == node) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        stack.push(node.to_owned());
+        for next in edges.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, edges, stack, done) {
+                return Some(cycle);
+            }
+        }
+        stack.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    edges
+        .keys()
+        .find_map(|node| visit(node, edges, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_import_cycles_between_sibling_modules() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let modules: BTreeSet<ModulePath> = files.iter().map(|f| module_of(&src, f)).collect();
+    // parent module -> (child -> children it names, with the file that does)
+    let mut graphs: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    let mut witnesses: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    for file in &files {
+        let from = module_of(&src, file);
+        let text = std::fs::read_to_string(file).expect("readable source");
+        for path in named_paths(&code_only(&text)) {
+            let Some(to) = resolve(&from, &path, &modules) else {
+                continue;
+            };
+            let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+            if common == from.len() || common == to.len() {
+                continue; // an ancestor or a descendant
+            }
+            let parent = from[..common].join("::");
+            let (a, b) = (from[common].clone(), to[common].clone());
+            witnesses
+                .entry((parent.clone(), a.clone(), b.clone()))
+                .or_insert_with(|| format!("{} names {path}", file.display()));
+            graphs
+                .entry(parent)
+                .or_default()
+                .entry(a)
+                .or_default()
+                .insert(b);
+        }
+    }
+    assert!(
+        graphs.get("").is_some_and(|top| top.len() > 5),
+        "the checker found too few edges to be reading the sources: {graphs:?}"
+    );
+    let mut cycles = Vec::new();
+    for (parent, edges) in &graphs {
+        if let Some(cycle) = find_cycle(edges) {
+            let steps: Vec<String> = cycle
+                .windows(2)
+                .map(|w| witnesses[&(parent.clone(), w[0].clone(), w[1].clone())].clone())
+                .collect();
+            let scope = if parent.is_empty() { "crate" } else { parent };
+            cycles.push(format!(
+                "in {scope}: {}\n    {}",
+                cycle.join(" -> "),
+                steps.join("\n    ")
+            ));
+        }
+    }
+    assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn the_checker_sees_a_cycle() {
+    let mut edges = BTreeMap::new();
+    edges.insert("a".to_owned(), BTreeSet::from(["b".to_owned()]));
+    edges.insert("b".to_owned(), BTreeSet::from(["a".to_owned()]));
+    assert_eq!(
+        find_cycle(&edges),
+        Some(vec!["a".to_owned(), "b".to_owned(), "a".to_owned()])
+    );
+    let mut paths = Vec::new();
+    expand("crate::{a::B, c::{d, e::F}}", "", &mut paths);
+    assert_eq!(paths, ["crate::a::B", "crate::c::d", "crate::c::e::F"]);
+}
