@@ -1,4 +1,4 @@
-//! Session reuse as the reference client does it (PROTOCOL.md §7): a stream takes
+//! Session reuse as the reference client does it (docs/protocol.md §5): a stream takes
 //! the newest idle session (highest sequence number) or dials a new one; when the
 //! stream ends a healthy session becomes idle again. Periodically, idle sessions
 //! older than the idle timeout are closed, keeping the `min_idle` newest, and the

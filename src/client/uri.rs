@@ -1,4 +1,4 @@
-//! The `anytls://` server URI (PROTOCOL.md §9):
+//! The `anytls://` server URI (docs/protocol.md §5):
 //! `anytls://<percent-encoded password>@host[:port]/?sni=<name>&insecure=1`.
 
 use thiserror::Error;

@@ -1,4 +1,4 @@
-//! SOCKS5-form target addresses: `atyp u8 | address | port u16` (PROTOCOL.md §6).
+//! SOCKS5-form target addresses: `atyp u8 | address | port u16` (docs/protocol.md §5).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -1,5 +1,5 @@
 //! The authentication preamble: `sha256(password) | padding0 len u16 | padding0`
-//! (PROTOCOL.md §2), and the constant-time check against the configured users.
+//! (docs/protocol.md §2), and the constant-time check against the configured users.
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

@@ -1,4 +1,4 @@
-//! The AnyTLS frame: `cmd u8 | stream id u32 | length u16 | data` (PROTOCOL.md §3).
+//! The AnyTLS frame: `cmd u8 | stream id u32 | length u16 | data` (docs/protocol.md §3).
 //!
 //! [`decode`] borrows the data from the input buffer and answers `None` until a
 //! whole frame is present; the `encode_*` functions append to a caller's buffer

@@ -1,7 +1,7 @@
 //! The sans-IO AnyTLS protocol core: bytes in, bytes or values out.
 //!
 //! Nothing here touches a socket, a clock or a global RNG, so every rule of the wire
-//! contract (`PROTOCOL.md`) is unit-tested and fuzzable on its own.
+//! contract (`docs/protocol.md`) is unit-tested and fuzzable on its own.
 //!
 //! - [`frame`]: the 7-byte-header frame codec.
 //! - [`auth`]: the authentication preamble and the users' credentials.

@@ -1,4 +1,4 @@
-//! The padding scheme (PROTOCOL.md §5): parsing, its md5, record sizes drawn from an
+//! The padding scheme (docs/protocol.md §6): parsing, its md5, record sizes drawn from an
 //! injected RNG, and the shaping of one session write into records.
 
 use std::collections::HashMap;
@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn default_md5_matches_protocol_text() {
-        // md5 of the default scheme exactly as written in PROTOCOL.md §5.
+        // md5 of the default scheme exactly as written in docs/protocol.md §6.
         let scheme = PaddingScheme::default();
         assert_eq!(scheme.md5_hex(), "75cff2ad89aadf5e257059ee571ebe11");
         assert_eq!(scheme.text(), DEFAULT_SCHEME);

@@ -1,4 +1,4 @@
-//! Settings blocks: UTF-8 `key=value` lines (PROTOCOL.md §4).
+//! Settings blocks: UTF-8 `key=value` lines (docs/protocol.md §4).
 //!
 //! Used for the client's Settings frame, the server's ServerSettings reply, and
 //! (with the same line syntax) the padding scheme.

@@ -1,4 +1,4 @@
-//! UDP over TCP, version 2 (UOT.md): the request that opens an association and the
+//! UDP over TCP, version 2 (docs/protocol.md §7): the request that opens an association and the
 //! datagrams that follow, in both framings.
 //!
 //! The request names the destination in SOCKS form (atyp 1/3/4). Datagrams are

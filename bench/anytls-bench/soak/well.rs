@@ -1,5 +1,5 @@
 //! The well-behaved clients: the library's client with a reusing session pool
-//! (PROTOCOL.md §7; its idle timeout below the server's, as a real client's
+//! (docs/protocol.md §5; its idle timeout below the server's, as a real client's
 //! should be), one stream per leased session at a time, every byte checked.
 //!
 //! - bulk: an echo stream, writing and reading at once, byte-exact;

@@ -1,5 +1,5 @@
 //! SOCKS5 UDP ASSOCIATE (RFC 1928 section 7) carried over UDP-over-TCP v2
-//! (UOT.md) in non-connect mode, as the reference anytls-go client does it.
+//! (docs/protocol.md §7) in non-connect mode, as the reference anytls-go client does it.
 //!
 //! For an ASSOCIATE the client binds a UDP socket on the IP the control connection
 //! arrived on (port 0) and names it in the reply. The first datagram from the local

@@ -1,4 +1,4 @@
-//! UDP over TCP v2 on the server (UOT.md): a stream whose target is
+//! UDP over TCP v2 on the server (docs/protocol.md §7): a stream whose target is
 //! `sp.v2.udp-over-tcp.arpa` carries a request and then length-prefixed
 //! datagrams, relayed through one UDP socket on this executor.
 //!
