@@ -28,6 +28,7 @@ pub fn main_with(body: impl FnOnce() -> Result<(), Fatal>) -> ExitCode {
 /// Returns memory that closed connections freed to the kernel. glibc keeps freed
 /// heap pages otherwise, so a burst (a scan of thousands of connections) would
 /// leave the resident size high long after every connection is gone.
+#[allow(unsafe_code)]
 pub fn return_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free pages of the allocator's own arenas.

@@ -22,6 +22,8 @@
 //! - [`config`]: the server's settled configuration.
 //! - [`cli`]: what the binaries share at their edge (exit code 2 on start-up errors).
 
+#![deny(unsafe_code)]
+
 pub mod cli;
 pub mod client;
 pub mod config;

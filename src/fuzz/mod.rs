@@ -35,8 +35,6 @@
 //! assert!(report.failures.is_empty(), "{report}");
 //! ```
 
-#![deny(unsafe_code)]
-
 mod session;
 
 use std::alloc::{GlobalAlloc, Layout, System};

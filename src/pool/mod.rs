@@ -513,6 +513,7 @@ impl CorePool {
 
 /// Turns a glommio stream into an owned socket that can wait in a store and cross
 /// executors (glommio 0.9's `TcpStream` has no `IntoRawFd`).
+#[allow(unsafe_code)]
 fn into_socket(stream: TcpStream) -> io::Result<Socket> {
     stream.set_nodelay(true).ok();
     // SAFETY: `dup` returns a new descriptor, or -1 (checked), that nothing else

@@ -224,6 +224,7 @@ fn run_executor<Fut: Future<Output = ()> + 'static>(
 }
 
 /// Hands a bound, listening socket to the current executor.
+#[allow(unsafe_code)]
 pub(crate) fn adopt_listener(socket: Socket) -> TcpListener {
     // SAFETY: `into_raw_fd` releases the socket's sole ownership of a valid,
     // listening descriptor, which the glommio listener takes over.

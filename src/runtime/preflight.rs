@@ -1,6 +1,7 @@
 //! Start-up checks of what glommio needs from the kernel, so a missing piece is one
 //! clear line instead of a panic deep inside the executor.
 
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use thiserror::Error;
 
 /// glommio refuses to start below this `RLIMIT_MEMLOCK` (bytes).
@@ -49,7 +50,6 @@ pub fn check() -> Result<(), PreflightError> {
 /// every session, stream and UDP association holds one. Returns the soft limit
 /// before and after.
 pub fn raise_descriptor_limit() -> Result<(u64, u64), nix::Error> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
@@ -58,17 +58,11 @@ pub fn raise_descriptor_limit() -> Result<(u64, u64), nix::Error> {
 }
 
 fn memlock_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
-        return u64::MAX; // cannot tell; let glommio decide
-    }
-    limit.rlim_cur
+    // Cannot tell: let glommio decide.
+    getrlimit(Resource::RLIMIT_MEMLOCK).map_or(u64::MAX, |(soft, _)| soft)
 }
 
+#[allow(unsafe_code)]
 fn probe_io_uring() -> Result<(), PreflightError> {
     // struct io_uring_params is 120 bytes; zeroed asks for defaults.
     let mut params = [0u8; 120];
