@@ -36,3 +36,22 @@ pub fn return_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// SIGINT and SIGTERM, caught from the moment this is made (make it before any
+/// executor thread starts).
+pub struct StopSignals(signal_hook::iterator::Signals);
+
+/// Starts catching SIGINT and SIGTERM.
+pub fn stop_signals() -> std::io::Result<StopSignals> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    Ok(StopSignals(signal_hook::iterator::Signals::new([
+        SIGINT, SIGTERM,
+    ])?))
+}
+
+impl StopSignals {
+    /// Blocks the calling thread until one of them arrives.
+    pub fn wait(mut self) {
+        self.0.forever().next();
+    }
+}

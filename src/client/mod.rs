@@ -8,15 +8,21 @@
 //! - [`inbound`]: the local SOCKS5 proxy (CONNECT, and UDP ASSOCIATE carried over
 //!   UDP-over-TCP v2 in [`inbound::udp`]); [`socks5`] is its sans-IO parser.
 //! - [`uri`]: `anytls://` server URIs.
+//! - [`ClientOptions`] and [`run`]: the client process (flags, checked config,
+//!   one executor per CPU until a signal); [`serve`]: one core's accept loop.
 
 pub mod inbound;
+mod options;
 mod padder;
+mod run;
 mod session;
 pub mod session_pool;
 pub mod socks5;
 pub mod uri;
 
+pub use options::{ClientOptions, ClientOptionsError, ClientSettled};
 pub use padder::{Padder, SharedScheme};
+pub use run::{run, serve};
 pub use session::{connect_tls, ClientConfig, ClientSession, ClientStream, StreamError};
 pub use session_pool::{PoolSettings, SessionPool};
 pub use uri::ServerUri;

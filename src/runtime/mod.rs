@@ -6,6 +6,7 @@
 //! Every listener is bound before any executor starts, so a bad address fails
 //! cleanly; [`Executors::start`] returns once each executor is serving.
 
+mod accept;
 mod executors;
 pub mod preflight;
 
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 
+pub use accept::{accept_each, ACCEPT_BACKOFF};
 pub use executors::Executors;
 pub(crate) use executors::{adopt_listener, bind_single};
 

@@ -8,6 +8,7 @@
 //!   driving [`crate::proto::session::ServerSession`], each stream's relay.
 
 pub(crate) mod context;
+mod control;
 pub(crate) mod session;
 
 use std::net::SocketAddr;
@@ -28,9 +29,7 @@ use crate::pool::SharedPool;
 use crate::runtime::{self, Executors, StartError};
 use crate::stats::{Limit, Stats};
 use context::CoreContext;
-
-/// Pause after a failed `accept` (descriptors exhausted, say) before the next.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+pub use control::run;
 
 /// How long executors wait for their sessions to close at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -41,6 +40,7 @@ pub struct Server {
     pool: Arc<SharedPool>,
     executors: Executors,
     metrics_addr: Option<SocketAddr>,
+    cpus: Vec<usize>,
 }
 
 impl Server {
@@ -59,6 +59,7 @@ impl Server {
             .and_then(|socket| socket.local_addr().ok())
             .and_then(|addr| addr.as_socket());
         let metrics = Arc::new(Mutex::new(metrics));
+        let cpus = config.cpus.clone();
         let config = Arc::new(config);
         let sessions = SessionLimits::new(
             config.limits.sessions_per_user,
@@ -87,6 +88,7 @@ impl Server {
             pool,
             executors,
             metrics_addr,
+            cpus,
         })
     }
 
@@ -172,40 +174,55 @@ async fn serve_core(index: usize, listener: TcpListener, stop: Rc<Event>, shared
 
 async fn accept_loop(listener: &TcpListener, core: &Rc<CoreContext>) {
     let mut last_warning: Option<Instant> = None;
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                let Ok(peer) = stream.peer_addr() else {
-                    continue;
-                };
-                stream.set_nodelay(true).ok();
-                glommio::spawn_local(session::serve_connection(stream, peer, core.clone()))
-                    .detach();
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning; the sessions
-                // already open go on.
-                let e = std::io::Error::from(e);
-                if crate::outbound::is_descriptor_exhaustion(&e) {
-                    core.limit_reached(Limit::Descriptors, || {
-                        format!("accept failed: {e}; new connections wait (raise LimitNOFILE, see kernel-notes.md)")
-                    });
-                } else if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                    warn!("accept failed: {e}");
-                    last_warning = Some(Instant::now());
-                }
-                glommio::timer::sleep(ACCEPT_BACKOFF).await;
-            }
+    let serve = |stream: glommio::net::TcpStream| {
+        if let Ok(peer) = stream.peer_addr() {
+            glommio::spawn_local(session::serve_connection(stream, peer, core.clone())).detach();
         }
+    };
+    let failed = |e: std::io::Error| {
+        if crate::outbound::is_descriptor_exhaustion(&e) {
+            core.limit_reached(Limit::Descriptors, || {
+                format!("accept failed: {e}; new connections wait (raise LimitNOFILE, see kernel-notes.md)")
+            });
+        } else if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+            warn!("accept failed: {e}");
+            last_warning = Some(Instant::now());
+        }
+    };
+    runtime::accept_each(listener, serve, failed).await;
+}
+
+impl Server {
+    /// Logs where the server listens.
+    pub fn log_started(&self) {
+        info!(
+            "listening on {} with {} executor(s) pinned to CPU(s) {:?}",
+            self.local_addr(),
+            self.cpus.len(),
+            self.cpus
+        );
+        if let Some(addr) = self.metrics_addr {
+            info!("metrics on http://{addr}/metrics");
+        }
+    }
+
+    /// The periodic statistics lines: sessions and streams, the outbound pool's
+    /// counters and state, and bytes per user.
+    pub fn report_lines(&self) -> [String; 4] {
+        [
+            self.stats.snapshot().to_string(),
+            self.pool.stats().to_string(),
+            self.pool.status_line(),
+            user_stats_line(&self.stats.user_bytes()),
+        ]
     }
 }
 
-/// Logs where the server listens.
-pub fn log_started(server: &Server, cpus: &[usize]) {
-    info!(
-        "listening on {} with {} executor(s) pinned to CPU(s) {:?}",
-        server.local_addr(),
-        cpus.len(),
-        cpus
-    );
+/// `[User Stats] {"alice":{"up":1,"down":2}}`: bytes per user as JSON.
+fn user_stats_line(users: &std::collections::BTreeMap<String, (u64, u64)>) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = users
+        .iter()
+        .map(|(user, (up, down))| (user.clone(), serde_json::json!({ "up": up, "down": down })))
+        .collect();
+    format!("[User Stats] {}", serde_json::Value::Object(map))
 }

@@ -1,9 +1,13 @@
-//! The server's settled configuration, built by the binary from its flags (or by
-//! tests directly) and shared read-only by every core.
+//! The server's settled configuration, shared read-only by every core, and
+//! [`options`]: how an operator's flags become one.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+mod options;
+
+pub use options::{ConfigError, Reloader, ServerOptions, Settled};
 
 use crate::pool::PoolConfig;
 use crate::proto::auth::Users;

@@ -1,0 +1,482 @@
+//! The server's options as an operator gives them (flags today), and how they
+//! become a checked [`ServerConfig`]: every value is validated here, files (users,
+//! padding scheme, certificate) are read here, and [`Reloader`] re-reads the
+//! reloadable ones on SIGHUP. The binary only parses arguments into
+//! [`ServerOptions`]; tests build configs the same way.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::{info, warn};
+use thiserror::Error;
+
+use super::{allowed_cpus, parse_users, Limits, Reloadable, ServerConfig, UsersFileError};
+use crate::pool::{self, PoolConfig, PoolKind};
+use crate::proto::auth::Users;
+use crate::proto::error::PaddingError;
+use crate::proto::PaddingScheme;
+use crate::tls::{ServerTls, TlsError};
+
+/// Why the options do not make a configuration. Each is one line for the operator.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A count that must be at least 1 was 0.
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+    /// A duration in seconds was 0.
+    #[error("--{0} must be at least 1 second")]
+    ZeroSeconds(&'static str),
+    /// A size that does not fit in memory.
+    #[error("--{flag} {value} is too large")]
+    TooLarge {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// An address that does not resolve.
+    #[error("invalid --{flag} {text}: {why}")]
+    Address {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        text: String,
+        /// Why it is not an address.
+        why: String,
+    },
+    /// `--cores` asks for no CPU, or for more than this process may use.
+    #[error("--cores {asked} but this process may run on only {} CPU(s): {allowed:?}", allowed.len())]
+    Cores {
+        /// CPUs asked for.
+        asked: usize,
+        /// CPUs this process may run on.
+        allowed: Vec<usize>,
+    },
+    /// An empty `--password`.
+    #[error("--password must not be empty")]
+    EmptyPassword,
+    /// A file could not be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        /// What the file holds.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The users file is malformed.
+    #[error("invalid users file {}: {source}", path.display())]
+    Users {
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong.
+        source: UsersFileError,
+    },
+    /// The padding scheme file is malformed.
+    #[error("invalid padding scheme {}: {source}", path.display())]
+    Padding {
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong.
+        source: PaddingError,
+    },
+    /// The certificate or key cannot be used.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+}
+
+/// Everything an operator can set, as given (flags).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerOptions {
+    /// Address to listen on (every core binds it with SO_REUSEPORT).
+    #[arg(short = 'l', long = "listen", default_value = "0.0.0.0:8443")]
+    pub listen: String,
+
+    /// Password clients authenticate with; repeat for several users
+    /// (named password-1, password-2, ...).
+    #[arg(short = 'p', long = "password", required_unless_present = "users")]
+    pub password: Vec<String>,
+
+    /// File of `name:password` lines (# comments allowed); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+
+    /// TCP address (an ordinary web server) that connections failing
+    /// authentication are handed to, with the bytes already read, so probers see
+    /// that service. Without it they are closed without a reply.
+    #[arg(long, value_name = "ADDR")]
+    pub fallback: Option<String>,
+
+    /// Padding scheme file sent to clients (default: the reference's default
+    /// scheme); reloaded on SIGHUP.
+    #[arg(long = "padding-scheme", value_name = "FILE")]
+    pub padding_scheme: Option<PathBuf>,
+
+    /// PEM certificate chain. Without --cert/--key a self-signed certificate is
+    /// generated at start and its SHA-256 fingerprint logged.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Executors to run, one pinned per CPU [default: every CPU this process may use].
+    #[arg(long)]
+    pub cores: Option<usize>,
+
+    /// Seconds allowed for the TLS handshake plus the authentication preamble.
+    #[arg(long, value_name = "SECS", default_value_t = super::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    pub handshake_timeout: u64,
+
+    /// Seconds allowed to resolve and connect to a stream's target.
+    #[arg(long, value_name = "SECS", default_value_t = super::DEFAULT_CONNECT_TIMEOUT.as_secs())]
+    pub connect_timeout: u64,
+
+    /// Seconds a session with no stream and no frame stays open.
+    #[arg(long, value_name = "SECS", default_value_t = super::DEFAULT_SESSION_IDLE_TIMEOUT.as_secs())]
+    pub idle_session_timeout: u64,
+
+    /// Seconds a stream may block its session (its 256 KiB upload buffer full) while
+    /// its target accepts no byte; then the stream is closed.
+    #[arg(long, value_name = "SECS", default_value_t = super::DEFAULT_STREAM_STALL_TIMEOUT.as_secs())]
+    pub stream_stall_timeout: u64,
+
+    /// Seconds a stream may move no byte either way before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = super::DEFAULT_STREAM_IDLE_TIMEOUT.as_secs())]
+    pub stream_idle_timeout: u64,
+
+    /// Seconds a write to a client (data or control frame) may make no progress
+    /// before the session is closed.
+    #[arg(long, value_name = "SECS", default_value_t = super::DEFAULT_WRITE_TIMEOUT.as_secs())]
+    pub write_timeout: u64,
+
+    /// Seconds a UDP-over-TCP association lives without a datagram either way.
+    #[arg(long, value_name = "SECS", default_value_t = super::DEFAULT_UOT_IDLE_TIMEOUT.as_secs())]
+    pub uot_idle_timeout: u64,
+
+    /// Streams one session may have open at once; past it a new stream is refused
+    /// (SYNACK with the reason, then FIN) and the session goes on.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().streams_per_session)]
+    pub max_streams_per_session: usize,
+
+    /// Streams of one session that may wait for their address or dial at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().dialing_per_session)]
+    pub max_dialing_per_session: usize,
+
+    /// UDP-over-TCP associations one session may have open at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().uot_per_session)]
+    pub max_uot_per_session: usize,
+
+    /// KiB one session may hold for its targets across all its streams, in our
+    /// buffers and in the outbound sockets' kernel queues; past it the session
+    /// stops reading until they drain, and a stream whose target takes nothing
+    /// for --stream-stall-timeout is closed.
+    #[arg(long, value_name = "KIB", default_value_t = (Limits::default().buffered_per_session / 1024) as u64)]
+    pub max_buffered_per_session_kib: u64,
+
+    /// Sessions one user may have open at once (all cores); past it a new
+    /// connection is closed after authentication.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().sessions_per_user)]
+    pub max_sessions_per_user: usize,
+
+    /// Sessions one client IP address may have open at once (all cores).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().sessions_per_address)]
+    pub max_sessions_per_ip: usize,
+
+    /// Milliseconds a new stream's target address may take to arrive whole; then
+    /// the stream is refused.
+    #[arg(long, value_name = "MS", default_value_t = Limits::default().address_timeout.as_millis() as u64)]
+    pub address_timeout_ms: u64,
+
+    /// Milliseconds a dial may take before the client is answered SYNACK anyway
+    /// (clients give up on the whole session after 3 s); a dial that then fails
+    /// ends the stream with FIN.
+    #[arg(long, value_name = "MS", default_value_t = Limits::default().synack_deadline.as_millis() as u64)]
+    pub synack_deadline_ms: u64,
+
+    /// Refuse targets in this range (CIDR, e.g. 10.0.0.0/8; repeatable), checked on
+    /// every resolved address. The server's own ports are always refused.
+    #[arg(long, value_name = "CIDR")]
+    pub deny: Vec<ipnet::IpNet>,
+
+    /// Refuse loopback, private, link-local and CGNAT targets (IPv4 and IPv6).
+    #[arg(long)]
+    pub deny_private: bool,
+
+    /// Outbound connection pool: none (or direct: dial every time, like the
+    /// reference server), lock, lockfree or highperf. Spares help only when streams
+    /// keep going to the same few targets.
+    #[arg(long, value_name = "KIND", default_value = "none")]
+    pub pool_type: PoolKind,
+
+    /// Warm spare connections kept per target asked for within --max-idle-time-secs.
+    #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MIN_IDLE)]
+    pub min_idle_connections: usize,
+
+    /// Outbound connections (in use + spares + UDP sockets) held at most, whatever
+    /// the pool kind; at the cap the oldest spare is closed, and with none a
+    /// stream is refused [default: 65536, or less so that a quarter of the
+    /// descriptor limit stays free for sessions].
+    #[arg(long, value_name = "N")]
+    pub max_outbound_connections: Option<usize>,
+
+    /// Kernel send buffer (SO_SNDBUF, KiB) of each connection to a target; bounds
+    /// what targets that read slowly make the kernel hold. 0: kernel autotuning.
+    #[arg(long, value_name = "KIB", default_value_t = (pool::DEFAULT_SEND_BUFFER / 1024) as u64)]
+    pub outbound_send_buffer_kib: u64,
+
+    /// Seconds a spare may wait before it is closed; targets not asked for within
+    /// this time are no longer refilled.
+    #[arg(long, value_name = "SECS", default_value_t = pool::DEFAULT_MAX_IDLE_TIME.as_secs())]
+    pub max_idle_time_secs: u64,
+
+    /// Address of a Prometheus metrics endpoint (HTTP, path /metrics), e.g.
+    /// 127.0.0.1:9100. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Seconds between statistics log lines (0 turns them off).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub stats_interval: u64,
+}
+
+/// A checked configuration, with what the operator should be told about it.
+pub struct Settled {
+    /// The configuration to start the server with.
+    pub config: ServerConfig,
+    /// Which certificate is served (its file or "self-signed"), with its SHA-256.
+    pub certificate_note: String,
+    /// Re-reads the reloadable files on SIGHUP.
+    pub reloader: Reloader,
+}
+
+impl ServerOptions {
+    /// Checks every value and reads every file. `descriptor_limit` sets the default
+    /// cap on outbound connections.
+    pub fn settle(&self, descriptor_limit: u64) -> Result<Settled, ConfigError> {
+        let listen = resolve("listen", &self.listen)?;
+        let padding = self.load_padding()?;
+        let tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => ServerTls::from_pem_files(cert, key)?,
+            _ => ServerTls::self_signed()?,
+        };
+        let certificate_note = match &self.cert {
+            Some(cert) => format!("certificate {} (SHA-256 {})", cert.display(), tls.fingerprint),
+            None => format!(
+                "self-signed certificate for localhost, SHA-256 fingerprint {} (clients need insecure=1 or this pin)",
+                tls.fingerprint
+            ),
+        };
+        let users = self.load_users()?;
+        let fallback = self
+            .fallback
+            .as_deref()
+            .map(|text| resolve("fallback", text))
+            .transpose()?;
+        let users = Reloadable::new(users);
+        let padding = Reloadable::new(padding);
+        let config = ServerConfig {
+            listen,
+            users: users.clone(),
+            padding: padding.clone(),
+            fallback,
+            metrics: self.metrics,
+            tls: tls.config,
+            cpus: self.cpus()?,
+            handshake_timeout: seconds("handshake-timeout", self.handshake_timeout)?,
+            connect_timeout: seconds("connect-timeout", self.connect_timeout)?,
+            session_idle_timeout: seconds("idle-session-timeout", self.idle_session_timeout)?,
+            stream_stall_timeout: seconds("stream-stall-timeout", self.stream_stall_timeout)?,
+            stream_idle_timeout: seconds("stream-idle-timeout", self.stream_idle_timeout)?,
+            write_timeout: seconds("write-timeout", self.write_timeout)?,
+            uot_idle_timeout: seconds("uot-idle-timeout", self.uot_idle_timeout)?,
+            pool: PoolConfig {
+                kind: self.pool_type,
+                min_idle: self.min_idle_connections,
+                max_outbound: match self.max_outbound_connections {
+                    Some(cap) => at_least_one("max-outbound-connections", cap)?,
+                    None => pool::default_max_outbound(descriptor_limit),
+                },
+                max_idle_time: seconds("max-idle-time-secs", self.max_idle_time_secs)?,
+                send_buffer: kibibytes("outbound-send-buffer-kib", self.outbound_send_buffer_kib)?,
+            },
+            deny: self.deny.clone(),
+            deny_private: self.deny_private,
+            limits: self.limits()?,
+        };
+        let reloader = Reloader {
+            options: self.clone(),
+            users,
+            padding,
+        };
+        Ok(Settled {
+            config,
+            certificate_note,
+            reloader,
+        })
+    }
+
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        Ok(Limits {
+            streams_per_session: at_least_one(
+                "max-streams-per-session",
+                self.max_streams_per_session,
+            )?,
+            dialing_per_session: at_least_one(
+                "max-dialing-per-session",
+                self.max_dialing_per_session,
+            )?,
+            uot_per_session: at_least_one("max-uot-per-session", self.max_uot_per_session)?,
+            buffered_per_session: at_least_one(
+                "max-buffered-per-session-kib",
+                kibibytes(
+                    "max-buffered-per-session-kib",
+                    self.max_buffered_per_session_kib,
+                )?,
+            )?,
+            sessions_per_user: at_least_one("max-sessions-per-user", self.max_sessions_per_user)?,
+            sessions_per_address: at_least_one("max-sessions-per-ip", self.max_sessions_per_ip)?,
+            address_timeout: Duration::from_millis(at_least_one(
+                "address-timeout-ms",
+                self.address_timeout_ms,
+            )?),
+            synack_deadline: Duration::from_millis(at_least_one(
+                "synack-deadline-ms",
+                self.synack_deadline_ms,
+            )?),
+        })
+    }
+
+    /// The CPUs to run on: the first `--cores` of those this process may use.
+    fn cpus(&self) -> Result<Vec<usize>, ConfigError> {
+        let allowed = allowed_cpus();
+        match self.cores {
+            None => Ok(allowed),
+            Some(0) => Err(ConfigError::Zero("cores")),
+            Some(asked) if asked > allowed.len() => Err(ConfigError::Cores { asked, allowed }),
+            Some(asked) => Ok(allowed[..asked].to_vec()),
+        }
+    }
+
+    /// The users from every `-p` and the `--users` file.
+    fn load_users(&self) -> Result<Users, ConfigError> {
+        let mut users = Users::default();
+        for (index, password) in self.password.iter().enumerate() {
+            if password.is_empty() {
+                return Err(ConfigError::EmptyPassword);
+            }
+            let name = if self.password.len() == 1 && self.users.is_none() {
+                "default".to_owned()
+            } else {
+                format!("password-{}", index + 1)
+            };
+            users.add(&name, password);
+        }
+        if let Some(path) = &self.users {
+            let text =
+                String::from_utf8(read("users file", path)?).map_err(|e| ConfigError::Read {
+                    what: "users file",
+                    path: path.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                })?;
+            parse_users(&text, &mut users).map_err(|source| ConfigError::Users {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(users)
+    }
+
+    /// The padding scheme from `--padding-scheme`, or the default.
+    fn load_padding(&self) -> Result<PaddingScheme, ConfigError> {
+        let Some(path) = &self.padding_scheme else {
+            return Ok(PaddingScheme::default());
+        };
+        PaddingScheme::parse(&read("padding scheme", path)?).map_err(|source| {
+            ConfigError::Padding {
+                path: path.clone(),
+                source,
+            }
+        })
+    }
+}
+
+/// Re-reads the users and padding scheme files on SIGHUP. A file that no longer
+/// loads keeps the old value, and the log says why.
+pub struct Reloader {
+    options: ServerOptions,
+    users: Reloadable<Users>,
+    padding: Reloadable<PaddingScheme>,
+}
+
+impl Reloader {
+    /// Reloads what was given as a file; sessions pick the new values up.
+    pub fn reload(&self) {
+        if self.options.users.is_some() {
+            match self.options.load_users() {
+                Ok(loaded) => {
+                    info!("SIGHUP: reloaded {} user(s)", loaded.len());
+                    self.users.store(loaded);
+                }
+                Err(why) => warn!("SIGHUP: keeping the current users: {why}"),
+            }
+        }
+        if self.options.padding_scheme.is_some() {
+            match self.options.load_padding() {
+                Ok(loaded) => {
+                    info!(
+                        "SIGHUP: reloaded the padding scheme (md5 {})",
+                        loaded.md5_hex()
+                    );
+                    self.padding.store(loaded);
+                }
+                Err(why) => warn!("SIGHUP: keeping the current padding scheme: {why}"),
+            }
+        }
+    }
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn resolve(flag: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    let invalid = |why: String| ConfigError::Address {
+        flag,
+        text: text.to_owned(),
+        why,
+    };
+    text.to_socket_addrs()
+        .map_err(|e| invalid(e.to_string()))?
+        .next()
+        .ok_or_else(|| invalid("resolves to no address".to_owned()))
+}
+
+fn at_least_one<T: PartialOrd + From<u8>>(flag: &'static str, value: T) -> Result<T, ConfigError> {
+    if value < T::from(1) {
+        return Err(ConfigError::Zero(flag));
+    }
+    Ok(value)
+}
+
+fn seconds(flag: &'static str, secs: u64) -> Result<Duration, ConfigError> {
+    if secs == 0 {
+        return Err(ConfigError::ZeroSeconds(flag));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// `kib` KiB in bytes, refusing values that do not fit.
+fn kibibytes(flag: &'static str, kib: u64) -> Result<usize, ConfigError> {
+    usize::try_from(kib)
+        .ok()
+        .and_then(|kib| kib.checked_mul(1024))
+        .ok_or(ConfigError::TooLarge { flag, value: kib })
+}
