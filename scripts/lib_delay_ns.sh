@@ -1,5 +1,7 @@
-# Shared by the pool scripts: builds the benchmark binaries and, on request, a
-# network namespace reachable over a point-to-point link with a real one-way delay.
+# Shared by the pool scripts: builds the benchmark binaries (the root package's
+# pool and delaylink micro-benchmarks, and anytls-bench, whose pool-e2e and
+# serve-echo commands they run) and, on request, a network namespace reachable over
+# a point-to-point link with a real one-way delay.
 # Source it; it defines build_benches, delay_ns_up and cleanup (installed as trap).
 
 NS="anytls-bench-$$"
@@ -24,9 +26,10 @@ bench_binary() {
 
 build_benches() {
   POOL_BIN=$(bench_binary pool)
-  E2E_BIN=$(bench_binary pool_e2e)
   DELAY_BIN=$(bench_binary delaylink)
-  for bin in "$POOL_BIN" "$E2E_BIN" "$DELAY_BIN"; do
+  cargo build --release -p anytls-bench
+  BENCH_BIN=target/release/anytls-bench
+  for bin in "$POOL_BIN" "$BENCH_BIN" "$DELAY_BIN"; do
     [ -x "$bin" ] || { echo "error: could not build $bin" >&2; exit 1; }
   done
 }
@@ -59,7 +62,7 @@ delay_ns_up() {
   ip link set "$HOST_IF" up
   ip netns exec "$NS" ip link set "$NS_IF" up
   ip netns exec "$NS" ip link set lo up
-  ip netns exec "$NS" "$E2E_BIN" serve-echo "$NS_IP:$port" &
+  ip netns exec "$NS" "$BENCH_BIN" serve-echo "$NS_IP:$port" &
   PIDS+=($!)
   sleep 0.5
   echo "delayed target: $NS_IP:$port, ${delay_ms} ms each way via $DELAY_KIND"

@@ -18,8 +18,8 @@ echo "== 1. micro-benchmark (no sockets)"
 "$POOL_BIN" --millis 1000 --repeats 3
 echo
 echo "== 2. end to end, loopback target"
-"$E2E_BIN" --duration "$SECS" --concurrency 8
+"$BENCH_BIN" pool-e2e --duration "$SECS" --concurrency 8
 echo
 echo "== 3. end to end, target behind a 10 ms delay each way"
 delay_ns_up 10 7000
-"$E2E_BIN" --duration "$SECS" --concurrency 8 --target "$NS_IP:7000"
+"$BENCH_BIN" pool-e2e --duration "$SECS" --concurrency 8 --target "$NS_IP:7000"

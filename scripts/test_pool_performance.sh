@@ -21,4 +21,4 @@ fi
 build_benches
 echo
 echo "== $CONCURRENCY concurrent streams over 20 sessions, loopback target"
-"$E2E_BIN" --duration "$SECS" --concurrency "$CONCURRENCY" --sessions 20 --min-idle 64
+"$BENCH_BIN" pool-e2e --duration "$SECS" --concurrency "$CONCURRENCY" --sessions 20 --min-idle 64

@@ -15,7 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// stops by itself: --duration, --count, or at the latest --max-time.
 ///
 /// `anytls-bench compare` runs a whole A/B comparison of two server commands
-/// (see `anytls-bench compare --help`).
+/// (see `anytls-bench compare --help`); `soak` a soak test of a running server;
+/// `relay` and `pool-e2e` benchmark an anytls-rs server run in this process.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "anytls-bench", version, args_conflicts_with_subcommands = true)]
 pub struct Args {
@@ -179,6 +180,32 @@ pub enum Command {
     /// if the descriptors do not return exactly to the baseline, or if RSS ends
     /// above the baseline plus --rss-tolerance-mib.
     Soak(crate::soak::SoakArgs),
+    /// The relay's own figures through an anytls-rs server in this process.
+    ///
+    /// The server on --server-cpu, the generator and its targets on --cpus. Four
+    /// rows of --duration each: bulk upload over 1 and 8 streams of one session
+    /// (MB/s), short streams (open, 64 B request/response, close) with 1 and 32
+    /// in flight (streams/s, latency); each with the server executor's CPU use.
+    Relay(crate::relay::RelayArgs),
+    /// The outbound pool kinds end to end through an anytls-rs server in this
+    /// process.
+    ///
+    /// For each kind of --kinds: a server with that pool, a warm-up, then
+    /// --duration of workers opening a stream, waiting for its SYNACK, echoing
+    /// 64 bytes and closing it. Reports streams/s, stream-open (SYN to SYNACK)
+    /// latency percentiles, errors, server CPU and the pool's counters per kind.
+    PoolE2e(crate::pool_e2e::PoolE2eArgs),
+    /// An anytls-rs server in this process until killed (for tests).
+    ///
+    /// The library's server with a self-signed certificate and default settings;
+    /// prints `listening on ADDR` once it accepts. For tests and quick runs: the
+    /// server to deploy and to measure is anytls-server.
+    Serve(crate::inproc::ServeArgs),
+    /// An echo target on ADDR until killed.
+    ///
+    /// The generator's own echo target, for `pool-e2e --target` (e.g. in a
+    /// network namespace behind a delay, scripts/lib_delay_ns.sh).
+    ServeEcho(crate::inproc::ServeEchoArgs),
 }
 
 /// Flags of `anytls-bench compare`.

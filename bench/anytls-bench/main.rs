@@ -4,18 +4,28 @@
 //! every part of the load on glommio executors pinned to the generator's CPUs,
 //! starts its own targets on those executors, and prints a table of results
 //! (optionally JSON). `anytls-bench compare` runs the scenarios against two
-//! server commands it starts itself and compares them. See bench/README.md for
-//! how to run and read it.
+//! server commands it starts itself and compares them; `relay` and `pool-e2e`
+//! run them against an anytls-rs server inside this process. See
+//! bench/README.md for how to run and read it.
+//!
+//! This is the `anytls-bench` package of the workspace (bench/Cargo.toml): what
+//! only benchmarks need (histograms, the progress line, JSON, charts) is its
+//! dependency, never the server's.
 //!
 //! Modules: [`args`] (flags), [`workers`] (pinned executors, progress line),
 //! [`targets`] (echo/sink/source/request-response/TLS sink), [`scenarios`] (one
 //! module per scenario plus the shared load driver), [`stats`] (what a worker
 //! counts), [`report`] (table and JSON), [`procfs`] (CPU time, RSS, TIME_WAIT),
-//! [`compare`] (the A/B comparison), [`soak`] (the soak test).
+//! [`compare`] (the A/B comparison), [`soak`] (the soak test), [`inproc`] (a
+//! server in this process, `serve`, `serve-echo`), [`relay`] and [`pool_e2e`]
+//! (benchmarks of that server).
 
 mod args;
 mod compare;
+mod inproc;
+mod pool_e2e;
 mod procfs;
+mod relay;
 mod report;
 mod scenarios;
 mod soak;
@@ -37,6 +47,10 @@ fn main() -> ExitCode {
     let outcome = match args.command.take() {
         Some(Command::Compare(compare)) => compare::run(compare),
         Some(Command::Soak(soak)) => soak::run(soak),
+        Some(Command::Relay(relay)) => relay::run(relay),
+        Some(Command::PoolE2e(pool)) => pool_e2e::run(pool),
+        Some(Command::Serve(serve)) => inproc::serve(serve),
+        Some(Command::ServeEcho(echo)) => inproc::serve_echo(echo),
         None => run(args),
     };
     match outcome {

@@ -23,6 +23,22 @@ pub fn thread_cpu(tid: u32) -> Option<Duration> {
     cpu_of(&format!("/proc/self/task/{tid}"))
 }
 
+/// CPU time of this process's threads whose name starts with `prefix` (an
+/// in-process server's executors); `None` if no such thread is running.
+pub fn threads_cpu(prefix: &str) -> Option<Duration> {
+    let mut total = None;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if name.starts_with(prefix) {
+            if let Some(cpu) = cpu_of(&dir.display().to_string()) {
+                total = Some(total.unwrap_or(Duration::ZERO) + cpu);
+            }
+        }
+    }
+    total
+}
+
 /// CPU time (user + system, all threads) of process `pid`.
 pub fn process_cpu(pid: u32) -> Option<Duration> {
     stat_ticks(&format!("/proc/{pid}/stat"))

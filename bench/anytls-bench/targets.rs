@@ -2,6 +2,7 @@
 //! executor: echo, sink, source (writes forever), request/response (answers
 //! every `request` bytes with `response` bytes), and for baseline a plain TCP
 //! sink and a TLS sink. They live as long as the executor that started them.
+//! `anytls-bench serve-echo` runs the echo on a given address ([`start_at`]).
 
 use std::future::Future;
 use std::io;
@@ -34,8 +35,13 @@ pub enum Behaviour {
 
 /// Binds `host:0` and serves `behaviour` on it; returns the bound address.
 pub fn start(host: IpAddr, behaviour: Behaviour) -> io::Result<SocketAddr> {
+    start_at(SocketAddr::new(host, 0), behaviour)
+}
+
+/// Binds `addr` and serves `behaviour` on it; returns the bound address.
+pub fn start_at(addr: SocketAddr, behaviour: Behaviour) -> io::Result<SocketAddr> {
     let payload: Rc<[u8]> = vec![0x5A; BUF].into();
-    serve_each(host, move |conn| {
+    serve_each(addr, move |conn| {
         let payload = payload.clone();
         async move {
             // Connection errors end the connection, nothing else.
@@ -44,14 +50,14 @@ pub fn start(host: IpAddr, behaviour: Behaviour) -> io::Result<SocketAddr> {
     })
 }
 
-/// Binds `host:0` and serves every accepted connection with `handle` in a task of
+/// Binds `addr` and serves every accepted connection with `handle` in a task of
 /// its own, on this executor, until the process ends; returns the bound address.
-fn serve_each<F, Fut>(host: IpAddr, handle: F) -> io::Result<SocketAddr>
+fn serve_each<F, Fut>(addr: SocketAddr, handle: F) -> io::Result<SocketAddr>
 where
     F: Fn(TcpStream) -> Fut + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let listener = TcpListener::bind(SocketAddr::new(host, 0))?;
+    let listener = TcpListener::bind(addr)?;
     let addr = listener.local_addr()?;
     glommio::spawn_local(async move {
         loop {
@@ -111,7 +117,7 @@ async fn drain<R: AsyncRead + Unpin>(conn: &mut R, buf: &mut [u8]) -> io::Result
 /// Binds `host:0` and serves TLS with `config`, discarding what arrives.
 pub fn start_tls_sink(host: IpAddr, config: Arc<rustls::ServerConfig>) -> io::Result<SocketAddr> {
     let acceptor = futures_rustls::TlsAcceptor::from(config);
-    serve_each(host, move |conn| {
+    serve_each(SocketAddr::new(host, 0), move |conn| {
         let acceptor = acceptor.clone();
         async move {
             if let Ok(mut tls) = acceptor.accept(conn).await {

@@ -127,7 +127,11 @@ fn sides(args: &CompareArgs) -> Result<Vec<Side>, String> {
     let b_argv = match &args.b_cmd {
         Some(cmd) => Some(split(cmd)),
         None => {
-            let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/anytls-server");
+            // This package is bench/ of the project; the peers sit beside the project.
+            let project = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(Path::new(".."));
+            let peer = project.join("../shared/peers/anytls-server");
             if peer.is_file() {
                 Some(default_argv(&peer, &[]))
             } else {

@@ -21,6 +21,8 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 pub struct Timings {
     /// New session: until TCP + TLS were up and the preamble written.
     pub connect: Option<Duration>,
+    /// New stream: until its SYNACK (the server reached the target).
+    pub open: Option<Duration>,
     /// Until the first response byte.
     pub first_byte: Option<Duration>,
     /// Until the whole response.
@@ -33,6 +35,7 @@ impl Timings {
     fn record(&self, rec: &Recorder) {
         for (name, d) in [
             ("connect", self.connect),
+            ("open", self.open),
             ("first_byte", self.first_byte),
             ("complete", self.complete),
             ("heartbeat", self.heartbeat),

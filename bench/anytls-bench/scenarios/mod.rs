@@ -11,7 +11,9 @@ pub mod streams;
 pub mod throughput;
 
 pub use drive::{drive, run_window, Load, Timings};
-pub use ops::{connect, exchange, left, stream_ended, unless, Pool};
+pub use ops::{
+    connect, exchange, left, open_established, request_response, stream_ended, unless, Pool,
+};
 
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -42,6 +44,31 @@ pub struct Context {
     pub sni: String,
     /// The client's TLS configuration for the AnyTLS server.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Where the server's CPU time is read during a run.
+    pub server_cpu: ServerCpu,
+}
+
+/// Where a run reads the server's CPU time.
+#[derive(Clone, Copy, Debug)]
+pub enum ServerCpu {
+    /// Nowhere: not measured.
+    Unknown,
+    /// A server process (`--server-pid`), all its threads.
+    Process(u32),
+    /// A server inside this process (`relay`, `pool-e2e`): the threads of its
+    /// executors, whose names start with this.
+    Threads(&'static str),
+}
+
+impl ServerCpu {
+    /// The server's CPU time so far.
+    pub fn read(self) -> Option<Duration> {
+        match self {
+            ServerCpu::Unknown => None,
+            ServerCpu::Process(pid) => procfs::process_cpu(pid),
+            ServerCpu::Threads(prefix) => procfs::threads_cpu(prefix),
+        }
+    }
 }
 
 impl Context {
@@ -76,12 +103,16 @@ impl Context {
             ServerVerification::Roots(roots)
         };
         let tls = tls_client(verification, args.tls_resume);
+        let server_cpu = args
+            .server_pid
+            .map_or(ServerCpu::Unknown, ServerCpu::Process);
         Ok(Context {
             args,
             cpus,
             server,
             sni,
             tls,
+            server_cpu,
         })
     }
 
@@ -152,14 +183,14 @@ impl Context {
     }
 
     /// Runs `load` on every generator executor with a progress line, merges the
-    /// tallies, and measures the server's CPU (with --server-pid) meanwhile.
+    /// tallies, and measures the server's CPU ([`Context::server_cpu`]) meanwhile.
     pub fn run_load<F, Fut>(&self, label: &str, load: F) -> Result<Measured, String>
     where
         F: Fn(Worker) -> Fut + Send + Clone + 'static,
         Fut: Future<Output = Tally> + 'static,
     {
-        let pid = self.args.server_pid;
-        self.run_load_probed(label, || pid.and_then(procfs::process_cpu), load)
+        let server_cpu = self.server_cpu;
+        self.run_load_probed(label, move || server_cpu.read(), load)
     }
 
     /// [`Context::run_load`] with the server's CPU time read by `server_cpu`.
@@ -193,7 +224,7 @@ impl Context {
 pub struct Measured {
     /// All executors' results.
     pub tally: Tally,
-    /// Server process CPU, percent of one CPU (with --server-pid).
+    /// Server CPU, percent of one CPU (when [`Context::server_cpu`] is known).
     pub server_cpu: Option<f64>,
 }
 

@@ -1,6 +1,6 @@
 //! AnyTLS operations the scenarios share: a per-executor pool of sessions,
-//! connecting, one request/response exchange on a new stream, and telling why a
-//! stream ended early.
+//! connecting, opening a stream (and waiting for its SYNACK), one
+//! request/response exchange on a stream, and telling why a stream ended early.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -112,8 +112,42 @@ pub async fn exchange(
     let stream = session
         .open_stream(target)
         .map_err(|e| Failed::new(Failure::SessionClosed, e))?;
+    request_response(session, &stream, request, response, t0).await
+}
+
+/// Opens a stream to `target` and waits for its SYNACK (the server reached the
+/// target); the stream and the time from `t0` to the SYNACK.
+pub async fn open_established(
+    session: &ClientSession,
+    target: &Address,
+    t0: Instant,
+) -> Result<(ClientStream, Duration), Failed> {
+    let stream = session
+        .open_stream(target)
+        .map_err(|e| Failed::new(Failure::SessionClosed, e))?;
+    match stream.established().await {
+        Ok(()) => Ok((stream, t0.elapsed())),
+        Err(StreamError::Refused(text)) => Err(Failed::new(Failure::Refused, text)),
+        Err(StreamError::SessionClosed) => {
+            let why = session.alert().map_or_else(
+                || "session closed before SYNACK".to_owned(),
+                |a| format!("alert: {a}"),
+            );
+            Err(Failed::new(Failure::SessionClosed, why))
+        }
+    }
+}
+
+/// Sends `request` on an open `stream` and reads `response` bytes; times from `t0`.
+pub async fn request_response(
+    session: &ClientSession,
+    stream: &ClientStream,
+    request: &[u8],
+    response: usize,
+    t0: Instant,
+) -> Result<Timings, Failed> {
     if let Err(e) = stream.write_all(request).await {
-        return Err(stream_ended(session, &stream, format!("write failed: {e}")).await);
+        return Err(stream_ended(session, stream, format!("write failed: {e}")).await);
     }
     let mut buf = vec![0u8; response.min(64 * 1024)];
     let mut got = 0;
@@ -122,15 +156,14 @@ pub async fn exchange(
         let n = stream.read(&mut buf).await;
         if n == 0 {
             let what = format!("{got} of {response} response bytes");
-            return Err(stream_ended(session, &stream, what).await);
+            return Err(stream_ended(session, stream, what).await);
         }
         first_byte.get_or_insert_with(|| t0.elapsed());
         got += n;
     }
     Ok(Timings {
-        connect: None,
         first_byte,
         complete: Some(t0.elapsed()),
-        heartbeat: None,
+        ..Timings::default()
     })
 }

@@ -1,19 +1,85 @@
-//! Smoke test of the load generator: the real server binary on 127.0.0.1 and
+//! Smoke test of the load generator: an anytls-rs server on 127.0.0.1 and
 //! `anytls-bench` run once per scenario for about a second with small
 //! parameters. Checks exit status, that the table names the scenario with a
 //! number, that --json parses, and that a wrong password exits non-zero; and
-//! `anytls-bench compare` once, with our server as both A and B. Figures are
-//! not asserted beyond being positive. Every child process is bounded by a time
-//! limit; one still running after [`SLOW_RUN`] gets a snapshot of what it waits on
-//! printed (threads, sockets, the kernel's SYN retransmission counters).
+//! `anytls-bench compare` once, with that server as both A and B, and `relay`
+//! and `pool-e2e` once each. Figures are not asserted beyond being positive.
+//! Every child process is bounded by a time limit; one still running after
+//! [`SLOW_RUN`] gets a snapshot of what it waits on printed (threads, sockets,
+//! the kernel's SYN retransmission counters).
+//!
+//! The server is `anytls-bench serve` (the library's server in a child process,
+//! default settings): this package cannot name the root package's anytls-server
+//! binary, and the generator is what is tested here (the root package's tests
+//! cover anytls-server itself).
 
-mod common;
-
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{TestServer, PASSWORD};
+/// The password of the server the tests start.
+const PASSWORD: &str = "smoke-password";
+
+/// How long the server may take to print the address it listens on.
+const SERVER_START: Duration = Duration::from_secs(30);
+
+/// An anytls-rs server (`anytls-bench serve --cores 1`) in a child process,
+/// killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts the server on an ephemeral port of 127.0.0.1 and waits (at most
+    /// [`SERVER_START`]) for its `listening on ADDR` line.
+    fn start() -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_anytls-bench"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--password", PASSWORD])
+            .args(["--cores", "1"])
+            .env(
+                "RUST_LOG",
+                std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("anytls-bench serve starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(SERVER_START).unwrap_or_default();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok());
+        match addr {
+            Some(addr) => Server { child, addr },
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("anytls-bench serve did not say where it listens within {SERVER_START:?}: {line:?}");
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// Longest any single generator run may take before the test fails. Operations in
 /// flight at a run's deadline are cut off there, but set-up phases each wait up to
@@ -169,12 +235,7 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 #[test]
 fn every_scenario_runs_and_reports() {
-    // The harness runs the server at debug level by default: one line per stream
-    // is more than a load test needs ("listening on" is logged at info).
-    if std::env::var_os("SERVER_LOG").is_none() {
-        std::env::set_var("SERVER_LOG", "info");
-    }
-    let server = TestServer::start(&[]);
+    let server = Server::start();
     let pid = server.pid().to_string();
     let addr = server.addr.to_string();
     let common = |extra: &[&str]| {
@@ -183,10 +244,7 @@ fn every_scenario_runs_and_reports() {
         args
     };
     // The baseline's sinks go where the server is: the first allowed CPU.
-    let first_cpu = core_affinity::get_core_ids()
-        .and_then(|ids| ids.iter().map(|c| c.id).min())
-        .unwrap_or(0)
-        .to_string();
+    let first_cpu = first_and_last_cpu().0.to_string();
 
     let out = run_ok(&common(&[
         "throughput",
@@ -279,8 +337,8 @@ fn compare_runs_a_and_b() {
     let json = dir.join(format!("anytls-compare-smoke-{}.json", std::process::id()));
     let svg = json.with_extension("svg");
     let server = concat!(
-        env!("CARGO_BIN_EXE_anytls-server"),
-        " -l 127.0.0.1:{port} -p {password} --cores 1"
+        env!("CARGO_BIN_EXE_anytls-bench"),
+        " serve -l 127.0.0.1:{port} -p {password} --cores 1"
     );
     let output = bench_exactly(&strings(&[
         "compare",
@@ -332,4 +390,108 @@ fn compare_runs_a_and_b() {
     assert_eq!(runs.len(), 2, "{text}");
     assert!(runs[0]["time_wait"]["at_start"].is_u64(), "{text}");
     assert!(stdout.contains("B/A"), "{stdout}");
+}
+
+/// The first CPU this process may use and the last (the same on one CPU).
+fn first_and_last_cpu() -> (usize, usize) {
+    let ids: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    (
+        ids.iter().copied().min().unwrap_or(0),
+        ids.iter().copied().max().unwrap_or(0),
+    )
+}
+
+#[test]
+fn relay_runs_and_reports() {
+    let (server_cpu, generator_cpu) = first_and_last_cpu();
+    let output = bench_exactly(&strings(&[
+        "relay",
+        "-d",
+        "0.5",
+        "--no-progress",
+        "--server-cpu",
+        &server_cpu.to_string(),
+        "--cpus",
+        &generator_cpu.to_string(),
+    ]));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "relay failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    check(&stdout, "throughput", "throughput");
+    check(&stdout, "streams", "streams/s");
+    for row in [
+        "upload, 1 stream, 1 session",
+        "upload, 8 streams, 1 session",
+        "open+64B request/response+close, 1 in flight",
+        "open+64B request/response+close, 32 in flight",
+    ] {
+        // The summary's rows start with their label (the notes are indented).
+        let value: Option<f64> = stdout.lines().find_map(|l| {
+            let rest = l.strip_prefix(row)?;
+            rest.split_whitespace().next()?.parse().ok()
+        });
+        assert!(
+            value.is_some_and(|v| v > 0.0),
+            "no figure for {row:?} in:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("[Server Stats]"), "{stdout}");
+}
+
+#[test]
+fn pool_e2e_runs_every_kind() {
+    let (server_cpu, generator_cpu) = first_and_last_cpu();
+    let json =
+        std::env::temp_dir().join(format!("anytls-pool-e2e-smoke-{}.json", std::process::id()));
+    let output = bench_exactly(&strings(&[
+        "pool-e2e",
+        "-d",
+        "0.5",
+        "--concurrency",
+        "4",
+        "--no-progress",
+        "--server-cpu",
+        &server_cpu.to_string(),
+        "--cpus",
+        &generator_cpu.to_string(),
+        "--json",
+        &json.display().to_string(),
+    ]));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "pool-e2e failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    check(&stdout, "pool-e2e", "streams/s");
+    check(&stdout, "pool-e2e", "open p99");
+    for kind in ["none", "lock", "lockfree", "highperf"] {
+        let rate: Option<f64> = stdout.lines().find_map(|l| {
+            let rest = l.strip_prefix(kind)?.strip_prefix(' ')?;
+            rest.split_whitespace().next()?.parse().ok()
+        });
+        assert!(
+            rate.is_some_and(|r| r > 0.0),
+            "no streams/s for {kind} in:\n{stdout}"
+        );
+    }
+    let text = std::fs::read_to_string(&json).expect("--json file written");
+    let _ = std::fs::remove_file(&json);
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("--json file is JSON");
+    let pools: Vec<&str> = doc["scenarios"]
+        .as_array()
+        .expect("scenarios")
+        .iter()
+        .filter_map(|s| s["parameters"]["pool"].as_str())
+        .collect();
+    assert_eq!(pools, ["none", "lock", "lockfree", "highperf"], "{text}");
 }
