@@ -128,7 +128,7 @@ pub async fn open_established(
     match stream.established().await {
         Ok(()) => Ok((stream, t0.elapsed())),
         Err(StreamError::Refused(text)) => Err(Failed::new(Failure::Refused, text)),
-        Err(StreamError::SessionClosed) => {
+        Err(StreamError::SessionClosed | StreamError::SynAckTimeout) => {
             let why = session.alert().map_or_else(
                 || "session closed before SYNACK".to_owned(),
                 |a| format!("alert: {a}"),
