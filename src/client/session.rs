@@ -2,7 +2,6 @@
 //! with stream handles for the caller.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -20,6 +19,7 @@ use rustls::pki_types::ServerName;
 use super::padder::{Padder, SharedScheme};
 use crate::mux::{self, Event, Pipe, ReadBuffer, WriteQueue};
 use crate::proto::auth::{encode_preamble, PasswordHash};
+use crate::proto::client_session::{ClientEvent, ClientSessionRules};
 use crate::proto::frame::{self, Command, Frame};
 use crate::proto::{Address, PaddingScheme, Settings};
 
@@ -113,9 +113,7 @@ struct Slot {
 
 struct Inner {
     queue: WriteQueue,
-    streams: RefCell<HashMap<u32, Rc<Slot>>>,
-    next_id: Cell<u32>,
-    server_version: Cell<u32>,
+    rules: RefCell<ClientSessionRules<Rc<Slot>>>,
     alert: RefCell<Option<String>>,
     padding: SharedScheme,
     started: Event,
@@ -141,9 +139,7 @@ impl ClientSession {
         tls.flush().await?;
         let inner = Rc::new(Inner {
             queue: WriteQueue::default(),
-            streams: RefCell::default(),
-            next_id: Cell::new(1),
-            server_version: Cell::new(0),
+            rules: RefCell::default(),
             alert: RefCell::new(None),
             padding: config.padding.clone(),
             started: Event::default(),
@@ -167,14 +163,12 @@ impl ClientSession {
                 "session closed",
             ));
         }
-        let id = inner.next_id.get();
-        inner.next_id.set(id + 1);
         let slot = Rc::new(Slot {
             incoming: Pipe::new(STREAM_RECEIVE_LIMIT),
             synack: RefCell::new(None),
             synack_arrived: Event::default(),
         });
-        inner.streams.borrow_mut().insert(id, slot.clone());
+        let id = inner.rules.borrow_mut().open_stream(slot.clone());
         let mut address = Vec::new();
         target
             .encode(&mut address)
@@ -208,7 +202,7 @@ impl ClientSession {
 
     /// The server's protocol version (0 until ServerSettings arrives).
     pub fn server_version(&self) -> u32 {
-        self.inner.server_version.get()
+        self.inner.rules.borrow().server_version()
     }
 
     /// The Alert text, if the server sent one.
@@ -233,7 +227,7 @@ impl ClientSession {
 
     /// Streams not yet closed.
     pub fn open_streams(&self) -> usize {
-        self.inner.streams.borrow().len()
+        self.inner.rules.borrow().open_streams()
     }
 }
 
@@ -248,12 +242,15 @@ impl Inner {
         self.closed.set();
         self.started.set();
         self.queue.close();
-        for (_, slot) in self.streams.borrow_mut().drain() {
+        let streams = self.rules.borrow_mut().end();
+        for slot in streams {
             slot.incoming.abort();
             slot.resolve(Err(StreamError::SessionClosed));
         }
     }
 
+    /// Carries out what the rules make of one server frame; `false` ends the
+    /// session.
     async fn handle_frame(&self, frame: Frame<'_>) -> bool {
         log::trace!(
             "client <- {:?} sid {} len {}",
@@ -261,53 +258,35 @@ impl Inner {
             frame.stream_id,
             frame.data.len()
         );
-        let slot = || self.streams.borrow().get(&frame.stream_id).cloned();
-        match frame.cmd {
-            Command::Push => {
-                if let Some(slot) = slot() {
-                    let _ = slot.incoming.push(frame.data).await;
-                }
+        let event = self.rules.borrow_mut().handle_frame(frame);
+        match event {
+            None => {}
+            Some(ClientEvent::Data(_, slot, data)) => {
+                let _ = slot.incoming.push(data).await;
             }
-            Command::Fin => {
-                if let Some(slot) = self.streams.borrow_mut().remove(&frame.stream_id) {
-                    slot.incoming.finish();
-                    slot.resolve(Err(StreamError::SessionClosed));
-                }
+            Some(ClientEvent::Finished(_, slot)) => {
+                slot.incoming.finish();
+                slot.resolve(Err(StreamError::SessionClosed));
             }
-            Command::SynAck => {
-                if let Some(slot) = slot() {
-                    slot.resolve(if frame.data.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(StreamError::Refused(
-                            String::from_utf8_lossy(frame.data).into_owned(),
-                        ))
-                    });
-                }
+            Some(ClientEvent::Established(_, slot)) => slot.resolve(Ok(())),
+            Some(ClientEvent::Refused(_, slot, reason)) => {
+                slot.resolve(Err(StreamError::Refused(reason)));
             }
-            Command::Alert => {
-                let text = String::from_utf8_lossy(frame.data).into_owned();
+            Some(ClientEvent::Alert(text)) => {
                 debug!("server alert: {text}");
                 *self.alert.borrow_mut() = Some(text);
                 return false;
             }
-            Command::UpdatePaddingScheme => match PaddingScheme::parse(frame.data) {
-                Ok(scheme) => *self.padding.borrow_mut() = Arc::new(scheme),
-                Err(e) => debug!("ignoring invalid padding scheme from server: {e}"),
-            },
-            Command::ServerSettings => {
-                let version = Settings::decode(frame.data).map_or(0, |s| s.version());
-                self.server_version.set(version);
+            Some(ClientEvent::NewPaddingScheme(scheme)) => {
+                *self.padding.borrow_mut() = Arc::new(scheme);
             }
-            Command::HeartRequest => {
-                self.queue
-                    .push_frame(Command::HeartResponse, frame.stream_id, &[]);
+            Some(ClientEvent::Send(command, id)) => {
+                self.queue.push_frame(command, id, &[]);
             }
-            Command::HeartResponse => {
+            Some(ClientEvent::HeartbeatAnswered) => {
                 let pong = self.pong.replace(Rc::new(Event::default()));
                 pong.set();
             }
-            _ => {}
         }
         true
     }
@@ -387,7 +366,7 @@ impl ClientStream {
     pub async fn wait_established(&self) -> Result<(), StreamError> {
         match mux::timeout(SYNACK_TIMEOUT, self.established()).await {
             Some(result) => result,
-            None if self.session.server_version.get() < 2 => Ok(()),
+            None if self.session.rules.borrow().server_version() < 2 => Ok(()),
             None => {
                 self.session.close();
                 Err(StreamError::SynAckTimeout)
@@ -430,7 +409,7 @@ impl ClientStream {
     pub fn close(&self) {
         if !self.finished.replace(true) {
             self.session.queue.push_frame(Command::Fin, self.id, &[]);
-            self.session.streams.borrow_mut().remove(&self.id);
+            self.session.rules.borrow_mut().close_stream(self.id);
             self.slot.incoming.abort();
         }
     }

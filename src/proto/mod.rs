@@ -10,7 +10,7 @@
 //! - [`addr`]: SOCKS5-form target addresses.
 //! - [`uot`]: UDP over TCP v2 requests and datagrams.
 //! - [`session`]: the server session's rules as a state machine (frames and time
-//!   in, actions out).
+//!   in, actions out); [`client_session`]: the client session's.
 //! - [`error`]: one error enum per kind of input.
 //!
 //! ```
@@ -26,6 +26,7 @@
 
 pub mod addr;
 pub mod auth;
+pub mod client_session;
 pub mod error;
 pub mod frame;
 pub mod padding;
