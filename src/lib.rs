@@ -10,10 +10,12 @@
 //! - [`session`]: the server side of a connection: handshake, authentication, the
 //!   session's frame loop and each stream's relay.
 //! - [`client`]: the client side of a session (used by the tests and the client).
-//! - [`outbound`]: dialing targets: off-executor name resolution with a per-core
-//!   cache, and the policy of which targets are allowed.
 //! - [`limits`]: sessions per user and per client address, over all cores.
-//! - [`pool`]: the outbound connection pool (none, lock, lockfree, highperf).
+//! - [`pool`]: the outbound connection pool, one file per kind (none, lock,
+//!   lockfree, highperf) behind one trait; [`pool::dial`] resolves and dials
+//!   targets: off-executor name resolution with a per-core cache, the policy of
+//!   which targets are allowed, and the `Dial` seam the pool opens connections
+//!   through.
 //! - [`runtime`]: one pinned glommio executor per core, `SO_REUSEPORT` listeners,
 //!   start-up checks, shutdown.
 //! - [`tls`]: rustls configuration, PEM loading, the self-signed default.
@@ -29,7 +31,6 @@ pub mod fuzz;
 pub mod limits;
 pub mod metrics;
 pub mod mux;
-pub mod outbound;
 pub mod pool;
 pub mod proto;
 pub mod runtime;

@@ -28,7 +28,7 @@ use crate::config::ServerConfig;
 use crate::limits::SessionLimits;
 use crate::metrics;
 use crate::mux::Event;
-use crate::outbound::{Resolver, TargetPolicy};
+use crate::pool::dial::{Resolver, TargetPolicy};
 use crate::pool::{CorePool, SharedPool};
 use crate::session;
 use crate::stats::{CoreCounters, Limit, Stats, UserCounters};
@@ -278,7 +278,7 @@ async fn accept_loop(listener: &TcpListener, core: &Rc<CoreContext>) {
                 // EMFILE and friends: back off instead of spinning; the sessions
                 // already open go on.
                 let e = std::io::Error::from(e);
-                if crate::outbound::is_descriptor_exhaustion(&e) {
+                if crate::pool::dial::is_descriptor_exhaustion(&e) {
                     core.limit_reached(Limit::Descriptors, || {
                         format!("accept failed: {e}; new connections wait (raise LimitNOFILE, see kernel-notes.md)")
                     });
