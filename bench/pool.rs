@@ -11,25 +11,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use anytls::pool::counters::{AtomicCounters, CoreCounters, Counters, Field, LockedCounters};
-use anytls::pool::store::{HighPerfStore, LockFreeStore, LockStore, Spare, SpareStore, SpillTier};
+use anytls::pool::highperf::HighPerfPool;
+use anytls::pool::kind::{Field, Kind, Shard, Spare};
+use anytls::pool::lock::LockPool;
+use anytls::pool::lockfree::LockFreePool;
+use anytls::pool::DEFAULT_MAX_OUTBOUND;
 
 const TARGETS: u16 = 8;
 const SPARES_PER_TARGET: usize = 4;
 
 #[derive(Clone, Copy, PartialEq)]
-enum Kind {
+enum Contender {
     Lock,
     LockFree,
     HighPerf,
 }
 
-impl Kind {
+impl Contender {
     fn name(self) -> &'static str {
         match self {
-            Kind::Lock => "lock",
-            Kind::LockFree => "lockfree",
-            Kind::HighPerf => "highperf",
+            Contender::Lock => "lock",
+            Contender::LockFree => "lockfree",
+            Contender::HighPerf => "highperf",
         }
     }
 }
@@ -39,16 +42,16 @@ fn target(i: u16) -> SocketAddr {
 }
 
 /// One thread's loop: take a spare of the next target, count it, give it back.
-fn churn(store: &dyn SpareStore<u64>, counters: &dyn Counters, stop: &AtomicBool) -> u64 {
+fn churn(shard: &dyn Shard<u64>, stop: &AtomicBool) -> u64 {
     let mut ops = 0u64;
     let mut i = 0u16;
     while !stop.load(Ordering::Relaxed) {
         for _ in 0..256 {
             let key = target(i % TARGETS);
             i = i.wrapping_add(1);
-            if let Some(spare) = store.pop(&key) {
-                counters.add(Field::Reused, 1);
-                store.push(key, spare);
+            if let Some(spare) = shard.take(&key) {
+                shard.add(Field::Reused, 1);
+                shard.put(key, spare);
             }
             ops += 1;
         }
@@ -56,36 +59,36 @@ fn churn(store: &dyn SpareStore<u64>, counters: &dyn Counters, stop: &AtomicBool
     ops
 }
 
-fn run(kind: Kind, threads: usize, duration: Duration) -> f64 {
-    let lock_store: Arc<LockStore<u64>> = Arc::default();
-    let lockfree_store: Arc<LockFreeStore<u64>> = Arc::default();
-    let tier: SpillTier<u64> = Arc::default();
-    let locked: Arc<LockedCounters> = Arc::default();
-    let atomic: Arc<AtomicCounters> = Arc::default();
+fn run(kind: Contender, threads: usize, duration: Duration) -> f64 {
+    // Each kind's store and counters: shared by every thread for `lock` and
+    // `lockfree`; for `highperf` a shard of each thread's own (core-local map,
+    // counters of its own) over the shared spill tier, keeping SPARES_PER_TARGET
+    // per target locally.
+    let pool: Arc<dyn Kind<u64>> = match kind {
+        Contender::Lock => Arc::new(LockPool::new(DEFAULT_MAX_OUTBOUND)),
+        Contender::LockFree => Arc::new(LockFreePool::new(DEFAULT_MAX_OUTBOUND)),
+        Contender::HighPerf => Arc::new(HighPerfPool::new(
+            threads,
+            SPARES_PER_TARGET * threads,
+            DEFAULT_MAX_OUTBOUND,
+        )),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (lock_store, lockfree_store, tier) =
-                (lock_store.clone(), lockfree_store.clone(), tier.clone());
-            let (locked, atomic) = (locked.clone(), atomic.clone());
+        .map(|index| {
+            let pool = pool.clone();
             let (stop, barrier) = (stop.clone(), barrier.clone());
             std::thread::spawn(move || {
-                // highperf: a store and counters of this thread's own over the shared tier.
-                let local_store = HighPerfStore::new(tier, SPARES_PER_TARGET);
-                let local_counters = CoreCounters::default();
-                let (store, counters): (&dyn SpareStore<u64>, &dyn Counters) = match kind {
-                    Kind::Lock => (&*lock_store, &*locked),
-                    Kind::LockFree => (&*lockfree_store, &*atomic),
-                    Kind::HighPerf => (&local_store, &local_counters),
-                };
+                let shard = pool.shard(index);
+                let dialed = Instant::now();
                 for t in 0..TARGETS {
                     for n in 0..SPARES_PER_TARGET {
-                        store.push(target(t), Spare::new(n as u64));
+                        shard.put(target(t), Spare::new(n as u64, dialed));
                     }
                 }
                 barrier.wait();
-                churn(store, counters, &stop)
+                churn(&*shard, &stop)
             })
         })
         .collect();
@@ -130,13 +133,13 @@ fn main() {
     );
     for threads in [1, 2, 4] {
         let mut lock_rate = 0.0;
-        for kind in [Kind::Lock, Kind::LockFree, Kind::HighPerf] {
+        for kind in [Contender::Lock, Contender::LockFree, Contender::HighPerf] {
             let rate = median(
                 (0..repeats)
                     .map(|_| run(kind, threads, Duration::from_millis(millis)))
                     .collect(),
             );
-            if kind == Kind::Lock {
+            if kind == Contender::Lock {
                 lock_rate = rate;
             }
             println!(

@@ -2,25 +2,37 @@
 //!
 //! # Layout
 //!
-//! - [`proto`]: the sans-IO protocol core (frames, authentication, settings,
-//!   padding scheme, SOCKS addresses). No sockets.
+//! - [`proto`]: the sans-IO protocol core: frames, authentication, settings, the
+//!   padding scheme, SOCKS addresses, UDP over TCP, and both sides' session rules
+//!   as state machines ([`proto::session`], [`proto::client_session`]). No
+//!   sockets, no clock, no global RNG.
 //! - [`mux`]: executor-local plumbing both ends share: pooled buffers, the
 //!   coalescing frame write queue, the TCP transport under TLS, bounded
 //!   per-stream pipes, events, timeouts.
-//! - [`session`]: the server side of a connection: handshake, authentication, the
-//!   session's frame loop and each stream's relay.
-//! - [`client`]: the client side of a session (used by the tests and the client).
-//! - [`outbound`]: dialing targets: off-executor name resolution with a per-core
-//!   cache, and the policy of which targets are allowed.
+//! - [`server`]: the server: [`Server::start`], the per-core serve and accept
+//!   loops, the per-core context, the session driver (handshake, authentication,
+//!   fallback, each stream's relay, UDP over TCP), and [`server::run`], the
+//!   process around it (signals, SIGHUP reloads, statistics lines).
+//! - [`client`]: the client side: a session over TLS, session reuse, the SOCKS5
+//!   inbound with UDP ASSOCIATE, the padding of first writes, and
+//!   [`client::run`], the client process.
+//! - [`pool`]: the outbound connection pool, one file per kind (none, lock,
+//!   lockfree, highperf) behind one trait; [`pool::dial`] resolves and dials
+//!   targets: off-executor name resolution with a per-core cache, the policy of
+//!   which targets are allowed, and the `Dial` seam the pool opens connections
+//!   through.
 //! - [`limits`]: sessions per user and per client address, over all cores.
-//! - [`pool`]: the outbound connection pool (none, lock, lockfree, highperf).
-//! - [`runtime`]: one pinned glommio executor per core, `SO_REUSEPORT` listeners,
-//!   start-up checks, shutdown.
+//! - [`runtime`]: one pinned glommio executor per core with its `SO_REUSEPORT`
+//!   listener, the accept loop, start-up checks and errors.
+//! - [`config`]: the server's options (flags) and the checked configuration they
+//!   become, with SIGHUP reloads.
 //! - [`tls`]: rustls configuration, PEM loading, the self-signed default.
 //! - [`stats`]: per-core counters summed when reported.
 //! - [`metrics`]: the Prometheus text endpoint (`--metrics`).
-//! - [`config`]: the server's settled configuration.
-//! - [`cli`]: what the binaries share at their edge (exit code 2 on start-up errors).
+//! - [`cli`]: what the binaries share at their edge (logging, exit code 2 on
+//!   start-up errors, stop signals).
+//! - [`fuzz`]: structure-aware fuzzing of every decoder and of the session
+//!   machine (run by `tests/fuzz.rs` and `examples/fuzz.rs`).
 
 #![deny(unsafe_code)]
 
@@ -31,7 +43,6 @@ pub mod fuzz;
 pub mod limits;
 pub mod metrics;
 pub mod mux;
-pub mod outbound;
 pub mod pool;
 pub mod proto;
 pub mod runtime;

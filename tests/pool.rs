@@ -235,7 +235,7 @@ fn none_dials_every_time_and_respects_the_cap() {
 
 #[test]
 fn highperf_spare_spilled_by_one_core_is_taken_by_another() {
-    use anytls::outbound::Resolver;
+    use anytls::pool::dial::Resolver;
     use anytls::pool::{PoolConfig, PoolKind, SharedPool};
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,7 +1,7 @@
 //! The client side of AnyTLS: authenticate, send Settings, open streams, pad the
 //! first writes per the padding scheme and obey UpdatePaddingScheme.
 //!
-//! - [`session`]: one session over one TLS connection ([`ClientSession`]), used by
+//! - `session`: one session over one TLS connection ([`ClientSession`]), used by
 //!   the SOCKS client, the load generator and the integration tests.
 //! - [`session_pool`]: session reuse as the reference client does it.
 //! - [`Padder`]: the padding scheme applied to the first writes.
@@ -23,6 +23,8 @@ pub mod uri;
 pub use options::{ClientOptions, ClientOptionsError, ClientSettled};
 pub use padder::{Padder, SharedScheme};
 pub use run::{run, serve};
-pub use session::{connect_tls, ClientConfig, ClientSession, ClientStream, StreamError};
+pub use session::{
+    connect_tls, ClientConfig, ClientSession, ClientStream, StreamError, SYNACK_TIMEOUT,
+};
 pub use session_pool::{PoolSettings, SessionPool};
 pub use uri::ServerUri;

@@ -1,5 +1,5 @@
 //! The server's settled configuration, shared read-only by every core, and
-//! [`options`]: how an operator's flags become one.
+//! `options`: how an operator's flags become one.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};

@@ -81,7 +81,7 @@ pub enum Target {
     /// [`PaddingScheme::parse`], then its record sizes and [`padding::shape`].
     Padding,
     /// A whole session: a client's frames after authentication, in reads of any
-    /// size, through [`crate::proto::session::ServerSession`] (see [`session`]).
+    /// size, through [`crate::proto::session::ServerSession`].
     Session,
     /// Every target above, in turn.
     All,

@@ -13,7 +13,7 @@ use log::warn;
 use crate::config::ServerConfig;
 use crate::limits::SessionLimits;
 use crate::mux::Event;
-use crate::outbound::Resolver;
+use crate::pool::dial::Resolver;
 use crate::pool::CorePool;
 use crate::stats::{CoreCounters, Limit, Stats, UserCounters};
 

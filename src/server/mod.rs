@@ -3,8 +3,8 @@
 //! streams and outbound sockets; nothing on the data path is shared between cores.
 //!
 //! - `mod.rs`: [`Server`], the per-core serve loop and the accept loop.
-//! - [`context`]: what every task on one core shares ([`context::CoreContext`]).
-//! - [`session`]: one client connection: TLS, authentication, the frame loop
+//! - `context`: what every task on one core shares (`CoreContext`).
+//! - `session`: one client connection: TLS, authentication, the frame loop
 //!   driving [`crate::proto::session::ServerSession`], each stream's relay.
 
 pub(crate) mod context;
@@ -24,7 +24,7 @@ use crate::config::ServerConfig;
 use crate::limits::SessionLimits;
 use crate::metrics;
 use crate::mux::Event;
-use crate::outbound::{Resolver, TargetPolicy};
+use crate::pool::dial::{Resolver, TargetPolicy};
 use crate::pool::SharedPool;
 use crate::runtime::{self, Executors, StartError};
 use crate::stats::{Limit, Stats};
@@ -180,7 +180,7 @@ async fn accept_loop(listener: &TcpListener, core: &Rc<CoreContext>) {
         }
     };
     let failed = |e: std::io::Error| {
-        if crate::outbound::is_descriptor_exhaustion(&e) {
+        if crate::pool::dial::is_descriptor_exhaustion(&e) {
             core.limit_reached(Limit::Descriptors, || {
                 format!("accept failed: {e}; new connections wait (raise LimitNOFILE, see kernel-notes.md)")
             });

@@ -1,5 +1,5 @@
 //! The SOCKS5 inbound: one local connection becomes one AnyTLS stream on a pooled
-//! session, relayed both ways. A UDP ASSOCIATE is handed to [`super::udp`].
+//! session, relayed both ways. A UDP ASSOCIATE is handed to [`udp`].
 
 use std::io;
 use std::rc::Rc;

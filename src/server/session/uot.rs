@@ -18,7 +18,7 @@ use glommio::net::UdpSocket;
 use log::{debug, warn};
 
 use super::{Session, StreamEnd, StreamEntry};
-use crate::outbound::is_descriptor_exhaustion;
+use crate::pool::dial::is_descriptor_exhaustion;
 use crate::proto::uot::{self, Request};
 use crate::proto::{Address, Command};
 use crate::stats::Limit;

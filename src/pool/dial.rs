@@ -1,14 +1,20 @@
-//! Outbound connections to stream targets: names resolved off the executor (the
+//! Resolving and dialing stream targets: names resolved off the executor (the
 //! blocking `getaddrinfo` runs on glommio's blocking pool) through a small per-core
-//! cache; connections only ever go to `SocketAddr`s.
+//! cache, the policy of which targets are allowed, and the [`Dial`] seam through
+//! which the pool opens connections ([`TcpDialer`] in the server, a fake in the
+//! pool's tests). Connections only ever go to `SocketAddr`s.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
+use glommio_socket2::Socket;
 use ipnet::IpNet;
 
 use crate::proto::Address;
@@ -246,6 +252,89 @@ pub async fn dial_any(addrs: &[SocketAddr], limit: Duration) -> io::Result<TcpSt
         }
     }
     Err(last_error)
+}
+
+/// How the pool opens connections: everything it does with the network, so
+/// that its decisions can be tested with a fake.
+pub trait Dial {
+    /// A connection carrying a stream.
+    type Stream;
+    /// A connection waiting as a spare; stores shared by cores move it across
+    /// executors.
+    type Spare: Send + 'static;
+
+    /// Dials `addrs` in turn for a stream, each within `limit`.
+    fn dial(
+        &self,
+        addrs: &[SocketAddr],
+        limit: Duration,
+    ) -> impl Future<Output = io::Result<Self::Stream>>;
+    /// Dials one spare to `addr` within `limit`.
+    fn dial_spare(
+        &self,
+        addr: SocketAddr,
+        limit: Duration,
+    ) -> impl Future<Output = io::Result<Self::Spare>>;
+    /// Whether a spare is still open at the far end (checked before it is used).
+    fn is_alive(&self, spare: &Self::Spare) -> bool;
+    /// A spare taken for a stream, as a stream of this executor.
+    fn stream_from_spare(&self, spare: Self::Spare) -> Self::Stream;
+    /// Asks for `bytes` of send buffer on a connection about to carry a stream.
+    fn set_send_buffer(&self, stream: &Self::Stream, bytes: usize);
+}
+
+/// The server's dialer: glommio TCP streams; spares wait as owned sockets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpDialer;
+
+impl Dial for TcpDialer {
+    type Stream = TcpStream;
+    type Spare = Socket;
+
+    async fn dial(&self, addrs: &[SocketAddr], limit: Duration) -> io::Result<TcpStream> {
+        dial_any(addrs, limit).await
+    }
+
+    async fn dial_spare(&self, addr: SocketAddr, limit: Duration) -> io::Result<Socket> {
+        let stream = TcpStream::connect_timeout(addr, limit).await?;
+        into_socket(stream)
+    }
+
+    /// Alive unless a non-blocking peek sees EOF or an error. (Bytes waiting mean
+    /// a server-speaks-first target: they stay for the stream.)
+    fn is_alive(&self, spare: &Socket) -> bool {
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+        match spare.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+
+    fn stream_from_spare(&self, spare: Socket) -> TcpStream {
+        TcpStream::from(spare)
+    }
+
+    fn set_send_buffer(&self, stream: &TcpStream, bytes: usize) {
+        crate::mux::set_send_buffer(stream, bytes).ok();
+    }
+}
+
+/// Turns a glommio stream into an owned socket that can wait in a store and cross
+/// executors (glommio 0.9's `TcpStream` has no `IntoRawFd`).
+#[allow(unsafe_code)]
+fn into_socket(stream: TcpStream) -> io::Result<Socket> {
+    stream.set_nodelay(true).ok();
+    // SAFETY: `dup` only reads the descriptor number of `stream`, which is open for
+    // as long as `stream` lives (to the end of this function).
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new, valid descriptor (checked above) that nothing else
+    // owns; the `Socket` takes sole ownership and closes it. The original stays
+    // with `stream`, which closes it when dropped here.
+    Ok(unsafe { Socket::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
