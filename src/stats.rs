@@ -5,7 +5,6 @@
 //! relaxed loads, which is all a periodic report needs.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -220,56 +219,4 @@ pub struct StatsSnapshot {
     pub fallbacks: u64,
     /// By [`Limit`], in [`Limit::ALL`] order.
     pub limit_hits: [u64; Limit::ALL.len()],
-}
-
-impl fmt::Display for StatsSnapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[Server Stats] Sessions: {} open ({} total), Streams: {} open ({} total), \
-             Bytes: {} up, {} down, Auth failures: {} ({} to fallback), Handshake failures: {}",
-            self.sessions_open,
-            self.sessions_total,
-            self.streams_open,
-            self.streams_total,
-            self.bytes_up,
-            self.bytes_down,
-            self.auth_failures,
-            self.fallbacks,
-            self.handshake_failures
-        )?;
-        if self.limit_hits.iter().any(|&n| n > 0) {
-            write!(f, ", Limits reached:")?;
-            for (limit, n) in Limit::ALL.iter().zip(self.limit_hits) {
-                if n > 0 {
-                    write!(f, " {} {n}", limit.name())?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_sums_cores() {
-        let stats = Stats::new(3);
-        stats.core(0).streams_open.add(2);
-        stats.core(2).streams_open.add(5);
-        stats.core(2).streams_open.sub(1);
-        stats.core(1).bytes_up.add(1000);
-        let snap = stats.snapshot();
-        assert_eq!(snap.streams_open, 6);
-        assert_eq!(snap.bytes_up, 1000);
-        assert!(snap.to_string().contains("Streams: 6 open"));
-        assert!(!snap.to_string().contains("Limits"));
-        stats.core(1).limit_hit(Limit::UotPerSession);
-        assert!(stats
-            .snapshot()
-            .to_string()
-            .ends_with("Limits reached: uot_per_session 1"));
-    }
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use anytls::mux::timeout;
 use anytls::pool::{PoolConfig, PoolKind};
+use anytls::server::report as server_report;
 
 use crate::args::Scenario;
 use crate::inproc::{self, Run, PASSWORD};
@@ -207,7 +208,8 @@ fn one_kind(
     std::thread::sleep(WARM_UP);
     let ctx = context(args.duration)?;
     let measured = measure(&ctx, kind)?;
-    let (pool_stats, pool_status) = (server.pool().stats(), server.pool().status_line());
+    let pool_stats = server_report::pool_stats(&server.pool().stats());
+    let pool_status = server_report::pool_status(&server.pool().status());
     server.shutdown();
 
     let tally = &measured.tally;

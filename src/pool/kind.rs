@@ -10,7 +10,6 @@
 //! tested and benchmarked without sockets.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -179,16 +178,6 @@ impl PoolStats {
     }
 }
 
-impl fmt::Display for PoolStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[Pool Stats] Total: {}, Active: {}, Reused: {}, New: {}, Cleaned: {}",
-            self.total, self.active, self.reused, self.new, self.cleaned
-        )
-    }
-}
-
 /// Relaxed atomic counters that any core may update (`none` and `lockfree`).
 #[derive(Default)]
 #[repr(align(128))]
@@ -262,10 +251,6 @@ pub(crate) mod tests {
         shard.add(Field::New, 2);
         let stats = kind.stats();
         assert_eq!((stats.held, stats.reused, stats.new), (2, 3, 2));
-        assert_eq!(
-            stats.to_string(),
-            "[Pool Stats] Total: 0, Active: 0, Reused: 3, New: 2, Cleaned: 0"
-        );
     }
 
     #[test]

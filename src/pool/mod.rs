@@ -188,16 +188,6 @@ impl<S: Send + 'static> SharedPool<S> {
         tally
     }
 
-    /// `[Pool Status] {"10.0.0.1:80": 15, ...}`: spares per target as JSON.
-    pub fn status_line(&self) -> String {
-        let map: serde_json::Map<String, serde_json::Value> = self
-            .status()
-            .into_iter()
-            .map(|(target, n)| (target.to_string(), n.into()))
-            .collect();
-        format!("[Pool Status] {}", serde_json::Value::Object(map))
-    }
-
     /// The executor-local handle of core `index`, opening connections through
     /// `dialer` and reading the time from `clock`.
     pub fn core_with<D: Dial<Spare = S>>(
@@ -860,14 +850,6 @@ mod tests {
             assert_eq!(
                 rig.shared.status(),
                 BTreeMap::from([(key(80), 2), (key(81), 2)])
-            );
-            assert_eq!(
-                rig.shared.stats().to_string(),
-                "[Pool Stats] Total: 7, Active: 0, Reused: 1, New: 2, Cleaned: 0"
-            );
-            assert_eq!(
-                rig.shared.status_line(),
-                r#"[Pool Status] {"192.0.2.1:80":2,"192.0.2.1:81":2}"#
             );
         });
     }

@@ -9,6 +9,7 @@
 
 pub(crate) mod context;
 mod control;
+pub mod report;
 pub(crate) mod session;
 
 use std::net::SocketAddr;
@@ -206,23 +207,9 @@ impl Server {
         }
     }
 
-    /// The periodic statistics lines: sessions and streams, the outbound pool's
-    /// counters and state, and bytes per user.
+    /// The periodic statistics lines (see [`report`]): sessions and streams, the
+    /// outbound pool's counters and spares, and bytes per user.
     pub fn report_lines(&self) -> [String; 4] {
-        [
-            self.stats.snapshot().to_string(),
-            self.pool.stats().to_string(),
-            self.pool.status_line(),
-            user_stats_line(&self.stats.user_bytes()),
-        ]
+        report::lines(self)
     }
-}
-
-/// `[User Stats] {"alice":{"up":1,"down":2}}`: bytes per user as JSON.
-fn user_stats_line(users: &std::collections::BTreeMap<String, (u64, u64)>) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = users
-        .iter()
-        .map(|(user, (up, down))| (user.clone(), serde_json::json!({ "up": up, "down": down })))
-        .collect();
-    format!("[User Stats] {}", serde_json::Value::Object(map))
 }
