@@ -123,7 +123,7 @@ pub fn run(args: RelayArgs) -> Result<bool, String> {
         report.note(format!("relay row: {}", row.label));
         reports.push(report);
     }
-    let stats = server.stats().snapshot();
+    let stats = anytls::server::report::server_stats(&server.stats().snapshot());
     server.shutdown();
 
     print!("{}", report::table(&header, &reports));
@@ -140,7 +140,7 @@ pub fn run(args: RelayArgs) -> Result<bool, String> {
             "kernel": procfs::kernel(),
             "cpu_model": procfs::cpu_model(),
             "unix_time": procfs::unix_time(),
-            "server_stats": stats.to_string(),
+            "server_stats": stats,
         });
         report::write_json(path, context, &reports)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
