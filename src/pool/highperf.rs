@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
-use super::kind::{split_expired, CounterValues, Field, Kind, PoolStats, Shard, Spare, FIELDS};
+use super::kind::{
+    split_expired, CounterValues, Field, Kind, PoolStats, Shard, Spare, SpareStore, FIELDS,
+};
 use super::lockfree::LockFreeStore;
 
 /// The process-wide part of `highperf`: the spill tier, each core's counters, and

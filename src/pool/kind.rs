@@ -178,19 +178,108 @@ impl PoolStats {
     }
 }
 
+/// Where a process-wide kind keeps its spares, for every core at once.
+pub trait SpareStore<S> {
+    /// Takes the oldest spare for `target`.
+    fn take(&self, target: &SocketAddr) -> Option<Spare<S>>;
+    /// Adds a spare for `target`.
+    fn put(&self, target: SocketAddr, spare: Spare<S>);
+    /// Takes one spare of any target.
+    fn take_any(&self) -> Option<Spare<S>>;
+    /// Removes and returns every spare dialed before `cutoff`.
+    fn expire(&self, cutoff: Instant) -> Vec<Spare<S>>;
+    /// Spares held for `target`.
+    fn count(&self, target: &SocketAddr) -> usize;
+    /// Adds the spares per target to `out`.
+    fn tally(&self, out: &mut BTreeMap<SocketAddr, usize>);
+}
+
+/// Counters that every core updates at once.
+pub trait SharedCounters {
+    /// Adds `n` to `field`.
+    fn add(&self, field: Field, n: i64);
+    /// Takes one connection slot if fewer than `cap` are held.
+    fn try_hold(&self, cap: usize) -> bool;
+    /// The values now.
+    fn values(&self) -> CounterValues;
+}
+
+/// A kind with one store and one set of counters for the whole process (`lock`
+/// and `lockfree`, which differ only in those two): every core's shard is the
+/// pool itself.
+pub struct ProcessWidePool<Store, Counters> {
+    store: Store,
+    counters: Counters,
+    max_outbound: usize,
+}
+
+impl<Store: Default, Counters: Default> ProcessWidePool<Store, Counters> {
+    /// A pool that holds at most `max_outbound` connections.
+    pub fn new(max_outbound: usize) -> Self {
+        ProcessWidePool {
+            store: Store::default(),
+            counters: Counters::default(),
+            max_outbound,
+        }
+    }
+}
+
+impl<S, Store, Counters> Kind<S> for ProcessWidePool<Store, Counters>
+where
+    S: 'static,
+    Store: SpareStore<S> + Send + Sync + 'static,
+    Counters: SharedCounters + Send + Sync + 'static,
+{
+    fn shard(self: Arc<Self>, _index: usize) -> Box<dyn Shard<S>> {
+        Box::new(self)
+    }
+
+    fn stats(&self) -> PoolStats {
+        PoolStats::sum([self.counters.values()])
+    }
+
+    fn tally(&self, out: &mut BTreeMap<SocketAddr, usize>) {
+        self.store.tally(out);
+    }
+}
+
+impl<S, Store: SpareStore<S>, Counters: SharedCounters> Shard<S>
+    for ProcessWidePool<Store, Counters>
+{
+    fn take(&self, target: &SocketAddr) -> Option<Spare<S>> {
+        self.store.take(target)
+    }
+    fn put(&self, target: SocketAddr, spare: Spare<S>) {
+        self.store.put(target, spare);
+    }
+    fn evict(&self) -> Option<Spare<S>> {
+        self.store.take_any()
+    }
+    fn expire(&self, cutoff: Instant) -> Vec<Spare<S>> {
+        self.store.expire(cutoff)
+    }
+    fn spares(&self, target: &SocketAddr) -> usize {
+        self.store.count(target)
+    }
+    fn add(&self, field: Field, n: i64) {
+        self.counters.add(field, n);
+    }
+    fn try_hold(&self) -> bool {
+        self.counters.try_hold(self.max_outbound)
+    }
+}
+
 /// Relaxed atomic counters that any core may update (`none` and `lockfree`).
 #[derive(Default)]
 #[repr(align(128))]
 pub struct AtomicCounters([AtomicI64; FIELDS]);
 
-impl AtomicCounters {
-    /// Adds `n` to `field`.
-    pub fn add(&self, field: Field, n: i64) {
+impl SharedCounters for AtomicCounters {
+    fn add(&self, field: Field, n: i64) {
         self.0[field as usize].fetch_add(n, Relaxed);
     }
 
-    /// Takes one connection slot if fewer than `cap` are held.
-    pub fn try_hold(&self, cap: usize) -> bool {
+    fn try_hold(&self, cap: usize) -> bool {
         self.0[Field::Held as usize]
             .fetch_update(Relaxed, Relaxed, |held| {
                 (held < cap as i64).then_some(held + 1)
@@ -198,8 +287,7 @@ impl AtomicCounters {
             .is_ok()
     }
 
-    /// The values now.
-    pub fn values(&self) -> CounterValues {
+    fn values(&self) -> CounterValues {
         std::array::from_fn(|i| self.0[i].load(Relaxed))
     }
 }

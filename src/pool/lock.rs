@@ -3,70 +3,19 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
-use super::kind::{split_expired, CounterValues, Field, Kind, PoolStats, Shard, Spare};
+use super::kind::{
+    split_expired, CounterValues, Field, ProcessWidePool, SharedCounters, Spare, SpareStore,
+};
 
 /// The `lock` kind: its store and counters, the same for every core.
-pub struct LockPool<S> {
-    store: LockStore<S>,
-    counters: LockedCounters,
-    max_outbound: usize,
-}
-
-impl<S> LockPool<S> {
-    /// A pool that holds at most `max_outbound` connections.
-    pub fn new(max_outbound: usize) -> LockPool<S> {
-        LockPool {
-            store: LockStore::default(),
-            counters: LockedCounters::default(),
-            max_outbound,
-        }
-    }
-}
-
-impl<S: Send + 'static> Kind<S> for LockPool<S> {
-    fn shard(self: Arc<Self>, _index: usize) -> Box<dyn Shard<S>> {
-        Box::new(self)
-    }
-
-    fn stats(&self) -> PoolStats {
-        PoolStats::sum([self.counters.values()])
-    }
-
-    fn tally(&self, out: &mut BTreeMap<SocketAddr, usize>) {
-        self.store.tally(out);
-    }
-}
-
-impl<S> Shard<S> for LockPool<S> {
-    fn take(&self, target: &SocketAddr) -> Option<Spare<S>> {
-        self.store.take(target)
-    }
-    fn put(&self, target: SocketAddr, spare: Spare<S>) {
-        self.store.put(target, spare);
-    }
-    fn evict(&self) -> Option<Spare<S>> {
-        self.store.take_any()
-    }
-    fn expire(&self, cutoff: Instant) -> Vec<Spare<S>> {
-        self.store.expire(cutoff)
-    }
-    fn spares(&self, target: &SocketAddr) -> usize {
-        self.store.count(target)
-    }
-    fn add(&self, field: Field, n: i64) {
-        self.counters.add(field, n);
-    }
-    fn try_hold(&self) -> bool {
-        self.counters.try_hold(self.max_outbound)
-    }
-}
+pub type LockPool<S> = ProcessWidePool<LockStore<S>, LockedCounters>;
 
 /// Spares per target behind a read-write lock, each target's queue behind its
 /// own mutex.
-struct LockStore<S> {
+pub struct LockStore<S> {
     map: RwLock<HashMap<SocketAddr, Mutex<VecDeque<Spare<S>>>>>,
 }
 
@@ -78,7 +27,7 @@ impl<S> Default for LockStore<S> {
     }
 }
 
-impl<S> LockStore<S> {
+impl<S> SpareStore<S> for LockStore<S> {
     fn take(&self, target: &SocketAddr) -> Option<Spare<S>> {
         let map = self.map.read().expect("pool lock poisoned");
         let spare = map
@@ -141,9 +90,9 @@ impl<S> LockStore<S> {
 
 /// The counters behind one mutex.
 #[derive(Default)]
-struct LockedCounters(Mutex<CounterValues>);
+pub struct LockedCounters(Mutex<CounterValues>);
 
-impl LockedCounters {
+impl SharedCounters for LockedCounters {
     fn add(&self, field: Field, n: i64) {
         self.0.lock().expect("counters poisoned")[field as usize] += n;
     }
@@ -168,6 +117,8 @@ impl LockedCounters {
 mod tests {
     use super::*;
     use crate::pool::kind::tests::{exercise_counters, exercise_store, target};
+    use crate::pool::kind::Kind;
+    use std::sync::Arc;
 
     #[test]
     fn lock_stores_spares_fifo() {

@@ -4,69 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_queue::SegQueue;
 use dashmap::DashMap;
 
-use super::kind::{AtomicCounters, Field, Kind, PoolStats, Shard, Spare};
+use super::kind::{AtomicCounters, ProcessWidePool, Spare, SpareStore};
 
 /// The `lockfree` kind: its store and counters, the same for every core.
-pub struct LockFreePool<S> {
-    store: LockFreeStore<S>,
-    counters: AtomicCounters,
-    max_outbound: usize,
-}
-
-impl<S> LockFreePool<S> {
-    /// A pool that holds at most `max_outbound` connections.
-    pub fn new(max_outbound: usize) -> LockFreePool<S> {
-        LockFreePool {
-            store: LockFreeStore::default(),
-            counters: AtomicCounters::default(),
-            max_outbound,
-        }
-    }
-}
-
-impl<S: Send + 'static> Kind<S> for LockFreePool<S> {
-    fn shard(self: Arc<Self>, _index: usize) -> Box<dyn Shard<S>> {
-        Box::new(self)
-    }
-
-    fn stats(&self) -> PoolStats {
-        PoolStats::sum([self.counters.values()])
-    }
-
-    fn tally(&self, out: &mut BTreeMap<SocketAddr, usize>) {
-        self.store.tally(out);
-    }
-}
-
-impl<S> Shard<S> for LockFreePool<S> {
-    fn take(&self, target: &SocketAddr) -> Option<Spare<S>> {
-        self.store.take(target)
-    }
-    fn put(&self, target: SocketAddr, spare: Spare<S>) {
-        self.store.put(target, spare);
-    }
-    fn evict(&self) -> Option<Spare<S>> {
-        self.store.take_any()
-    }
-    fn expire(&self, cutoff: Instant) -> Vec<Spare<S>> {
-        self.store.expire(cutoff)
-    }
-    fn spares(&self, target: &SocketAddr) -> usize {
-        self.store.count(target)
-    }
-    fn add(&self, field: Field, n: i64) {
-        self.counters.add(field, n);
-    }
-    fn try_hold(&self) -> bool {
-        self.counters.try_hold(self.max_outbound)
-    }
-}
+pub type LockFreePool<S> = ProcessWidePool<LockFreeStore<S>, AtomicCounters>;
 
 /// Spares per target in a concurrent map of lock-free FIFO queues.
 pub struct LockFreeStore<S> {
@@ -81,14 +27,14 @@ impl<S> Default for LockFreeStore<S> {
     }
 }
 
-impl<S> LockFreeStore<S> {
+impl<S> SpareStore<S> for LockFreeStore<S> {
     /// Takes the oldest spare for `target`.
-    pub fn take(&self, target: &SocketAddr) -> Option<Spare<S>> {
+    fn take(&self, target: &SocketAddr) -> Option<Spare<S>> {
         self.map.get(target)?.pop()
     }
 
     /// Adds a spare for `target`.
-    pub fn put(&self, target: SocketAddr, spare: Spare<S>) {
+    fn put(&self, target: SocketAddr, spare: Spare<S>) {
         match self.map.get(&target) {
             Some(queue) => queue.push(spare),
             None => self.map.entry(target).or_default().push(spare),
@@ -96,12 +42,12 @@ impl<S> LockFreeStore<S> {
     }
 
     /// Takes one spare of any target.
-    pub fn take_any(&self) -> Option<Spare<S>> {
+    fn take_any(&self) -> Option<Spare<S>> {
         self.map.iter().find_map(|entry| entry.value().pop())
     }
 
     /// Removes and returns every spare dialed before `cutoff`.
-    pub fn expire(&self, cutoff: Instant) -> Vec<Spare<S>> {
+    fn expire(&self, cutoff: Instant) -> Vec<Spare<S>> {
         let mut expired = Vec::new();
         for entry in self.map.iter() {
             // A SegQueue is FIFO: pop until the first young spare, which goes back.
@@ -120,12 +66,12 @@ impl<S> LockFreeStore<S> {
     }
 
     /// Spares held for `target`.
-    pub fn count(&self, target: &SocketAddr) -> usize {
+    fn count(&self, target: &SocketAddr) -> usize {
         self.map.get(target).map_or(0, |q| q.len())
     }
 
     /// Adds the spares held per target into `out`.
-    pub fn tally(&self, out: &mut BTreeMap<SocketAddr, usize>) {
+    fn tally(&self, out: &mut BTreeMap<SocketAddr, usize>) {
         for entry in self.map.iter() {
             *out.entry(*entry.key()).or_default() += entry.value().len();
         }
@@ -136,6 +82,8 @@ impl<S> LockFreeStore<S> {
 mod tests {
     use super::*;
     use crate::pool::kind::tests::{exercise_counters, exercise_store, target};
+    use crate::pool::kind::Kind;
+    use std::sync::Arc;
 
     #[test]
     fn lockfree_stores_spares_fifo() {

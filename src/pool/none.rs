@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::kind::{AtomicCounters, Field, Kind, PoolStats, Shard, Spare};
+use super::kind::{AtomicCounters, Field, Kind, PoolStats, Shard, SharedCounters, Spare};
 
 /// The `none` kind: one set of counters for the process, no store.
 pub struct NoPool {
