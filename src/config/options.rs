@@ -480,3 +480,107 @@ fn kibibytes(flag: &'static str, kib: u64) -> Result<usize, ConfigError> {
         .and_then(|kib| kib.checked_mul(1024))
         .ok_or(ConfigError::TooLarge { flag, value: kib })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        options: ServerOptions,
+    }
+
+    fn options(flags: &[&str]) -> ServerOptions {
+        let args = ["anytls-server", "-p", "pw", "-l", "127.0.0.1:0"];
+        Flags::try_parse_from(args.iter().chain(flags))
+            .expect("flags parse")
+            .options
+    }
+
+    fn error(flags: &[&str]) -> String {
+        match options(flags).settle(1024) {
+            Ok(_) => panic!("{flags:?} were accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_settle_into_the_documented_config() {
+        let settled = options(&[]).settle(1024).unwrap();
+        let config = settled.config;
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.pool.max_outbound, 768, "3/4 of the descriptor limit");
+        assert_eq!(
+            config.handshake_timeout,
+            super::super::DEFAULT_HANDSHAKE_TIMEOUT
+        );
+        assert_eq!(config.users.load().len(), 1);
+        assert!(settled.certificate_note.starts_with("self-signed"));
+    }
+
+    #[test]
+    fn every_bad_value_is_one_line_naming_its_flag() {
+        assert_eq!(
+            error(&["--max-streams-per-session", "0"]),
+            "--max-streams-per-session must be at least 1"
+        );
+        assert_eq!(
+            error(&["--connect-timeout", "0"]),
+            "--connect-timeout must be at least 1 second"
+        );
+        assert_eq!(error(&["--cores", "0"]), "--cores must be at least 1");
+        assert!(error(&["--cores", "4096"]).starts_with("--cores 4096 but"));
+        assert_eq!(
+            error(&["--max-buffered-per-session-kib", &u64::MAX.to_string()]),
+            format!("--max-buffered-per-session-kib {} is too large", u64::MAX)
+        );
+        assert!(error(&["--fallback", "nowhere"]).starts_with("invalid --fallback nowhere"));
+        assert!(error(&["--padding-scheme", "/nonexistent"])
+            .starts_with("cannot read padding scheme /nonexistent"));
+        let flags = Flags::try_parse_from(["anytls-server", "-p", ""]).unwrap();
+        assert_eq!(
+            flags.options.settle(1024).err().map(|e| e.to_string()),
+            Some("--password must not be empty".to_owned())
+        );
+    }
+
+    #[test]
+    fn sighup_reloads_good_files_and_keeps_the_old_values_on_bad_ones() {
+        let dir = std::env::temp_dir().join(format!("anytls-options-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (users, scheme) = (dir.join("users"), dir.join("scheme"));
+        std::fs::write(&users, "alice:a\n").unwrap();
+        std::fs::write(&scheme, "stop=2\n0=30-30\n1=100-200").unwrap();
+        let settled = options(&[
+            "--users",
+            users.to_str().unwrap(),
+            "--padding-scheme",
+            scheme.to_str().unwrap(),
+        ])
+        .settle(1024)
+        .unwrap();
+        let config = settled.config;
+        assert_eq!(config.users.load().len(), 2, "-p and alice");
+        std::fs::write(&users, "alice:a\nbob:b\n").unwrap();
+        std::fs::write(&scheme, "stop=3\n0=30-30\n1=100-200\n2=5-5").unwrap();
+        settled.reloader.reload();
+        assert_eq!(config.users.load().len(), 3);
+        assert_eq!(config.padding.load().stop(), 3);
+        std::fs::write(&users, "no colon here\n").unwrap();
+        std::fs::write(&scheme, "stop=x").unwrap();
+        settled.reloader.reload();
+        assert_eq!(
+            config.users.load().len(),
+            3,
+            "a bad users file keeps the old users"
+        );
+        assert_eq!(
+            config.padding.load().stop(),
+            3,
+            "a bad scheme keeps the old one"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
