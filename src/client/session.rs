@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use super::padder::{Padder, SharedScheme};
 use crate::mux::{self, Event, Pipe, ReadBuffer, WriteQueue};
 use crate::proto::auth::{encode_preamble, PasswordHash};
 use crate::proto::client_session::{ClientEvent, ClientSessionRules};
-use crate::proto::frame::{self, Command, Frame};
+use crate::proto::frame::{Command, Frame};
 use crate::proto::{Address, PaddingScheme, Settings};
 
 /// Server->client bytes buffered per stream before the session stops reading.
@@ -249,9 +250,8 @@ impl Inner {
         }
     }
 
-    /// Carries out what the rules make of one server frame; `false` ends the
-    /// session.
-    async fn handle_frame(&self, frame: Frame<'_>) -> bool {
+    /// Carries out what the rules make of one server frame.
+    async fn handle_frame(&self, frame: Frame<'_>) -> ControlFlow<()> {
         log::trace!(
             "client <- {:?} sid {} len {}",
             frame.cmd,
@@ -275,7 +275,7 @@ impl Inner {
             Some(ClientEvent::Alert(text)) => {
                 debug!("server alert: {text}");
                 *self.alert.borrow_mut() = Some(text);
-                return false;
+                return ControlFlow::Break(());
             }
             Some(ClientEvent::NewPaddingScheme(scheme)) => {
                 *self.padding.borrow_mut() = Arc::new(scheme);
@@ -288,7 +288,7 @@ impl Inner {
                 pong.set();
             }
         }
-        true
+        ControlFlow::Continue(())
     }
 }
 
@@ -318,22 +318,8 @@ async fn run(inner: Rc<Inner>, tls: TlsStream<mux::Transport>) {
 
 async fn read_loop<R: AsyncRead + Unpin>(inner: &Inner, mut reader: R) {
     let mut buf = ReadBuffer::new(READ_CHUNK);
-    loop {
-        while let Some(frame) = frame::decode(buf.filled()) {
-            let used = frame.wire_len();
-            let go_on = inner.handle_frame(frame).await;
-            buf.consume(used);
-            if !go_on {
-                return;
-            }
-        }
-        match buf.fill_from(&mut reader).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        // Let the writer and other tasks run even if the server never pauses.
-        future::yield_now().await;
-    }
+    let handle = async |frame: Frame<'_>| inner.handle_frame(frame).await;
+    mux::read_frames(&mut reader, &mut buf, handle, || {}).await;
 }
 
 /// One stream of a [`ClientSession`]. Dropping it sends FIN.

@@ -15,14 +15,16 @@ mod read_buffer;
 mod split;
 mod time;
 mod transport;
+mod udp;
 
 pub use buffers::{read_frame, FrameBuffer, FRAME_PAYLOAD};
 pub use event::{Event, Wait};
 pub use pipe::{Pipe, PipeClosed};
 pub use queue::{write_loop, Shaper, WriteQueue, QUEUE_HIGH_WATER};
-pub use read_buffer::ReadBuffer;
+pub use read_buffer::{read_frames, FramesEnd, ReadBuffer};
 pub use split::{split, ReadHalf, WriteHalf};
-pub use time::timeout;
+pub use time::{check_period, timeout};
 pub use transport::{
     reset_on_close, reset_on_close_if_delivered, set_send_buffer, unacknowledged, Transport,
 };
+pub use udp::{bind_udp, UDP_RECEIVE_BUFFER};

@@ -8,10 +8,12 @@
 //! zeroed only when a buffer is first made, never per read.
 
 use std::io;
+use std::ops::ControlFlow;
 
 use futures_lite::{future, AsyncRead, AsyncReadExt};
 
 use super::buffers::{give_read_buffer, take_read_buffer, Probe};
+use crate::proto::frame::{self, Frame};
 
 /// See the module documentation.
 pub struct ReadBuffer {
@@ -102,6 +104,47 @@ impl ReadBuffer {
 impl Drop for ReadBuffer {
     fn drop(&mut self) {
         give_read_buffer(std::mem::take(&mut self.data));
+    }
+}
+
+/// Why [`read_frames`] returned.
+#[derive(Debug)]
+pub enum FramesEnd<E> {
+    /// The peer closed the connection.
+    Closed,
+    /// A read failed.
+    Failed(io::Error),
+    /// The handler stopped.
+    Stopped(E),
+}
+
+/// The frame read loop both ends run: reads `reader` into `buf` and hands each
+/// whole frame to `handle`, in order, until the handler breaks, the peer closes or
+/// a read fails. `on_read` runs after every read that brought bytes (activity, for
+/// idle timers). After each read the task yields, so a peer that keeps the socket
+/// full cannot keep the loop from returning Pending and starve the writer and
+/// every other task on the core.
+pub async fn read_frames<R: AsyncRead + Unpin, E>(
+    reader: &mut R,
+    buf: &mut ReadBuffer,
+    mut handle: impl AsyncFnMut(Frame<'_>) -> ControlFlow<E>,
+    mut on_read: impl FnMut(),
+) -> FramesEnd<E> {
+    loop {
+        while let Some(frame) = frame::decode(buf.filled()) {
+            let used = frame.wire_len();
+            let flow = handle(frame).await;
+            buf.consume(used);
+            if let ControlFlow::Break(end) = flow {
+                return FramesEnd::Stopped(end);
+            }
+        }
+        match buf.fill_from(reader).await {
+            Ok(0) => return FramesEnd::Closed,
+            Ok(_) => on_read(),
+            Err(e) => return FramesEnd::Failed(e),
+        }
+        future::yield_now().await;
     }
 }
 

@@ -112,7 +112,12 @@ fn sides(args: &CompareArgs) -> Result<Vec<Side>, String> {
                     server.display()
                 ));
             }
-            default_argv(&server, &["--cores", "1"])
+            // Every generated session comes from 127.0.0.1; the reference has no
+            // per-address cap, so ours is lifted for the idle-session runs.
+            default_argv(
+                &server,
+                &["--cores", "1", "--max-sessions-per-ip", "1000000"],
+            )
         }
     };
     let named = |name: &Option<String>, given: bool, default: &str, key: &str| {

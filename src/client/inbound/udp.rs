@@ -25,10 +25,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpStream, UdpSocket};
@@ -53,10 +53,6 @@ const MAX_UOT_DATAGRAM: usize = 1 + 1 + 255 + 2 + 2 + 65_535;
 const HEADROOM: usize = 1;
 /// The longest SOCKS UDP header: RSV, FRAG, then a 255-byte name.
 const MAX_SOCKS_UDP_HEADER: usize = 3 + 1 + 1 + 255 + 2;
-/// Receive buffer asked for the association's socket, so a burst from the
-/// application is not dropped while the session is busy (capped at
-/// net.core.rmem_max).
-const UDP_RECEIVE_BUFFER: usize = 1 << 20;
 
 /// Why one datagram was dropped instead of relayed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -132,22 +128,6 @@ pub fn uot_to_socks(
     }))
 }
 
-/// An unconnected UDP socket on `ip`, ephemeral port. Built without
-/// `SO_REUSEPORT` (which glommio's `UdpSocket::bind` sets), so no other socket can
-/// share its port.
-fn bind_udp(ip: IpAddr) -> io::Result<UdpSocket> {
-    use glommio_socket2::{Domain, Protocol, Socket, Type};
-    let domain = if ip.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER).ok();
-    socket.bind(&SocketAddr::new(ip, 0).into())?;
-    Ok(UdpSocket::from(socket))
-}
-
 /// Serves a UDP ASSOCIATE whose request named `requested`: replies, relays, and
 /// ends with the control connection `conn`, the stream or the idle timeout.
 pub async fn associate(
@@ -157,7 +137,7 @@ pub async fn associate(
 ) -> Result<(), InboundError> {
     let local = conn.local_addr().map_err(io::Error::from)?;
     let peer = conn.peer_addr().map_err(io::Error::from)?;
-    let socket = match bind_udp(local.ip().to_canonical()) {
+    let socket = match crate::mux::bind_udp(local.ip().to_canonical()) {
         Ok(socket) => socket,
         Err(e) => {
             conn.write_all(&socks5::reply(Reply::GeneralFailure))
@@ -218,7 +198,7 @@ impl Association {
     /// Ends after the pool's UDP idle timeout without a datagram either way.
     async fn expire(&self) -> Result<(), InboundError> {
         let limit = self.pool.settings().udp_idle_timeout;
-        let check = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let check = crate::mux::check_period(limit);
         loop {
             glommio::timer::sleep(check).await;
             if self.last_datagram.get().elapsed() >= limit {

@@ -15,6 +15,7 @@ mod uot;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +26,9 @@ use glommio::net::TcpStream;
 use log::{debug, info};
 
 use crate::mux::{
-    self, timeout, Event, Pipe, ReadBuffer, ReadHalf, Transport, WriteHalf, WriteQueue,
+    self, timeout, Event, FramesEnd, Pipe, ReadBuffer, ReadHalf, Transport, WriteHalf, WriteQueue,
 };
-use crate::proto::frame::{self, Command, Frame};
+use crate::proto::frame::{Command, Frame};
 use crate::proto::session::{Action, Payload, Refusal, ServerSession, SessionRules};
 use crate::proto::Settings;
 use crate::server::context::CoreContext;
@@ -139,12 +140,6 @@ enum SessionEnd {
     WriteStalled(Duration),
     #[error("server shutting down")]
     Shutdown,
-}
-
-/// What a frame handler tells the read loop.
-enum Flow {
-    Continue,
-    End(SessionEnd),
 }
 
 /// Per-stream state the reader shares with the stream's task.
@@ -303,28 +298,16 @@ impl Session {
         mut reader: R,
         mut buf: ReadBuffer,
     ) -> SessionEnd {
-        loop {
-            while let Some(frame) = frame::decode(buf.filled()) {
-                let used = frame.wire_len();
-                let flow = self.handle_frame(frame).await;
-                buf.consume(used);
-                if let Flow::End(end) = flow {
-                    return end;
-                }
-            }
-            match buf.fill_from(&mut reader).await {
-                Ok(0) => return SessionEnd::ClientClosed,
-                Ok(_) => self.rules.borrow_mut().on_read(Instant::now()),
-                Err(e) => return SessionEnd::ReadFailed(e),
-            }
-            // A client that keeps the socket full would otherwise keep this loop from
-            // ever returning Pending, starving this session's writer and every other
-            // task on the core.
-            future::yield_now().await;
+        let handle = async |frame: Frame<'_>| self.handle_frame(frame).await;
+        let on_read = || self.rules.borrow_mut().on_read(Instant::now());
+        match mux::read_frames(&mut reader, &mut buf, handle, on_read).await {
+            FramesEnd::Closed => SessionEnd::ClientClosed,
+            FramesEnd::Failed(e) => SessionEnd::ReadFailed(e),
+            FramesEnd::Stopped(end) => end,
         }
     }
 
-    async fn handle_frame(self: &Rc<Self>, frame: Frame<'_>) -> Flow {
+    async fn handle_frame(self: &Rc<Self>, frame: Frame<'_>) -> ControlFlow<SessionEnd> {
         let padding = self.core.config.padding.load();
         let actions = self
             .rules
@@ -361,11 +344,11 @@ impl Session {
                 }
                 Action::Alert(text) => {
                     self.queue.push_frame(Command::Alert, 0, text.as_bytes());
-                    return Flow::End(SessionEnd::Alerted(text));
+                    return ControlFlow::Break(SessionEnd::Alerted(text));
                 }
             }
         }
-        Flow::Continue
+        ControlFlow::Continue(())
     }
 
     /// Hands client bytes to a stream. Past the stream's buffer limit the session
@@ -478,7 +461,7 @@ impl Session {
             .session_idle_timeout
             .min(config.stream_idle_timeout)
             .min(config.write_timeout);
-        let check_every = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let check_every = mux::check_period(shortest);
         loop {
             glommio::timer::sleep(check_every).await;
             if self.rules.borrow().is_idle(Instant::now()) {

@@ -10,14 +10,14 @@
 //! datagram either way.
 
 use std::cell::Cell;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use futures_lite::future;
-use glommio::net::UdpSocket;
 use log::{debug, warn};
 
 use super::{Session, StreamEnd, StreamEntry};
+use crate::mux;
 use crate::pool::dial::is_descriptor_exhaustion;
 use crate::proto::uot::{self, Request};
 use crate::proto::{Address, Command};
@@ -25,24 +25,6 @@ use crate::stats::Limit;
 
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
-/// Receive buffer asked for each association's socket, so a burst of replies is
-/// not dropped while the session is busy (the kernel caps it at net.core.rmem_max).
-const UDP_RECEIVE_BUFFER: usize = 1 << 20;
-
-/// An unconnected UDP socket on an ephemeral port of the given family.
-fn udp_socket(ipv6: bool) -> std::io::Result<UdpSocket> {
-    use glommio_socket2::{Domain, Protocol, Socket, Type};
-    let (domain, any) = if ipv6 {
-        (Domain::IPV6, SocketAddr::from(([0u16; 8], 0)))
-    } else {
-        (Domain::IPV4, SocketAddr::from(([0u8; 4], 0)))
-    };
-    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER).ok();
-    socket.bind(&any.into())?;
-    Ok(UdpSocket::from(socket))
-}
-
 /// Runs the association to its end.
 pub(super) async fn serve(
     session: &Session,
@@ -91,7 +73,12 @@ pub(super) async fn serve(
             return session.refuse(id, &e.to_string());
         }
     };
-    let socket = match udp_socket(ipv6) {
+    let any = if ipv6 {
+        IpAddr::from([0u16; 8])
+    } else {
+        IpAddr::from([0u8; 4])
+    };
+    let socket = match mux::bind_udp(any) {
         Ok(socket) => socket,
         Err(e) => {
             if is_descriptor_exhaustion(&e) {
@@ -198,7 +185,7 @@ pub(super) async fn serve(
     };
     let idle_limit = core.config.uot_idle_timeout;
     let idle = async {
-        let check = (idle_limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let check = mux::check_period(idle_limit);
         loop {
             glommio::timer::sleep(check).await;
             if last_datagram.get().elapsed() >= idle_limit {
