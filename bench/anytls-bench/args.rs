@@ -214,7 +214,7 @@ pub struct CompareArgs {
     /// Server A's command line. {port} and {password} are filled in; words are
     /// split at whitespace (no shell quoting) [default: anytls-server next to
     /// this program, "-l 127.0.0.1:{port} -p {password} --cores 1
-    /// --max-sessions-per-ip 1000000"].
+    /// --max-sessions-per-ip 1000000 --max-sessions-per-user 1000000"].
     #[arg(long, value_name = "CMD")]
     pub a_cmd: Option<String>,
 
