@@ -3,11 +3,13 @@
 //! or none for `insecure`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -79,19 +81,38 @@ pub fn client_prefers_chacha(client_suites: &[rustls::CipherSuite]) -> bool {
         })
 }
 
-/// The server's TLS configuration and the SHA-256 fingerprint of its leaf certificate.
-pub struct ServerTls {
-    /// The server's cipher-suite order decides (see [`client_order`] for the other).
-    pub config: Arc<rustls::ServerConfig>,
+/// The server's certificate chain and key, replaceable while the server runs
+/// (SIGHUP): handshakes after [`CertificateSlot::replace`] present the new pair,
+/// sessions already open keep the one they shook hands with.
+#[derive(Debug)]
+pub struct CertificateSlot(RwLock<Arc<CertifiedKey>>);
+
+impl CertificateSlot {
+    /// Makes handshakes from now on present `pair`.
+    pub fn replace(&self, pair: LoadedPair) {
+        *self.0.write().expect("certificate slot poisoned") = pair.certified;
+    }
+}
+
+impl ResolvesServerCert for CertificateSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().expect("certificate slot poisoned").clone())
+    }
+}
+
+/// A certificate chain and its key, checked to match.
+pub struct LoadedPair {
+    certified: Arc<CertifiedKey>,
     /// Colon-separated uppercase hex SHA-256 of the leaf certificate.
     pub fingerprint: String,
     /// The leaf certificate, DER (clients may pin it).
     pub leaf: CertificateDer<'static>,
 }
 
-impl ServerTls {
-    /// Loads a PEM certificate chain and private key.
-    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
+impl LoadedPair {
+    /// Loads a PEM certificate chain and its PEM private key, and checks that the
+    /// key belongs to the leaf certificate.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<LoadedPair, TlsError> {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| TlsError::Read {
                 path: path.to_owned(),
@@ -110,29 +131,69 @@ impl ServerTls {
             .ok()
             .flatten()
             .ok_or_else(|| TlsError::NoKey(key.to_owned()))?;
-        Self::build(chain, key_der)
+        Self::from_der(chain, key_der)
+    }
+
+    /// A self-signed certificate for `localhost`, made in memory.
+    pub fn self_signed() -> Result<LoadedPair, TlsError> {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        let key = PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        Self::from_der(vec![certified.cert.der().clone()], key)
+    }
+
+    fn from_der(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<LoadedPair, TlsError> {
+        let leaf = chain[0].clone();
+        let certified = CertifiedKey::from_der(chain, key, &provider())?;
+        Ok(LoadedPair {
+            certified: Arc::new(certified),
+            fingerprint: fingerprint(&leaf),
+            leaf,
+        })
+    }
+}
+
+/// The server's TLS configuration and the SHA-256 fingerprint of its leaf certificate.
+pub struct ServerTls {
+    /// The server's cipher-suite order decides (see [`client_order`] for the other).
+    pub config: Arc<rustls::ServerConfig>,
+    /// Where the certificate lives, to replace it on SIGHUP.
+    pub certificate: Arc<CertificateSlot>,
+    /// Colon-separated uppercase hex SHA-256 of the leaf certificate.
+    pub fingerprint: String,
+    /// The leaf certificate, DER (clients may pin it).
+    pub leaf: CertificateDer<'static>,
+}
+
+impl ServerTls {
+    /// Loads a PEM certificate chain and private key.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
+        Self::build(LoadedPair::from_pem_files(cert, key)?)
     }
 
     /// Makes a self-signed certificate for `localhost` in memory.
     pub fn self_signed() -> Result<ServerTls, TlsError> {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
-        let key = PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
-        Self::build(vec![certified.cert.der().clone()], key)
+        Self::build(LoadedPair::self_signed()?)
     }
 
-    fn build(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> Result<ServerTls, TlsError> {
-        let leaf = chain[0].clone();
+    fn build(pair: LoadedPair) -> Result<ServerTls, TlsError> {
+        let LoadedPair {
+            certified,
+            fingerprint,
+            leaf,
+        } = pair;
+        let certificate = Arc::new(CertificateSlot(RwLock::new(certified)));
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
-            .with_single_cert(chain, key)?;
+            .with_cert_resolver(certificate.clone());
         config.ignore_client_order = true;
         Ok(ServerTls {
             config: Arc::new(config),
-            fingerprint: fingerprint(&leaf),
+            certificate,
+            fingerprint,
             leaf,
         })
     }

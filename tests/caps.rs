@@ -439,16 +439,3 @@ fn descriptor_exhaustion_refuses_streams_and_the_server_goes_on() {
     server.assert_serves();
     server.assert_fds_back_to_baseline();
 }
-
-/// Writes `message` on a stream to an echo target and checks it comes back.
-async fn stream_echoes(stream: &anytls::client::ClientStream, message: &[u8]) {
-    stream.write_all(message).await.unwrap();
-    let mut back = vec![0u8; message.len()];
-    let mut got = 0;
-    while got < back.len() {
-        let n = stream.read(&mut back[got..]).await;
-        assert!(n > 0, "the stream ended before its echo");
-        got += n;
-    }
-    assert_eq!(back, message);
-}

@@ -1,9 +1,9 @@
-//! anytls-server: flags -> [`ServerOptions`] -> [`anytls::server::run`].
+//! anytls-server: flags (and `--config`) -> [`Invocation`] -> [`anytls::server::run`].
 
 use std::process::ExitCode;
 
-use anytls::config::ServerOptions;
-use clap::Parser;
+use anytls::config::{Invocation, ServerOptions};
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// A thread-per-core AnyTLS server (io_uring via glommio, TLS via rustls).
 ///
@@ -18,5 +18,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    anytls::cli::main_with(|| anytls::server::run(&Args::parse().options))
+    let matches = Args::command().get_matches();
+    anytls::cli::main_with(|| {
+        let args = Args::from_arg_matches(&matches)?;
+        anytls::server::run(&Invocation::new(args.options, &matches))
+    })
 }

@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+mod file;
 mod options;
 
-pub use options::{ConfigError, Reloader, ServerOptions, Settled};
+pub use file::{ConfigFile, FileError, User};
+pub use options::{ConfigError, Invocation, Reloader, ServerOptions, Settled};
 
 use crate::pool::PoolConfig;
 use crate::proto::auth::Users;

@@ -4,19 +4,25 @@
 //! reloadable ones on SIGHUP. The binary only parses arguments into
 //! [`ServerOptions`]; tests build configs the same way.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{info, warn};
 use thiserror::Error;
 
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+
+use super::file::{self, ConfigFile, FileError, User};
 use super::{allowed_cpus, parse_users, Limits, Reloadable, ServerConfig, UsersFileError};
 use crate::pool::{self, PoolConfig, PoolKind};
 use crate::proto::auth::Users;
 use crate::proto::error::PaddingError;
 use crate::proto::PaddingScheme;
-use crate::tls::{ServerTls, TlsError};
+use crate::tls::{CertificateSlot, LoadedPair, ServerTls, TlsError};
 
 /// Why the options do not make a configuration. Each is one line for the operator.
 #[derive(Debug, Error)]
@@ -53,6 +59,9 @@ pub enum ConfigError {
         /// CPUs this process may run on.
         allowed: Vec<usize>,
     },
+    /// Neither `-p`, `--users` nor the config file's `users` named anyone.
+    #[error("no users: give -p PASSWORD, --users FILE or users in the config file")]
+    NoUsers,
     /// An empty `--password`.
     #[error("--password must not be empty")]
     EmptyPassword,
@@ -85,19 +94,45 @@ pub enum ConfigError {
     /// The certificate or key cannot be used.
     #[error("{0}")]
     Tls(#[from] TlsError),
+    /// The config file cannot be used.
+    #[error("{0}")]
+    File(#[from] FileError),
+    /// A config file value that does not parse.
+    #[error("config {key}: {why}")]
+    FileValue {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        why: String,
+    },
 }
 
-/// Everything an operator can set, as given (flags).
+/// Everything an operator can set, as given (flags, and `--config`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerOptions {
+    /// Config file: TOML with the flags' names (and sing-box's `users`,
+    /// `padding_scheme`, `certificate_path`, `key_path`), or a sing-box JSON config
+    /// whose anytls inbound is served. Flags given here win over the file; SIGHUP
+    /// re-reads it. See contrib/server.toml.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on (every core binds it with SO_REUSEPORT).
     #[arg(short = 'l', long = "listen", default_value = "0.0.0.0:8443")]
     pub listen: String,
 
     /// Password clients authenticate with; repeat for several users
     /// (named password-1, password-2, ...).
-    #[arg(short = 'p', long = "password", required_unless_present = "users")]
+    #[arg(short = 'p', long = "password", required_unless_present_any = ["users", "config"])]
     pub password: Vec<String>,
+
+    /// Users from the config file's `users = [{ name, password }]`.
+    #[arg(skip)]
+    pub named_users: Vec<User>,
+
+    /// The padding scheme's lines from the config file's `padding_scheme`.
+    #[arg(skip)]
+    pub padding_lines: Option<Vec<String>>,
 
     /// File of `name:password` lines (# comments allowed); reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
@@ -243,6 +278,58 @@ pub struct ServerOptions {
     pub stats_interval: u64,
 }
 
+/// The options as the command line gave them, and which flags it gave, so that
+/// a config file fills in only the rest, at start and at every SIGHUP.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    options: ServerOptions,
+    given: BTreeSet<String>,
+}
+
+impl Invocation {
+    /// `options` parsed from `matches`.
+    pub fn new(options: ServerOptions, matches: &ArgMatches) -> Invocation {
+        let given = matches
+            .ids()
+            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        Invocation { options, given }
+    }
+
+    /// Options with nothing from a command line: tests and embedders.
+    pub fn from_options(options: ServerOptions) -> Invocation {
+        Invocation {
+            options,
+            given: BTreeSet::new(),
+        }
+    }
+
+    /// The options: the command line over the config file (read now), and the
+    /// line to log about the file, if any.
+    pub fn resolve(&self) -> Result<(ServerOptions, Option<String>), ConfigError> {
+        let Some(path) = &self.options.config else {
+            return Ok((self.options.clone(), None));
+        };
+        let loaded = file::load(path)?;
+        let merged = self
+            .options
+            .merge_file(loaded.file, |flag| self.given.contains(flag))?;
+        Ok((merged, loaded.note))
+    }
+
+    /// Resolves and checks everything (see [`ServerOptions::settle`]).
+    pub fn settle(&self, descriptor_limit: u64) -> Result<Settled, ConfigError> {
+        let (options, note) = self.resolve()?;
+        if let Some(note) = note {
+            info!("{note}");
+        }
+        let mut settled = options.settle(descriptor_limit)?;
+        settled.reloader.invocation = self.clone();
+        Ok(settled)
+    }
+}
+
 /// A checked configuration, with what the operator should be told about it.
 pub struct Settled {
     /// The configuration to start the server with.
@@ -251,6 +338,8 @@ pub struct Settled {
     pub certificate_note: String,
     /// Re-reads the reloadable files on SIGHUP.
     pub reloader: Reloader,
+    /// Seconds between statistics lines (0: none).
+    pub stats_interval: u64,
 }
 
 impl ServerOptions {
@@ -270,6 +359,7 @@ impl ServerOptions {
                 tls.fingerprint
             ),
         };
+        let (certificate, fingerprint) = (tls.certificate.clone(), tls.fingerprint.clone());
         let users = self.load_users()?;
         let fallback = self
             .fallback
@@ -308,15 +398,122 @@ impl ServerOptions {
             limits: self.limits()?,
         };
         let reloader = Reloader {
-            options: self.clone(),
+            invocation: Invocation::from_options(self.clone()),
             users,
             padding,
+            certificate,
+            fingerprint: std::sync::Mutex::new(fingerprint),
         };
         Ok(Settled {
             config,
             certificate_note,
             reloader,
+            stats_interval: self.stats_interval,
         })
+    }
+
+    /// These options with `file` filling in every flag the command line did not
+    /// give (`given` says which it did). `-p` or `--users` on the command line
+    /// replace the file's users.
+    pub fn merge_file(
+        &self,
+        file: ConfigFile,
+        given: impl Fn(&str) -> bool,
+    ) -> Result<ServerOptions, ConfigError> {
+        let mut merged = self.clone();
+        macro_rules! fill {
+            ($($field:ident),* $(,)?) => {$(
+                if !given(stringify!($field)) {
+                    if let Some(value) = file.$field {
+                        merged.$field = value;
+                    }
+                }
+            )*};
+        }
+        macro_rules! fill_some {
+            ($($field:ident <- $key:ident),* $(,)?) => {$(
+                if !given(stringify!($field)) {
+                    if let Some(value) = file.$key {
+                        merged.$field = Some(value);
+                    }
+                }
+            )*};
+        }
+        fill!(
+            listen,
+            stats_interval,
+            handshake_timeout,
+            connect_timeout,
+            idle_session_timeout,
+            stream_stall_timeout,
+            stream_idle_timeout,
+            write_timeout,
+            uot_idle_timeout,
+            max_streams_per_session,
+            max_dialing_per_session,
+            max_uot_per_session,
+            max_buffered_per_session_kib,
+            max_sessions_per_user,
+            max_sessions_per_ip,
+            address_timeout_ms,
+            synack_deadline_ms,
+            deny_private,
+            min_idle_connections,
+            outbound_send_buffer_kib,
+            max_idle_time_secs,
+        );
+        fill_some!(
+            fallback <- fallback,
+            cores <- cores,
+            max_outbound_connections <- max_outbound_connections,
+            cert <- certificate_path,
+            key <- key_path,
+            padding_scheme <- padding_scheme_file,
+        );
+        if !given("password") && !given("users") {
+            merged.named_users = file.users.unwrap_or_default();
+            merged.users = file.users_file;
+        }
+        if !given("padding_scheme") && file.padding_scheme.is_some() {
+            merged.padding_lines = file.padding_scheme;
+            merged.padding_scheme = None;
+        }
+        if !given("metrics") {
+            if let Some(text) = file.metrics {
+                merged.metrics = Some(text.parse().map_err(|e| ConfigError::FileValue {
+                    key: "metrics",
+                    why: format!("{text}: {e}"),
+                })?);
+            }
+        }
+        if !given("pool_type") {
+            if let Some(text) = file.pool_type {
+                merged.pool_type = text.parse().map_err(|why| ConfigError::FileValue {
+                    key: "pool_type",
+                    why,
+                })?;
+            }
+        }
+        if !given("deny") {
+            if let Some(ranges) = file.deny {
+                merged.deny = ranges
+                    .iter()
+                    .map(|text| {
+                        text.parse().map_err(|e| ConfigError::FileValue {
+                            key: "deny",
+                            why: format!("{text}: {e}"),
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+        }
+        if merged.cert.is_some() != merged.key.is_some() {
+            return Err(ConfigError::FileValue {
+                key: "certificate_path",
+                why: "certificate_path and key_path go together".to_owned(),
+            });
+        }
+        Ok(merged)
     }
 
     fn limits(&self) -> Result<Limits, ConfigError> {
@@ -368,12 +565,21 @@ impl ServerOptions {
             if password.is_empty() {
                 return Err(ConfigError::EmptyPassword);
             }
-            let name = if self.password.len() == 1 && self.users.is_none() {
+            let name = if self.password.len() == 1
+                && self.users.is_none()
+                && self.named_users.is_empty()
+            {
                 "default".to_owned()
             } else {
                 format!("password-{}", index + 1)
             };
             users.add(&name, password);
+        }
+        for user in &self.named_users {
+            if user.password.is_empty() {
+                return Err(ConfigError::EmptyPassword);
+            }
+            users.add(&user.name, &user.password);
         }
         if let Some(path) = &self.users {
             let text =
@@ -387,13 +593,24 @@ impl ServerOptions {
                 source,
             })?;
         }
+        if users.is_empty() {
+            return Err(ConfigError::NoUsers);
+        }
         Ok(users)
     }
 
     /// The padding scheme from `--padding-scheme`, or the default.
     fn load_padding(&self) -> Result<PaddingScheme, ConfigError> {
         let Some(path) = &self.padding_scheme else {
-            return Ok(PaddingScheme::default());
+            return match &self.padding_lines {
+                Some(lines) => PaddingScheme::parse(lines.join("\n").as_bytes()).map_err(|e| {
+                    ConfigError::FileValue {
+                        key: "padding_scheme",
+                        why: e.to_string(),
+                    }
+                }),
+                None => Ok(PaddingScheme::default()),
+            };
         };
         PaddingScheme::parse(&read("padding scheme", path)?).map_err(|source| {
             ConfigError::Padding {
@@ -404,37 +621,64 @@ impl ServerOptions {
     }
 }
 
-/// Re-reads the users and padding scheme files on SIGHUP. A file that no longer
-/// loads keeps the old value, and the log says why.
+/// What SIGHUP re-reads: the config file (if any), then the users, the padding
+/// scheme and the certificate. Anything that no longer loads keeps the old value,
+/// and the log says why; sessions already open go on.
 pub struct Reloader {
-    options: ServerOptions,
+    invocation: Invocation,
     users: Reloadable<Users>,
     padding: Reloadable<PaddingScheme>,
+    certificate: Arc<CertificateSlot>,
+    /// The fingerprint of the certificate handshakes present now.
+    fingerprint: std::sync::Mutex<String>,
 }
 
 impl Reloader {
-    /// Reloads what was given as a file; sessions pick the new values up.
+    /// Reloads; new sessions use what loaded.
     pub fn reload(&self) {
-        if self.options.users.is_some() {
-            match self.options.load_users() {
-                Ok(loaded) => {
-                    info!("SIGHUP: reloaded {} user(s)", loaded.len());
-                    self.users.store(loaded);
-                }
-                Err(why) => warn!("SIGHUP: keeping the current users: {why}"),
+        let options = match self.invocation.resolve() {
+            Ok((options, _)) => options,
+            Err(why) => {
+                warn!("SIGHUP: keeping the current settings: {why}");
+                return;
             }
+        };
+        match options.load_users() {
+            Ok(loaded) => {
+                info!("SIGHUP: reloaded {} user(s)", loaded.len());
+                self.users.store(loaded);
+            }
+            Err(why) => warn!("SIGHUP: keeping the current users: {why}"),
         }
-        if self.options.padding_scheme.is_some() {
-            match self.options.load_padding() {
-                Ok(loaded) => {
+        match options.load_padding() {
+            Ok(loaded) => {
+                if loaded.md5_hex() != self.padding.load().md5_hex() {
                     info!(
                         "SIGHUP: reloaded the padding scheme (md5 {})",
                         loaded.md5_hex()
                     );
-                    self.padding.store(loaded);
                 }
-                Err(why) => warn!("SIGHUP: keeping the current padding scheme: {why}"),
+                self.padding.store(loaded);
             }
+            Err(why) => warn!("SIGHUP: keeping the current padding scheme: {why}"),
+        }
+        let (Some(cert), Some(key)) = (&options.cert, &options.key) else {
+            return;
+        };
+        match LoadedPair::from_pem_files(cert, key) {
+            Ok(pair) => {
+                let mut current = self.fingerprint.lock().expect("fingerprint poisoned");
+                if *current != pair.fingerprint {
+                    info!(
+                        "SIGHUP: new handshakes use certificate {} (SHA-256 {}); open sessions keep theirs",
+                        cert.display(),
+                        pair.fingerprint
+                    );
+                    current.clone_from(&pair.fingerprint);
+                    self.certificate.replace(pair);
+                }
+            }
+            Err(why) => warn!("SIGHUP: keeping the current certificate: {why}"),
         }
     }
 }
@@ -484,7 +728,7 @@ fn kibibytes(flag: &'static str, kib: u64) -> Result<usize, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::{CommandFactory, FromArgMatches, Parser};
 
     #[derive(Parser)]
     struct Flags {
@@ -499,11 +743,86 @@ mod tests {
             .options
     }
 
+    /// The command line `argv` (after the program name) over the config `toml`.
+    fn invocation(argv: &[&str], toml: &str) -> Invocation {
+        let path = std::env::temp_dir().join(format!(
+            "anytls-merge-{}-{}.toml",
+            std::process::id(),
+            argv.len()
+        ));
+        std::fs::write(&path, toml).unwrap();
+        let mut args = vec!["anytls-server", "--config", path.to_str().unwrap()];
+        args.extend_from_slice(argv);
+        let matches = Flags::command().try_get_matches_from(&args).unwrap();
+        let flags = Flags::from_arg_matches(&matches).unwrap();
+        Invocation::new(flags.options, &matches)
+    }
+
     fn error(flags: &[&str]) -> String {
         match options(flags).settle(1024) {
             Ok(_) => panic!("{flags:?} were accepted"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn the_file_fills_what_the_command_line_did_not_give() {
+        let toml = "listen = \"127.0.0.1:0\"\n\
+                    users = [{ name = \"alice\", password = \"a\" }]\n\
+                    max_streams_per_session = 64\n\
+                    connect_timeout = 9\n\
+                    pool_type = \"highperf\"\n\
+                    padding_scheme = [\"stop=2\", \"0=30-30\", \"1=100-200\"]\n";
+        let (options, _) = invocation(&["--connect-timeout", "3"], toml)
+            .resolve()
+            .unwrap();
+        assert_eq!(options.max_streams_per_session, 64, "from the file");
+        assert_eq!(options.connect_timeout, 3, "the flag wins");
+        assert_eq!(options.pool_type, PoolKind::HighPerf);
+        let config = options.settle(1024).unwrap().config;
+        assert_eq!(config.users.load().len(), 1);
+        assert_eq!(config.padding.load().stop(), 2);
+        // -p on the command line replaces the file's users.
+        let (options, _) = invocation(&["-p", "cli"], toml).resolve().unwrap();
+        assert!(options.named_users.is_empty());
+        assert_eq!(options.password, ["cli"]);
+        // A default the file does not mention stays the default.
+        assert_eq!(options.handshake_timeout, 10);
+    }
+
+    #[test]
+    fn file_values_that_do_not_parse_are_named() {
+        let error = invocation(
+            &[],
+            "users = [{ name = \"a\", password = \"a\" }]\npool_type = \"fast\"\n",
+        )
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("config pool_type: unknown pool type"),
+            "{error}"
+        );
+        let error = invocation(&[], "listen = \"127.0.0.1:0\"\n")
+            .settle(1024)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.starts_with("no users"), "{error}");
+    }
+
+    #[test]
+    fn the_shipped_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/server.toml");
+        let loaded = file::load(&path).unwrap();
+        let options = options(&[]).merge_file(loaded.file, |_| false).unwrap();
+        assert_eq!(options.listen, "[::]:443");
+        assert_eq!(options.named_users.len(), 2);
+        assert!(options.deny_private);
+        assert_eq!(
+            options.cert,
+            Some(PathBuf::from("/etc/anytls/fullchain.pem"))
+        );
     }
 
     #[test]

@@ -13,14 +13,15 @@ use signal_hook::iterator::Signals;
 
 use super::Server;
 use crate::cli::{return_free_memory, Fatal};
-use crate::config::{ServerOptions, Settled};
+use crate::config::{Invocation, Settled};
 use crate::runtime::preflight;
 
 /// How often memory freed by closed connections is handed back to the kernel.
 const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Starts the server `options` describe and serves until SIGINT or SIGTERM.
-pub fn run(options: &ServerOptions) -> Result<(), Fatal> {
+/// Starts the server the command line (and its config file) describe, and serves
+/// until SIGINT or SIGTERM.
+pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
     let descriptor_limit = match preflight::raise_descriptor_limit() {
         Ok((before, after)) => {
             if before < after {
@@ -39,7 +40,8 @@ pub fn run(options: &ServerOptions) -> Result<(), Fatal> {
         config,
         certificate_note,
         reloader,
-    } = options.settle(descriptor_limit)?;
+        stats_interval,
+    } = invocation.settle(descriptor_limit)?;
     info!(
         "outbound connections capped at {} (descriptor limit {descriptor_limit})",
         config.pool.max_outbound
@@ -58,8 +60,7 @@ pub fn run(options: &ServerOptions) -> Result<(), Fatal> {
             }
         }
     });
-    let report_every =
-        (options.stats_interval > 0).then(|| Duration::from_secs(options.stats_interval));
+    let report_every = (stats_interval > 0).then(|| Duration::from_secs(stats_interval));
     let mut next_report = report_every.map(|every| Instant::now() + every);
     let mut next_trim = Instant::now() + MEMORY_TRIM_INTERVAL;
     loop {

@@ -53,9 +53,19 @@ impl TestServer {
         Self::spawn(shell, "127.0.0.1:0", extra)
     }
 
-    fn spawn(mut command: Command, listen: &str, extra: &[&str]) -> TestServer {
+    /// Starts the server with exactly `args` (plus `--cores 1`): no listen
+    /// address or password of the harness, for a config file to give them.
+    pub fn start_args(args: &[&str]) -> TestServer {
+        Self::spawn_with(Command::new(env!("CARGO_BIN_EXE_anytls-server")), &[], args)
+    }
+
+    fn spawn(command: Command, listen: &str, extra: &[&str]) -> TestServer {
+        Self::spawn_with(command, &["-l", listen, "-p", PASSWORD], extra)
+    }
+
+    fn spawn_with(mut command: Command, harness: &[&str], extra: &[&str]) -> TestServer {
         let mut child = command
-            .args(["-l", listen, "-p", PASSWORD])
+            .args(harness)
             .args(if extra.contains(&"--cores") {
                 &[][..]
             } else {
@@ -263,6 +273,19 @@ pub fn echo_through(conn: &mut std::net::TcpStream, message: &[u8]) -> Vec<u8> {
     let mut back = vec![0u8; message.len()];
     conn.read_exact(&mut back).unwrap();
     back
+}
+
+/// Writes `message` on a stream to an echo target and checks it comes back.
+pub async fn stream_echoes(stream: &anytls::client::ClientStream, message: &[u8]) {
+    stream.write_all(message).await.unwrap();
+    let mut back = vec![0u8; message.len()];
+    let mut got = 0;
+    while got < back.len() {
+        let n = stream.read(&mut back[got..]).await;
+        assert!(n > 0, "the stream ended before its echo");
+        got += n;
+    }
+    assert_eq!(back, message);
 }
 
 /// A client configuration (insecure TLS, the test password) for a server at `addr`.

@@ -1,0 +1,324 @@
+//! The config file (`--config FILE`): everything the flags say, in TOML, with the
+//! names sing-box users know (`users = [{ name, password }]`, `padding_scheme`,
+//! `certificate_path`, `key_path`); every other key is the flag's name with `_`
+//! for `-` (`max_streams_per_session = 512`). A file that starts with `{` is read
+//! as a sing-box JSON config instead, and its `anytls` inbound is served.
+//!
+//! Unknown keys are errors that name the key and its line. Flags given on the
+//! command line win over the file ([`super::ServerOptions::merge_file`]).
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
+
+/// Why a config file could not be used; one line each.
+#[derive(Debug, Error)]
+pub enum FileError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML that does not parse, or a key that is unknown or of the wrong type.
+    #[error("config {} line {line}: {message}", path.display())]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// What is wrong, in one line.
+        message: String,
+    },
+    /// JSON that does not parse as a sing-box config with one `anytls` inbound.
+    #[error("sing-box config {}: {message}", path.display())]
+    SingBox {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One user: the name shows in logs and stats, the password authenticates.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Shown in logs and `[User Stats]`.
+    pub name: String,
+    /// What the client hashes.
+    pub password: String,
+}
+
+/// What a config file may say. Every field is optional; a field left out keeps
+/// the flag's default.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub listen: Option<String>,
+    pub users: Option<Vec<User>>,
+    pub users_file: Option<PathBuf>,
+    /// The scheme's lines, as sing-box writes it (`["stop=8", "0=30-30", ...]`).
+    pub padding_scheme: Option<Vec<String>>,
+    pub padding_scheme_file: Option<PathBuf>,
+    pub certificate_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
+    pub fallback: Option<String>,
+    pub metrics: Option<String>,
+    pub public_host: Option<String>,
+    pub cores: Option<usize>,
+    pub stats_interval: Option<u64>,
+    pub handshake_timeout: Option<u64>,
+    pub connect_timeout: Option<u64>,
+    pub idle_session_timeout: Option<u64>,
+    pub stream_stall_timeout: Option<u64>,
+    pub stream_idle_timeout: Option<u64>,
+    pub write_timeout: Option<u64>,
+    pub uot_idle_timeout: Option<u64>,
+    pub max_streams_per_session: Option<usize>,
+    pub max_dialing_per_session: Option<usize>,
+    pub max_uot_per_session: Option<usize>,
+    pub max_buffered_per_session_kib: Option<u64>,
+    pub max_sessions_per_user: Option<usize>,
+    pub max_sessions_per_ip: Option<usize>,
+    pub address_timeout_ms: Option<u64>,
+    pub synack_deadline_ms: Option<u64>,
+    pub deny: Option<Vec<String>>,
+    pub deny_private: Option<bool>,
+    pub pool_type: Option<String>,
+    pub min_idle_connections: Option<usize>,
+    pub max_outbound_connections: Option<usize>,
+    pub outbound_send_buffer_kib: Option<u64>,
+    pub max_idle_time_secs: Option<u64>,
+}
+
+/// A config file read, with what an operator should be told about it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The settings.
+    pub file: ConfigFile,
+    /// For a sing-box config: the one line naming what was left out.
+    pub note: Option<String>,
+}
+
+/// Reads `path`: TOML, or sing-box JSON if it starts with `{`.
+pub fn load(path: &Path) -> Result<Loaded, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if text.trim_start().starts_with('{') {
+        from_sing_box(path, &text)
+    } else {
+        let file = toml::from_str(&text).map_err(|e| FileError::Toml {
+            path: path.to_owned(),
+            line: e
+                .span()
+                .map_or(1, |span| text[..span.start].matches('\n').count() + 1),
+            message: e.message().replace('\n', " "),
+        })?;
+        Ok(Loaded { file, note: None })
+    }
+}
+
+/// The inbound fields of sing-box's `anytls` inbound that map onto ours.
+const SING_BOX_FIELDS: &[&str] = &[
+    "type",
+    "listen",
+    "listen_port",
+    "users",
+    "padding_scheme",
+    "tls",
+];
+
+/// Serves the `anytls` inbound of a sing-box config: `listen` + `listen_port`,
+/// `users`, `padding_scheme`, `tls.certificate_path` / `tls.key_path`. Everything
+/// else is named in one note.
+fn from_sing_box(path: &Path, text: &str) -> Result<Loaded, FileError> {
+    let invalid = |message: String| FileError::SingBox {
+        path: path.to_owned(),
+        message,
+    };
+    let root: Value =
+        serde_json::from_str(text).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    let inbounds = root
+        .get("inbounds")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("no \"inbounds\" array".to_owned()))?;
+    let mut anytls = inbounds
+        .iter()
+        .filter(|inbound| inbound.get("type").and_then(Value::as_str) == Some("anytls"));
+    let inbound = anytls
+        .next()
+        .ok_or_else(|| invalid("no inbound of \"type\": \"anytls\"".to_owned()))?;
+    let mut ignored: Vec<String> = Vec::new();
+    if anytls.next().is_some() {
+        ignored.push("every anytls inbound after the first".to_owned());
+    }
+    let fields = inbound
+        .as_object()
+        .ok_or_else(|| invalid("the anytls inbound is not an object".to_owned()))?;
+    ignored.extend(
+        fields
+            .keys()
+            .filter(|key| !SING_BOX_FIELDS.contains(&key.as_str()))
+            .map(|key| format!("inbound.{key}")),
+    );
+    ignored.extend(
+        root.as_object()
+            .into_iter()
+            .flatten()
+            .map(|(key, _)| key)
+            .filter(|key| *key != "inbounds")
+            .cloned(),
+    );
+    let text_field = |value: &Value, name: &str| -> Result<String, FileError> {
+        value
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| invalid(format!("\"{name}\" must be a string")))
+    };
+    let mut file = ConfigFile::default();
+    let host = match fields.get("listen") {
+        Some(listen) => text_field(listen, "listen")?,
+        None => "::".to_owned(),
+    };
+    let port = fields
+        .get("listen_port")
+        .and_then(Value::as_u64)
+        .and_then(|port| u16::try_from(port).ok())
+        .ok_or_else(|| invalid("\"listen_port\" must be a port number".to_owned()))?;
+    file.listen = Some(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    });
+    if let Some(users) = fields.get("users") {
+        file.users = Some(
+            serde_json::from_value(users.clone())
+                .map_err(|e| invalid(format!("\"users\": {e}")))?,
+        );
+    }
+    if let Some(scheme) = fields.get("padding_scheme") {
+        file.padding_scheme = Some(
+            serde_json::from_value(scheme.clone())
+                .map_err(|e| invalid(format!("\"padding_scheme\": {e}")))?,
+        );
+    }
+    if let Some(tls) = fields.get("tls").and_then(Value::as_object) {
+        for (key, value) in tls {
+            match key.as_str() {
+                "certificate_path" => file.certificate_path = Some(text_field(value, key)?.into()),
+                "key_path" => file.key_path = Some(text_field(value, key)?.into()),
+                "enabled" => {}
+                other => ignored.push(format!("inbound.tls.{other}")),
+            }
+        }
+    }
+    let note = (!ignored.is_empty()).then(|| {
+        let mut note = String::from("sing-box config: serving its anytls inbound; ignored:");
+        for (index, key) in ignored.iter().enumerate() {
+            let _ = write!(note, "{}{key}", if index == 0 { " " } else { ", " });
+        }
+        note
+    });
+    Ok(Loaded { file, note })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("anytls-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn toml_with_sing_box_names() {
+        let path = write(
+            "a.toml",
+            "listen = \"0.0.0.0:443\"\n\
+             users = [{ name = \"alice\", password = \"a\" }]\n\
+             padding_scheme = [\"stop=2\", \"0=30-30\", \"1=100-200\"]\n\
+             certificate_path = \"/etc/anytls/cert.pem\"\n\
+             key_path = \"/etc/anytls/key.pem\"\n\
+             max_streams_per_session = 64\n\
+             pool_type = \"highperf\"\n",
+        );
+        let file = load(&path).unwrap().file;
+        assert_eq!(file.listen.as_deref(), Some("0.0.0.0:443"));
+        assert_eq!(file.users.unwrap()[0].name, "alice");
+        assert_eq!(file.padding_scheme.unwrap().len(), 3);
+        assert_eq!(file.max_streams_per_session, Some(64));
+        assert_eq!(file.pool_type.as_deref(), Some("highperf"));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key_and_the_line() {
+        let path = write(
+            "b.toml",
+            "listen = \"[::]:443\"\n\nmax_stream_per_session = 5\n",
+        );
+        let error = load(&path).unwrap_err().to_string();
+        assert!(error.contains("line 3"), "{error}");
+        assert!(error.contains("max_stream_per_session"), "{error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+        let path = write("c.toml", "cores = \"two\"\n");
+        let error = load(&path).unwrap_err().to_string();
+        assert!(error.contains("line 1"), "{error}");
+        let error = load(Path::new("/nonexistent/anytls.toml")).unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with("cannot read config /nonexistent/anytls.toml"));
+    }
+
+    #[test]
+    fn sing_box_json_serves_its_anytls_inbound_and_names_what_it_ignores() {
+        let path = write(
+            "d.json",
+            r#"{
+              "log": {"level": "info"},
+              "inbounds": [
+                {"type": "mixed", "listen_port": 1080},
+                {"type": "anytls", "tag": "in", "listen": "::", "listen_port": 8443,
+                 "users": [{"name": "bob", "password": "b"}],
+                 "padding_scheme": ["stop=1", "0=10-10"],
+                 "sniff": true,
+                 "tls": {"enabled": true, "certificate_path": "c.pem", "key_path": "k.pem",
+                         "server_name": "example.com"}}
+              ],
+              "outbounds": [{"type": "direct"}]
+            }"#,
+        );
+        let loaded = load(&path).unwrap();
+        let file = loaded.file;
+        assert_eq!(file.listen.as_deref(), Some("[::]:8443"));
+        assert_eq!(file.users.unwrap()[0].password, "b");
+        assert_eq!(file.padding_scheme.unwrap(), ["stop=1", "0=10-10"]);
+        assert_eq!(file.certificate_path, Some(PathBuf::from("c.pem")));
+        assert_eq!(file.key_path, Some(PathBuf::from("k.pem")));
+        let note = loaded.note.unwrap();
+        for ignored in [
+            "inbound.sniff",
+            "inbound.tls.server_name",
+            "log",
+            "outbounds",
+        ] {
+            assert!(note.contains(ignored), "{note}");
+        }
+        let path = write("e.json", r#"{"inbounds": [{"type": "vless"}]}"#);
+        assert!(load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("no inbound of \"type\": \"anytls\""));
+    }
+}
