@@ -203,8 +203,9 @@ pub enum UsersFileError {
 
 /// Parses a users file: one `name:password` per line (split at the first `:`);
 /// blank lines and lines starting with `#` are ignored.
-pub fn parse_users(text: &str, into: &mut Users) -> Result<(), UsersFileError> {
+pub fn parse_users(text: &str) -> Result<Vec<User>, UsersFileError> {
     let mut names = std::collections::HashSet::new();
+    let mut users = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
@@ -218,12 +219,15 @@ pub fn parse_users(text: &str, into: &mut Users) -> Result<(), UsersFileError> {
         if !names.insert(name.to_owned()) {
             return Err(UsersFileError::Duplicate(index + 1, name.to_owned()));
         }
-        into.add(name, password);
+        users.push(User {
+            name: name.to_owned(),
+            password: password.to_owned(),
+        });
     }
-    if into.is_empty() {
+    if users.is_empty() {
         return Err(UsersFileError::Empty);
     }
-    Ok(())
+    Ok(users)
 }
 
 #[cfg(test)]
@@ -233,31 +237,19 @@ mod tests {
 
     #[test]
     fn users_file() {
-        let mut users = Users::default();
-        parse_users("# team\nalice:a:b:c\n\nbob:pw\r\n", &mut users).unwrap();
+        let users = parse_users("# team\nalice:a:b:c\n\nbob:pw\r\n").unwrap();
+        let names: Vec<(&str, &str)> = users
+            .iter()
+            .map(|u| (u.name.as_str(), u.password.as_str()))
+            .collect();
+        assert_eq!(names, [("alice", "a:b:c"), ("bob", "pw")]);
+        assert_eq!(parse_users("alice\n"), Err(UsersFileError::Malformed(1)));
         assert_eq!(
-            users.authenticate(&PasswordHash::of("a:b:c")),
-            Some("alice")
-        );
-        assert_eq!(users.authenticate(&PasswordHash::of("pw")), Some("bob"));
-        let mut users = Users::default();
-        assert_eq!(
-            parse_users("alice\n", &mut users),
-            Err(UsersFileError::Malformed(1))
-        );
-        let mut users = Users::default();
-        assert_eq!(
-            parse_users("a:1\na:2", &mut users),
+            parse_users("a:1\na:2"),
             Err(UsersFileError::Duplicate(2, "a".into()))
         );
-        assert_eq!(
-            parse_users("# none\n", &mut Users::default()),
-            Err(UsersFileError::Empty)
-        );
-        assert_eq!(
-            parse_users(":pw", &mut Users::default()),
-            Err(UsersFileError::Malformed(1))
-        );
+        assert_eq!(parse_users("# none\n"), Err(UsersFileError::Empty));
+        assert_eq!(parse_users(":pw"), Err(UsersFileError::Malformed(1)));
     }
 
     #[test]

@@ -276,6 +276,19 @@ pub struct ServerOptions {
     /// Seconds between statistics log lines (0 turns them off).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub stats_interval: u64,
+
+    /// Host name (or address) clients reach the server by, for the share links
+    /// logged at start [default: the listen address, unless it is a wildcard].
+    #[arg(long, value_name = "HOST")]
+    pub public_host: Option<String>,
+
+    /// Print each user's anytls:// link (with --qr, its QR code too) and exit.
+    #[arg(long)]
+    pub print_links: bool,
+
+    /// Also print the share links as QR codes (on standard output).
+    #[arg(long)]
+    pub qr: bool,
 }
 
 /// The options as the command line gave them, and which flags it gave, so that
@@ -340,6 +353,16 @@ pub struct Settled {
     pub reloader: Reloader,
     /// Seconds between statistics lines (0: none).
     pub stats_interval: u64,
+    /// Every user's name and password, for the share links.
+    pub credentials: Vec<User>,
+    /// `--public-host`, for the share links.
+    pub public_host: Option<String>,
+    /// No certificate was given: the self-signed one is served.
+    pub self_signed: bool,
+    /// `--print-links`: print the links and exit.
+    pub print_links: bool,
+    /// `--qr`: print QR codes of the links too.
+    pub qr: bool,
 }
 
 impl ServerOptions {
@@ -409,6 +432,11 @@ impl ServerOptions {
             certificate_note,
             reloader,
             stats_interval: self.stats_interval,
+            credentials: self.credentials()?,
+            public_host: self.public_host.clone(),
+            self_signed: self.cert.is_none(),
+            print_links: self.print_links,
+            qr: self.qr,
         })
     }
 
@@ -469,6 +497,7 @@ impl ServerOptions {
             cert <- certificate_path,
             key <- key_path,
             padding_scheme <- padding_scheme_file,
+            public_host <- public_host,
         );
         if !given("password") && !given("users") {
             merged.named_users = file.users.unwrap_or_default();
@@ -558,29 +587,24 @@ impl ServerOptions {
         }
     }
 
-    /// The users from every `-p` and the `--users` file.
-    fn load_users(&self) -> Result<Users, ConfigError> {
-        let mut users = Users::default();
+    /// Every user's name and password: each `-p` (named `default`, or
+    /// `password-N` when there are several), the config file's `users`, and the
+    /// `--users` file.
+    pub fn credentials(&self) -> Result<Vec<User>, ConfigError> {
+        let mut credentials = Vec::new();
+        let alone = self.password.len() == 1 && self.users.is_none() && self.named_users.is_empty();
         for (index, password) in self.password.iter().enumerate() {
-            if password.is_empty() {
-                return Err(ConfigError::EmptyPassword);
-            }
-            let name = if self.password.len() == 1
-                && self.users.is_none()
-                && self.named_users.is_empty()
-            {
+            let name = if alone {
                 "default".to_owned()
             } else {
                 format!("password-{}", index + 1)
             };
-            users.add(&name, password);
+            credentials.push(User {
+                name,
+                password: password.clone(),
+            });
         }
-        for user in &self.named_users {
-            if user.password.is_empty() {
-                return Err(ConfigError::EmptyPassword);
-            }
-            users.add(&user.name, &user.password);
-        }
+        credentials.extend(self.named_users.iter().cloned());
         if let Some(path) = &self.users {
             let text =
                 String::from_utf8(read("users file", path)?).map_err(|e| ConfigError::Read {
@@ -588,13 +612,25 @@ impl ServerOptions {
                     path: path.clone(),
                     source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
                 })?;
-            parse_users(&text, &mut users).map_err(|source| ConfigError::Users {
+            credentials.extend(parse_users(&text).map_err(|source| ConfigError::Users {
                 path: path.clone(),
                 source,
-            })?;
+            })?);
         }
-        if users.is_empty() {
+        if credentials.iter().any(|user| user.password.is_empty()) {
+            return Err(ConfigError::EmptyPassword);
+        }
+        if credentials.is_empty() {
             return Err(ConfigError::NoUsers);
+        }
+        Ok(credentials)
+    }
+
+    /// The users, as the server checks them (password hashes).
+    fn load_users(&self) -> Result<Users, ConfigError> {
+        let mut users = Users::default();
+        for user in self.credentials()? {
+            users.add(&user.name, &user.password);
         }
         Ok(users)
     }

@@ -11,6 +11,7 @@ use log::{info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use super::links::{self, LinkSource};
 use super::Server;
 use crate::cli::{return_free_memory, Fatal};
 use crate::config::{Invocation, Settled};
@@ -41,7 +42,26 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
         certificate_note,
         reloader,
         stats_interval,
+        credentials,
+        public_host,
+        self_signed,
+        print_links,
+        qr,
     } = invocation.settle(descriptor_limit)?;
+    let links = LinkSource {
+        credentials,
+        public_host,
+        self_signed,
+    };
+    if print_links {
+        for link in links::share_links(&links, config.listen)? {
+            println!("{}: {}", link.user, link.link);
+            if qr {
+                println!("{}", links::qr(&link.link));
+            }
+        }
+        return Ok(());
+    }
     info!(
         "outbound connections capped at {} (descriptor limit {descriptor_limit})",
         config.pool.max_outbound
@@ -52,6 +72,17 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
     let server = Server::start(config)?;
     info!("{certificate_note}");
     server.log_started();
+    match links::share_links(&links, server.local_addr()) {
+        Ok(links) => {
+            for link in links {
+                info!("link for user {}: {}", link.user, link.link);
+                if qr {
+                    println!("{}: {}\n{}", link.user, link.link, links::qr(&link.link));
+                }
+            }
+        }
+        Err(why) => info!("{why}"),
+    }
     let (sender, received) = mpsc::channel();
     let forwarder = std::thread::spawn(move || {
         for signal in signals.forever() {

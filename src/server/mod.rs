@@ -9,6 +9,7 @@
 
 pub(crate) mod context;
 mod control;
+pub mod links;
 pub mod report;
 pub(crate) mod session;
 

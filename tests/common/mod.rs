@@ -213,9 +213,15 @@ pub struct TestClient {
 impl TestClient {
     /// Starts `anytls-client` against `server` with `--insecure` and extra flags.
     pub fn start(server: SocketAddr, extra: &[&str]) -> TestClient {
+        let server = server.to_string();
+        Self::start_args(&[&["-s", &server, "--insecure"], extra].concat())
+    }
+
+    /// Starts `anytls-client` on 127.0.0.1:0 with exactly `args` besides.
+    pub fn start_args(args: &[&str]) -> TestClient {
         let mut child = Command::new(env!("CARGO_BIN_EXE_anytls-client"))
-            .args(["-l", "127.0.0.1:0", "-s", &server.to_string(), "--insecure"])
-            .args(extra)
+            .args(["-l", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,130 @@
+//! Share links: for each user, the `anytls://` link a client imports
+//! (`anytls://PASSWORD@HOST:PORT/?sni=NAME&insecure=1`, written by
+//! [`ServerUri::to_link`]), and the same link as a QR code for a phone.
+
+use std::net::{IpAddr, SocketAddr};
+
+use qrcode::render::unicode::Dense1x2;
+use qrcode::QrCode;
+use thiserror::Error;
+
+use crate::client::ServerUri;
+use crate::config::User;
+
+/// What the links are made of, besides the address the server listens on.
+#[derive(Debug, Clone)]
+pub struct LinkSource {
+    /// Every user's name and password.
+    pub credentials: Vec<User>,
+    /// `--public-host`: the name or address clients reach the server by.
+    pub public_host: Option<String>,
+    /// The certificate is the self-signed one: links say `insecure=1`.
+    pub self_signed: bool,
+}
+
+/// One user's link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareLink {
+    /// The user's name.
+    pub user: String,
+    /// The link.
+    pub link: String,
+}
+
+/// Why there are no links.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LinkError {
+    /// A wildcard listen address names no host a client could use.
+    #[error("no share links: listening on {0}, a wildcard address; give --public-host (or public_host in the config)")]
+    NoHost(SocketAddr),
+}
+
+/// One link per user, to the server at `listen` (its port, and its address
+/// unless `public_host` is given or it is a wildcard).
+pub fn share_links(source: &LinkSource, listen: SocketAddr) -> Result<Vec<ShareLink>, LinkError> {
+    let host = match &source.public_host {
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        None if listen.ip().is_unspecified() => return Err(LinkError::NoHost(listen)),
+        None => listen.ip().to_string(),
+    };
+    // A name is also the name to send in SNI; for an address, clients send none.
+    let sni = host.parse::<IpAddr>().is_err().then(|| host.clone());
+    Ok(source
+        .credentials
+        .iter()
+        .map(|user| ShareLink {
+            user: user.name.clone(),
+            link: ServerUri {
+                password: user.password.clone(),
+                host: host.clone(),
+                port: listen.port(),
+                sni: sni.clone(),
+                insecure: source.self_signed,
+            }
+            .to_link(),
+        })
+        .collect())
+}
+
+/// `link` as a QR code drawn with Unicode half blocks, for a terminal.
+pub fn qr(link: &str) -> String {
+    match QrCode::new(link.as_bytes()) {
+        Ok(code) => code
+            .render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .build(),
+        Err(e) => format!("(no QR code: {e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(public_host: Option<&str>, self_signed: bool) -> LinkSource {
+        LinkSource {
+            credentials: vec![
+                User {
+                    name: "alice".into(),
+                    password: "a/b@c".into(),
+                },
+                User {
+                    name: "bob".into(),
+                    password: "b".into(),
+                },
+            ],
+            public_host: public_host.map(str::to_owned),
+            self_signed,
+        }
+    }
+
+    #[test]
+    fn one_link_per_user_with_the_public_host_or_the_listen_address() {
+        let listen: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        let links = share_links(&source(Some("proxy.example.com"), false), listen).unwrap();
+        assert_eq!(
+            links[0].link,
+            "anytls://a%2Fb%40c@proxy.example.com:8443/?sni=proxy.example.com"
+        );
+        assert_eq!(links[1].user, "bob");
+        let links = share_links(&source(None, true), "192.0.2.1:443".parse().unwrap()).unwrap();
+        assert_eq!(links[1].link, "anytls://b@192.0.2.1:443/?insecure=1");
+        let links = share_links(&source(Some("[2001:db8::1]"), true), listen).unwrap();
+        assert_eq!(links[1].link, "anytls://b@[2001:db8::1]:8443/?insecure=1");
+        assert_eq!(
+            share_links(&source(None, false), listen),
+            Err(LinkError::NoHost(listen))
+        );
+    }
+
+    #[test]
+    fn qr_codes_are_drawn_in_blocks() {
+        let drawn = qr("anytls://b@192.0.2.1:443/?insecure=1");
+        assert!(drawn.lines().count() > 10, "{drawn}");
+        assert!(drawn.contains('█') || drawn.contains('▀') || drawn.contains('▄'));
+    }
+}
