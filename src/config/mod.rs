@@ -233,7 +233,6 @@ pub fn parse_users(text: &str) -> Result<Vec<User>, UsersFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::auth::PasswordHash;
 
     #[test]
     fn users_file() {
