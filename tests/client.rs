@@ -182,3 +182,116 @@ fn bad_client_flags_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.pem"));
 }
+
+/// A tiny web server on 127.0.0.1: answers every request with `hello <path>`
+/// and closes; records each request head it received.
+fn spawn_web_server() -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(16) {
+            let Ok(mut conn) = conn else { continue };
+            conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let path = head.split_whitespace().nth(1).unwrap_or("?").to_owned();
+            let body = format!("hello {path}");
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(response.as_bytes()).ok();
+            heads.send(head).ok();
+        }
+    });
+    (addr, received)
+}
+
+fn curl(args: &[&str]) -> String {
+    let output = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--noproxy", ""])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn one_port_serves_http_connect_plain_http_and_socks5() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: curl is not installed (.ci/run installs it)");
+        return;
+    }
+    let server = TestServer::start(&[]);
+    let client = TestClient::start(server.addr, &["-p", PASSWORD]);
+    let (web, heads) = spawn_web_server();
+    let proxy = format!("http://{}", client.socks);
+    let socks = client.socks.to_string();
+    let url = format!("http://127.0.0.1:{}/a?b=1", web.port());
+
+    // A plain request with an absolute URI, rewritten to origin form.
+    assert_eq!(curl(&["-x", &proxy, &url]), "hello /a?b=1");
+    let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(head.starts_with("GET /a?b=1 HTTP/1.1\r\n"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("proxy-connection"),
+        "{head}"
+    );
+    // CONNECT (curl -p tunnels through the proxy).
+    assert_eq!(curl(&["-p", "-x", &proxy, &url]), "hello /a?b=1");
+    heads.recv_timeout(Duration::from_secs(5)).unwrap();
+    // SOCKS5 on the same port, the name resolved by the server.
+    let by_name = format!("http://localhost:{}/c", web.port());
+    assert_eq!(curl(&["--socks5-hostname", &socks, &by_name]), "hello /c");
+    heads.recv_timeout(Duration::from_secs(5)).unwrap();
+
+    // A request that is not a proxy request gets 400, and the port goes on.
+    let mut conn = std::net::TcpStream::connect(client.socks).unwrap();
+    conn.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    // A refused target: 502.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let refused = format!("http://127.0.0.1:{}/", closed.port());
+    let output = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--noproxy",
+            "",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-x",
+            &proxy,
+            &refused,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "502");
+    assert_eq!(curl(&["-x", &proxy, &url]), "hello /a?b=1");
+    drop(client); // its pooled sessions hold server descriptors
+    server.assert_fds_back_to_baseline();
+}

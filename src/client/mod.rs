@@ -6,11 +6,13 @@
 //! - [`session_pool`]: session reuse as the reference client does it.
 //! - [`Padder`]: the padding scheme applied to the first writes.
 //! - [`inbound`]: the local SOCKS5 proxy (CONNECT, and UDP ASSOCIATE carried over
-//!   UDP-over-TCP v2 in [`inbound::udp`]); [`socks5`] is its sans-IO parser.
+//!   UDP-over-TCP v2 in [`inbound::udp`]) and HTTP proxy requests on the same port;
+//!   [`socks5`] and [`http`] are its sans-IO parsers.
 //! - [`uri`]: `anytls://` server URIs.
 //! - [`ClientOptions`] and [`run`]: the client process (flags, checked config,
 //!   one executor per CPU until a signal); [`serve`]: one core's accept loop.
 
+pub mod http;
 pub mod inbound;
 mod options;
 mod padder;

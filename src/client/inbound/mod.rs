@@ -1,5 +1,8 @@
-//! The SOCKS5 inbound: one local connection becomes one AnyTLS stream on a pooled
-//! session, relayed both ways. A UDP ASSOCIATE is handed to [`udp`].
+//! The client's mixed inbound, as sing-box's and mihomo's `mixed`: one local
+//! port takes SOCKS5 (first byte 5) and HTTP proxy requests (`CONNECT`, or a plain
+//! request with an absolute URI; see [`super::http`]). Each connection becomes one
+//! AnyTLS stream on a pooled session, relayed both ways. A SOCKS5 UDP ASSOCIATE is
+//! handed to [`udp`].
 
 use std::io;
 use std::rc::Rc;
@@ -12,14 +15,16 @@ use thiserror::Error;
 
 pub mod udp;
 
-use super::session::StreamError;
-use super::session_pool::SessionPool;
+use super::http::{self, HttpError, ProxyRequest};
+use super::session::{ClientStream, StreamError};
+use super::session_pool::{Lease, SessionPool};
 use super::socks5::{self, Reply, SocksCommand, SocksError};
 use crate::mux::{self, timeout};
 use crate::proto::error::UotError;
+use crate::proto::Address;
 
-/// How long a local client may take to send its SOCKS greeting and request.
-const SOCKS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a local client may take to send its SOCKS or HTTP request.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest SOCKS greeting + request we buffer.
 const MAX_HANDSHAKE: usize = 1024;
 
@@ -32,8 +37,11 @@ pub enum InboundError {
     /// The SOCKS handshake was malformed.
     #[error("{0}")]
     Socks(#[from] SocksError),
-    /// The SOCKS handshake did not complete in time or was too long.
-    #[error("SOCKS handshake incomplete")]
+    /// The HTTP request was malformed or not a proxy request.
+    #[error("{0}")]
+    Http(#[from] HttpError),
+    /// The request did not come whole in time, or was too long.
+    #[error("proxy request incomplete")]
     Handshake,
     /// No session to the server could be had.
     #[error("cannot reach the AnyTLS server: {0}")]
@@ -50,19 +58,21 @@ pub enum InboundError {
     Uot(#[from] UotError),
 }
 
-async fn read_until<T>(
+/// Reads into `buf` until `parse` finds a whole request (at most `limit` bytes).
+async fn read_until<T, E: Into<InboundError>>(
     conn: &mut TcpStream,
     buf: &mut Vec<u8>,
-    parse: impl Fn(&[u8]) -> Result<Option<T>, SocksError>,
+    limit: usize,
+    parse: impl Fn(&[u8]) -> Result<Option<T>, E>,
 ) -> Result<T, InboundError> {
     loop {
-        if let Some(parsed) = parse(buf)? {
+        if let Some(parsed) = parse(buf).map_err(Into::into)? {
             return Ok(parsed);
         }
-        if buf.len() >= MAX_HANDSHAKE {
+        if buf.len() >= limit {
             return Err(InboundError::Handshake);
         }
-        let mut chunk = [0u8; 512];
+        let mut chunk = [0u8; 2048];
         let n = conn.read(&mut chunk).await?;
         if n == 0 {
             return Err(InboundError::Handshake);
@@ -71,86 +81,115 @@ async fn read_until<T>(
     }
 }
 
-/// Serves one local SOCKS5 connection to its end.
+/// Serves one local connection to its end: SOCKS5 or HTTP, by its first byte.
 pub async fn serve(mut conn: TcpStream, pool: Rc<SessionPool>) -> Result<(), InboundError> {
     let mut buf = Vec::new();
-    let handshake = async {
-        let used = read_until(&mut conn, &mut buf, socks5::parse_greeting).await;
-        let used = match used {
-            Err(InboundError::Socks(SocksError::NoAcceptableMethod)) => {
-                conn.write_all(&[socks5::VERSION, socks5::METHOD_NONE_ACCEPTABLE])
-                    .await?;
-                return Err(SocksError::NoAcceptableMethod.into());
-            }
-            other => other?,
-        };
-        conn.write_all(&[socks5::VERSION, socks5::METHOD_NO_AUTH])
-            .await?;
-        buf.drain(..used);
-        match read_until(&mut conn, &mut buf, socks5::parse_request).await {
-            Ok(request) => Ok(request),
-            Err(InboundError::Socks(e)) => {
-                let code = match e {
-                    SocksError::Command(_) => Reply::CommandNotSupported,
-                    SocksError::Address(_) => Reply::AddressTypeNotSupported,
-                    _ => Reply::GeneralFailure,
-                };
-                conn.write_all(&socks5::reply(code)).await?;
-                Err(e.into())
-            }
-            Err(e) => Err(e),
-        }
-    };
-    let (request, used) = timeout(SOCKS_HANDSHAKE_TIMEOUT, handshake)
+    let first = read_until(&mut conn, &mut buf, 1, |bytes| {
+        Ok::<_, InboundError>(bytes.first().copied())
+    });
+    timeout(HANDSHAKE_TIMEOUT, first)
         .await
         .ok_or(InboundError::Handshake)??;
-    if request.command == SocksCommand::UdpAssociate {
-        return udp::associate(conn, pool, &request.destination).await;
+    if buf[0] == socks5::VERSION {
+        serve_socks(conn, pool, buf).await
+    } else {
+        serve_http(conn, pool, buf).await
     }
-    let target = request.destination;
-    let early = buf.split_off(used);
+}
 
-    let lease = match pool.acquire().await {
-        Ok(lease) => lease,
+/// An HTTP proxy request: CONNECT answers 200 and relays; a plain request is
+/// forwarded in origin form and its response relayed back.
+async fn serve_http(
+    mut conn: TcpStream,
+    pool: Rc<SessionPool>,
+    mut buf: Vec<u8>,
+) -> Result<(), InboundError> {
+    let request = timeout(
+        HANDSHAKE_TIMEOUT,
+        read_until(&mut conn, &mut buf, http::MAX_HEAD, http::parse_request),
+    )
+    .await
+    .ok_or(InboundError::Handshake)?;
+    let (
+        ProxyRequest {
+            target,
+            tunnel,
+            forward,
+        },
+        used,
+    ) = match request {
+        Ok(parsed) => parsed,
+        Err(InboundError::Http(e)) => {
+            respond(&mut conn, e.status()).await?;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e),
+    };
+    let (lease, stream) = match open(&pool, &target).await {
+        Ok(opened) => opened,
         Err(e) => {
-            conn.write_all(&socks5::reply(Reply::GeneralFailure))
-                .await?;
-            return Err(InboundError::Session(e));
+            let status = match &e {
+                InboundError::Stream(StreamError::SynAckTimeout) => "504 Gateway Timeout",
+                _ => "502 Bad Gateway",
+            };
+            respond(&mut conn, status).await?;
+            return Err(e);
         }
     };
-    let session = lease.session.clone();
-    let stream = match session.open_stream(&target) {
+    debug!(
+        "HTTP {} stream {} to {target} established",
+        if tunnel { "CONNECT" } else { "request" },
+        stream.id()
+    );
+    let mut first = if tunnel {
+        conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await?;
+        Vec::new()
+    } else {
+        forward
+    };
+    first.extend_from_slice(&buf[used..]);
+    relay(conn, &pool, lease, stream, &first).await
+}
+
+/// Answers an HTTP request that cannot be served with `status` and no body.
+async fn respond(conn: &mut TcpStream, status: &str) -> io::Result<()> {
+    let response = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    conn.write_all(response.as_bytes()).await
+}
+
+/// A stream to `target` on a pooled session, once the server answered SYNACK.
+async fn open(pool: &SessionPool, target: &Address) -> Result<(Lease, ClientStream), InboundError> {
+    let lease = pool.acquire().await.map_err(InboundError::Session)?;
+    let stream = match lease.session.open_stream(target) {
         Ok(stream) => stream,
         Err(e) => {
-            conn.write_all(&socks5::reply(Reply::GeneralFailure))
-                .await?;
+            pool.release(lease);
             return Err(InboundError::Session(e));
         }
     };
-    let refusal = match stream.wait_established().await {
-        Ok(()) => None,
-        Err(StreamError::Refused(text)) => Some((
-            Reply::for_refusal(&text),
-            InboundError::Stream(StreamError::Refused(text)),
-        )),
-        Err(StreamError::SynAckTimeout) => Some((
-            Reply::TtlExpired,
-            InboundError::Stream(StreamError::SynAckTimeout),
-        )),
-        Err(e) => Some((Reply::GeneralFailure, InboundError::Stream(e))),
-    };
-    if let Some((code, error)) = refusal {
-        drop(stream);
-        pool.release(lease);
-        conn.write_all(&socks5::reply(code)).await?;
-        return Err(error);
+    match stream.wait_established().await {
+        Ok(()) => Ok((lease, stream)),
+        Err(e) => {
+            drop(stream);
+            pool.release(lease);
+            Err(e.into())
+        }
     }
-    conn.write_all(&socks5::reply(Reply::Succeeded)).await?;
-    debug!("stream {} to {target} established", stream.id());
+}
 
+/// Relays `conn` and `stream` both ways (sending `early` first) until either
+/// ends, then gives the session back to the pool.
+async fn relay(
+    conn: TcpStream,
+    pool: &SessionPool,
+    lease: Lease,
+    stream: ClientStream,
+    early: &[u8],
+) -> Result<(), InboundError> {
     if !early.is_empty() {
         stream
-            .write_all(&early)
+            .write_all(early)
             .await
             .map_err(InboundError::Session)?;
     }
@@ -181,4 +220,62 @@ pub async fn serve(mut conn: TcpStream, pool: Rc<SessionPool>) -> Result<(), Inb
     drop(stream);
     pool.release(lease);
     Ok(())
+}
+
+/// A SOCKS5 connection whose first bytes are in `buf`.
+async fn serve_socks(
+    mut conn: TcpStream,
+    pool: Rc<SessionPool>,
+    mut buf: Vec<u8>,
+) -> Result<(), InboundError> {
+    let handshake = async {
+        let used = read_until(&mut conn, &mut buf, MAX_HANDSHAKE, socks5::parse_greeting).await;
+        let used = match used {
+            Err(InboundError::Socks(SocksError::NoAcceptableMethod)) => {
+                conn.write_all(&[socks5::VERSION, socks5::METHOD_NONE_ACCEPTABLE])
+                    .await?;
+                return Err(SocksError::NoAcceptableMethod.into());
+            }
+            other => other?,
+        };
+        conn.write_all(&[socks5::VERSION, socks5::METHOD_NO_AUTH])
+            .await?;
+        buf.drain(..used);
+        match read_until(&mut conn, &mut buf, MAX_HANDSHAKE, socks5::parse_request).await {
+            Ok(request) => Ok(request),
+            Err(InboundError::Socks(e)) => {
+                let code = match e {
+                    SocksError::Command(_) => Reply::CommandNotSupported,
+                    SocksError::Address(_) => Reply::AddressTypeNotSupported,
+                    _ => Reply::GeneralFailure,
+                };
+                conn.write_all(&socks5::reply(code)).await?;
+                Err(e.into())
+            }
+            Err(e) => Err(e),
+        }
+    };
+    let (request, used) = timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .ok_or(InboundError::Handshake)??;
+    if request.command == SocksCommand::UdpAssociate {
+        return udp::associate(conn, pool, &request.destination).await;
+    }
+    let target = request.destination;
+    let early = buf.split_off(used);
+    let (lease, stream) = match open(&pool, &target).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            let code = match &e {
+                InboundError::Stream(StreamError::Refused(text)) => Reply::for_refusal(text),
+                InboundError::Stream(StreamError::SynAckTimeout) => Reply::TtlExpired,
+                _ => Reply::GeneralFailure,
+            };
+            conn.write_all(&socks5::reply(code)).await?;
+            return Err(e);
+        }
+    };
+    conn.write_all(&socks5::reply(Reply::Succeeded)).await?;
+    debug!("stream {} to {target} established", stream.id());
+    relay(conn, &pool, lease, stream, &early).await
 }
