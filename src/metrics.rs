@@ -1,27 +1,36 @@
-//! `--metrics ADDR`: a small HTTP endpoint serving Prometheus text format.
+//! `--metrics ADDR`: a small HTTP endpoint serving the OpenMetrics text format
+//! (what Prometheus scrapes), encoded by the `prometheus-client` crate from a
+//! collector that reads the live counters at each scrape.
 //!
 //! It runs as one task on the first executor and only reads counters that the
 //! data path writes (relaxed atomics, and the pool's own structures for its
 //! status), so scraping never blocks a session.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use log::debug;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::mux::timeout;
 use crate::pool::SharedPool;
-use crate::stats::Stats;
+use crate::stats::{CoreCounters, Limit, Stats};
 
 /// Longest request head read from a scraper.
 const MAX_REQUEST: usize = 8 * 1024;
 /// Bound on a scraper sending its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the endpoint reports.
+/// What the endpoint reports: read at every scrape, never copied.
 pub struct Sources {
     /// The server's counters.
     pub stats: Stats,
@@ -29,192 +38,229 @@ pub struct Sources {
     pub pool: Arc<SharedPool>,
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{labels} {value}");
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sources").finish_non_exhaustive()
     }
 }
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// One metric family: its name (counters without `_total`, which the encoder
+/// appends), help, type, and its samples with their labels.
+fn family<V: Copy>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    samples: impl IntoIterator<Item = (Vec<(&'static str, String)>, V)>,
+) -> fmt::Result
+where
+    ConstCounter<V>: EncodeMetric,
+    ConstGauge<V>: EncodeMetric,
+{
+    let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (labels, value) in samples {
+        let sample = metric.encode_family(&labels)?;
+        match metric_type {
+            MetricType::Counter => ConstCounter::new(value).encode(sample)?,
+            _ => ConstGauge::new(value).encode(sample)?,
+        }
+    }
+    Ok(())
 }
 
-/// The Prometheus text exposition of everything the server counts.
-pub fn render(sources: &Sources) -> String {
-    let mut out = String::new();
-    let total = sources.stats.snapshot();
-    let one = |value: u64| vec![(String::new(), value)];
-    metric(
-        &mut out,
-        "anytls_sessions_open",
-        "gauge",
-        "Authenticated sessions open now.",
-        &one(total.sessions_open),
-    );
-    metric(
-        &mut out,
-        "anytls_sessions_total",
-        "counter",
-        "Sessions authenticated since start.",
-        &one(total.sessions_total),
-    );
-    metric(
-        &mut out,
-        "anytls_streams_open",
-        "gauge",
-        "Streams open now.",
-        &one(total.streams_open),
-    );
-    metric(
-        &mut out,
-        "anytls_streams_total",
-        "counter",
-        "Streams opened since start.",
-        &one(total.streams_total),
-    );
-    metric(
-        &mut out,
-        "anytls_bytes_total",
-        "counter",
-        "Payload bytes relayed, by direction.",
-        &[
-            ("{direction=\"up\"}".into(), total.bytes_up),
-            ("{direction=\"down\"}".into(), total.bytes_down),
-        ],
-    );
-    metric(
-        &mut out,
-        "anytls_auth_failures_total",
-        "counter",
-        "Connections that failed authentication.",
-        &one(total.auth_failures),
-    );
-    metric(
-        &mut out,
-        "anytls_fallbacks_total",
-        "counter",
-        "Failed authentications handed to the fallback.",
-        &one(total.fallbacks),
-    );
-    metric(
-        &mut out,
-        "anytls_limit_hits_total",
-        "counter",
-        "Times a per-client limit was reached, by limit.",
-        &crate::stats::Limit::ALL
-            .iter()
-            .zip(total.limit_hits)
-            .map(|(limit, n)| (format!("{{limit=\"{}\"}}", limit.name()), n))
-            .collect::<Vec<_>>(),
-    );
-    metric(
-        &mut out,
-        "anytls_handshake_failures_total",
-        "counter",
-        "Connections that failed or timed out before authenticating.",
-        &one(total.handshake_failures),
-    );
-    let per_core = |pick: fn(&crate::stats::CoreCounters) -> u64| {
-        (0..sources.stats.cores())
-            .map(|core| {
+/// A family with one sample and no label.
+fn single(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    value: u64,
+) -> fmt::Result {
+    family(encoder, name, help, metric_type, [(Vec::new(), value)])
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        use MetricType::{Counter, Gauge};
+        let e = &mut encoder;
+        let total = self.stats.snapshot();
+        single(
+            e,
+            "anytls_sessions_open",
+            "Authenticated sessions open now.",
+            Gauge,
+            total.sessions_open,
+        )?;
+        single(
+            e,
+            "anytls_sessions",
+            "Sessions authenticated since start.",
+            Counter,
+            total.sessions_total,
+        )?;
+        single(
+            e,
+            "anytls_streams_open",
+            "Streams open now.",
+            Gauge,
+            total.streams_open,
+        )?;
+        single(
+            e,
+            "anytls_streams",
+            "Streams opened since start.",
+            Counter,
+            total.streams_total,
+        )?;
+        let direction = |name: &str| vec![("direction", name.to_owned())];
+        family(
+            e,
+            "anytls_bytes",
+            "Payload bytes relayed, by direction.",
+            Counter,
+            [
+                (direction("up"), total.bytes_up),
+                (direction("down"), total.bytes_down),
+            ],
+        )?;
+        single(
+            e,
+            "anytls_auth_failures",
+            "Connections that failed authentication.",
+            Counter,
+            total.auth_failures,
+        )?;
+        single(
+            e,
+            "anytls_fallbacks",
+            "Failed authentications handed to the fallback.",
+            Counter,
+            total.fallbacks,
+        )?;
+        family(
+            e,
+            "anytls_limit_hits",
+            "Times a per-client limit was reached, by limit.",
+            Counter,
+            Limit::ALL
+                .iter()
+                .zip(total.limit_hits)
+                .map(|(limit, n)| (vec![("limit", limit.name().to_owned())], n)),
+        )?;
+        single(
+            e,
+            "anytls_handshake_failures",
+            "Connections that failed or timed out before authenticating.",
+            Counter,
+            total.handshake_failures,
+        )?;
+        let per_core = |pick: fn(&CoreCounters) -> u64| {
+            (0..self.stats.cores()).map(move |core| {
                 (
-                    format!("{{core=\"{core}\"}}"),
-                    pick(sources.stats.core(core)),
+                    vec![("core", core.to_string())],
+                    pick(self.stats.core(core)),
                 )
             })
-            .collect::<Vec<_>>()
-    };
-    metric(
-        &mut out,
-        "anytls_core_sessions_open",
-        "gauge",
-        "Sessions open per executor.",
-        &per_core(|c| c.sessions_open.get()),
-    );
-    metric(
-        &mut out,
-        "anytls_core_streams_open",
-        "gauge",
-        "Streams open per executor.",
-        &per_core(|c| c.streams_open.get()),
-    );
-    metric(
-        &mut out,
-        "anytls_core_bytes_down_total",
-        "counter",
-        "Target-to-client bytes per executor.",
-        &per_core(|c| c.bytes_down.get()),
-    );
-    let users = sources.stats.user_bytes();
-    let mut user_samples = Vec::new();
-    for (user, (up, down)) in &users {
-        let user = escape(user);
-        user_samples.push((format!("{{user=\"{user}\",direction=\"up\"}}"), *up));
-        user_samples.push((format!("{{user=\"{user}\",direction=\"down\"}}"), *down));
+        };
+        family(
+            e,
+            "anytls_core_sessions_open",
+            "Sessions open per executor.",
+            Gauge,
+            per_core(|c| c.sessions_open.get()),
+        )?;
+        family(
+            e,
+            "anytls_core_streams_open",
+            "Streams open per executor.",
+            Gauge,
+            per_core(|c| c.streams_open.get()),
+        )?;
+        family(
+            e,
+            "anytls_core_bytes_down",
+            "Target-to-client bytes per executor.",
+            Counter,
+            per_core(|c| c.bytes_down.get()),
+        )?;
+        family(
+            e,
+            "anytls_user_bytes",
+            "Payload bytes relayed per user.",
+            Counter,
+            self.stats
+                .user_bytes()
+                .into_iter()
+                .flat_map(|(user, (up, down))| {
+                    [
+                        (
+                            vec![("user", user.clone()), ("direction", "up".to_owned())],
+                            up,
+                        ),
+                        (vec![("user", user), ("direction", "down".to_owned())], down),
+                    ]
+                }),
+        )?;
+        let pool = self.pool.stats();
+        let kind = vec![(
+            "kind",
+            format!("{:?}", self.pool.config().kind).to_lowercase(),
+        )];
+        let by_kind = |value: u64| [(kind.clone(), value)];
+        family(
+            e,
+            "anytls_pool_connections_opened",
+            "Outbound connections opened (Total).",
+            Counter,
+            by_kind(pool.total),
+        )?;
+        family(
+            e,
+            "anytls_pool_active",
+            "Outbound connections carrying a stream (Active).",
+            Gauge,
+            by_kind(pool.active),
+        )?;
+        family(
+            e,
+            "anytls_pool_reused",
+            "Streams served by a warm spare (Reused).",
+            Counter,
+            by_kind(pool.reused),
+        )?;
+        family(
+            e,
+            "anytls_pool_new",
+            "Streams that dialed (New).",
+            Counter,
+            by_kind(pool.new),
+        )?;
+        family(
+            e,
+            "anytls_pool_cleaned",
+            "Spares closed: idle, dead or evicted (Cleaned).",
+            Counter,
+            by_kind(pool.cleaned),
+        )?;
+        family(
+            e,
+            "anytls_pool_spares",
+            "Warm spares held per target.",
+            Gauge,
+            self.pool
+                .status()
+                .into_iter()
+                .map(|(target, n)| (vec![("target", target.to_string())], n as u64)),
+        )
     }
-    metric(
-        &mut out,
-        "anytls_user_bytes_total",
-        "counter",
-        "Payload bytes relayed per user.",
-        &user_samples,
-    );
-    let pool = sources.pool.stats();
-    let kind = format!("{:?}", sources.pool.config().kind).to_lowercase();
-    let labelled = |value: u64| vec![(format!("{{kind=\"{kind}\"}}"), value)];
-    metric(
-        &mut out,
-        "anytls_pool_connections_opened_total",
-        "counter",
-        "Outbound connections opened (Total).",
-        &labelled(pool.total),
-    );
-    metric(
-        &mut out,
-        "anytls_pool_active",
-        "gauge",
-        "Outbound connections carrying a stream (Active).",
-        &labelled(pool.active),
-    );
-    metric(
-        &mut out,
-        "anytls_pool_reused_total",
-        "counter",
-        "Streams served by a warm spare (Reused).",
-        &labelled(pool.reused),
-    );
-    metric(
-        &mut out,
-        "anytls_pool_new_total",
-        "counter",
-        "Streams that dialed (New).",
-        &labelled(pool.new),
-    );
-    metric(
-        &mut out,
-        "anytls_pool_cleaned_total",
-        "counter",
-        "Spares closed: idle, dead or evicted (Cleaned).",
-        &labelled(pool.cleaned),
-    );
-    let spares: Vec<(String, u64)> = sources
-        .pool
-        .status()
-        .into_iter()
-        .map(|(target, n)| (format!("{{target=\"{target}\"}}"), n as u64))
-        .collect();
-    metric(
-        &mut out,
-        "anytls_pool_spares",
-        "gauge",
-        "Warm spares held per target.",
-        &spares,
-    );
+}
+
+/// The OpenMetrics text exposition of everything the server counts.
+pub fn render(sources: Arc<Sources>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(sources));
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
 }
 
@@ -239,7 +285,7 @@ pub async fn serve(listener: TcpListener, sources: Arc<Sources>) {
     }
 }
 
-async fn answer(mut conn: TcpStream, sources: &Sources) -> std::io::Result<()> {
+async fn answer(mut conn: TcpStream, sources: &Arc<Sources>) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     let read_head = async {
@@ -262,12 +308,12 @@ async fn answer(mut conn: TcpStream, sources: &Sources) -> std::io::Result<()> {
         .unwrap_or_default();
     let (status, body) =
         if request_line.starts_with(b"GET ") && (path == b"/metrics" || path == b"/") {
-            ("200 OK", render(sources))
+            ("200 OK", render(sources.clone()))
         } else {
             ("404 Not Found", "not found; try /metrics\n".to_owned())
         };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );

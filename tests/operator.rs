@@ -239,9 +239,10 @@ fn metrics_endpoint_serves_prometheus_text() {
         let body = http_get(addr, "/metrics");
         assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
         assert!(
-            body.contains("Content-Type: text/plain; version=0.0.4"),
+            body.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
             "{body}"
         );
+        assert!(body.trim_end().ends_with("# EOF"), "{body}");
         for line in [
             "# TYPE anytls_sessions_open gauge",
             "anytls_sessions_open 1",
