@@ -301,17 +301,16 @@ async fn answer(mut conn: TcpStream, sources: &Arc<Sources>) -> std::io::Result<
     timeout(REQUEST_TIMEOUT, read_head)
         .await
         .unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into()))?;
-    let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let path = request_line
-        .split(|&b| b == b' ')
-        .nth(1)
-        .unwrap_or_default();
-    let (status, body) =
-        if request_line.starts_with(b"GET ") && (path == b"/metrics" || path == b"/") {
-            ("200 OK", render(sources.clone()))
-        } else {
-            ("404 Not Found", "not found; try /metrics\n".to_owned())
-        };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    let scrape = matches!(request.parse(&head), Ok(httparse::Status::Complete(_)))
+        && request.method == Some("GET")
+        && matches!(request.path, Some("/metrics" | "/"));
+    let (status, body) = if scrape {
+        ("200 OK", render(sources.clone()))
+    } else {
+        ("404 Not Found", "not found; try /metrics\n".to_owned())
+    };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
