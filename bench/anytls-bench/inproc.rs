@@ -7,6 +7,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anytls::pool::PoolConfig;
@@ -25,6 +26,28 @@ pub const PASSWORD: &str = "bench";
 /// How the threads of an in-process server's executors are named (their CPU
 /// time is the server's).
 const SERVER_THREADS: &str = "anytls-core";
+
+/// Where an in-process run places the server and the generator, and what it
+/// writes (the flags `relay` and `pool-e2e` share).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunPlacement {
+    /// The CPU of the server's executor.
+    #[arg(long, default_value_t = 0, value_name = "CPU")]
+    pub server_cpu: usize,
+
+    /// CPUs for the generator's executors (and its targets), comma separated
+    /// [default: the last allowed CPU].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub cpus: Vec<usize>,
+
+    /// Write every report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Never draw the live progress line.
+    #[arg(long)]
+    pub no_progress: bool,
+}
 
 /// Flags of `anytls-bench serve`.
 #[derive(clap::Args, Debug, Clone)]

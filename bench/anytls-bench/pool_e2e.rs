@@ -16,7 +16,6 @@
 //! scenario table and a summary per kind; fails when a kind completed no stream.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -28,7 +27,7 @@ use anytls::pool::{PoolConfig, PoolKind};
 use anytls::server::report as server_report;
 
 use crate::args::Scenario;
-use crate::inproc::{self, Run, PASSWORD};
+use crate::inproc::{self, Run, RunPlacement, PASSWORD};
 use crate::procfs;
 use crate::report::{self, Report};
 use crate::scenarios::{
@@ -79,22 +78,8 @@ pub struct PoolE2eArgs {
     #[arg(long, default_value_t = 16)]
     pub min_idle: usize,
 
-    /// The CPU of the server's executor.
-    #[arg(long, default_value_t = 0, value_name = "CPU")]
-    pub server_cpu: usize,
-
-    /// CPUs for the generator's executors (and its targets), comma separated
-    /// [default: the last allowed CPU].
-    #[arg(long, value_delimiter = ',', value_name = "LIST")]
-    pub cpus: Vec<usize>,
-
-    /// Write every kind's report as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-
-    /// Never draw the live progress line.
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub run: RunPlacement,
 }
 
 /// A pool kind's name, checked.
@@ -107,8 +92,8 @@ pub fn run(args: PoolE2eArgs) -> Result<bool, String> {
     if !(args.duration.is_finite() && args.duration > 0.0) {
         return Err("--duration must be a positive number of seconds".into());
     }
-    let cpus = pick_cpus(&args.cpus, None)?;
-    inproc::check_server_cpu(args.server_cpu)?;
+    let cpus = pick_cpus(&args.run.cpus, None)?;
+    inproc::check_server_cpu(args.run.server_cpu)?;
     let header = format!(
         "anytls-bench {} pool-e2e: {} stream(s) in flight over {} session(s), {} s per kind, \
          min-idle {}, server in this process on CPU {}, generator on CPU(s) {}, target {}",
@@ -117,7 +102,7 @@ pub fn run(args: PoolE2eArgs) -> Result<bool, String> {
         args.sessions,
         args.duration,
         args.min_idle,
-        args.server_cpu,
+        args.run.server_cpu,
         format_cpus(&cpus),
         args.target.as_deref().unwrap_or("an echo on 127.0.0.1"),
     );
@@ -140,11 +125,11 @@ pub fn run(args: PoolE2eArgs) -> Result<bool, String> {
     print!("{}", report::table(&header, &reports));
     println!();
     print!("{}", summary(&args.kinds, &reports));
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.run.json {
         let context = serde_json::json!({
             "command": "pool-e2e",
             "server": "anytls-rs in process",
-            "server_cpu": args.server_cpu,
+            "server_cpu": args.run.server_cpu,
             "generator_cpus": cpus,
             "kinds": args.kinds,
             "duration_s": args.duration,
@@ -178,7 +163,7 @@ fn one_kind(
     let server = inproc::start_server(
         "127.0.0.1:0".parse().expect("an address"),
         PASSWORD,
-        vec![args.server_cpu],
+        vec![args.run.server_cpu],
         Some(pool),
     )?;
     let (concurrency, sessions) = (args.concurrency.to_string(), args.sessions.to_string());
@@ -200,7 +185,7 @@ fn one_kind(
             server: server.local_addr(),
             cpus,
             duration,
-            no_progress: args.no_progress,
+            no_progress: args.run.no_progress,
             flags: &flags,
         })
     };

@@ -11,10 +11,8 @@
 //! summary of the four rows, and the server's counters; it fails only when a row
 //! moved nothing.
 
-use std::path::PathBuf;
-
 use crate::args::Scenario;
-use crate::inproc::{self, Run, PASSWORD};
+use crate::inproc::{self, Run, RunPlacement, PASSWORD};
 use crate::procfs;
 use crate::report::{self, Report};
 use crate::scenarios::{self, format_cpus, pick_cpus};
@@ -26,22 +24,8 @@ pub struct RelayArgs {
     #[arg(short = 'd', long, value_name = "SECS", default_value_t = 5.0)]
     pub duration: f64,
 
-    /// The CPU of the server's executor.
-    #[arg(long, default_value_t = 0, value_name = "CPU")]
-    pub server_cpu: usize,
-
-    /// CPUs for the generator's executors (and its targets), comma separated
-    /// [default: the last allowed CPU].
-    #[arg(long, value_delimiter = ',', value_name = "LIST")]
-    pub cpus: Vec<usize>,
-
-    /// Write every row's report as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-
-    /// Never draw the live progress line.
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub run: RunPlacement,
 }
 
 /// One row: its label, the scenario and the scenario's flags.
@@ -93,19 +77,19 @@ pub fn run(args: RelayArgs) -> Result<bool, String> {
     if !(args.duration.is_finite() && args.duration > 0.0) {
         return Err("--duration must be a positive number of seconds".into());
     }
-    let cpus = pick_cpus(&args.cpus, None)?;
-    inproc::check_server_cpu(args.server_cpu)?;
+    let cpus = pick_cpus(&args.run.cpus, None)?;
+    inproc::check_server_cpu(args.run.server_cpu)?;
     let server = inproc::start_server(
         "127.0.0.1:0".parse().expect("an address"),
         PASSWORD,
-        vec![args.server_cpu],
+        vec![args.run.server_cpu],
         None,
     )?;
     let addr = server.local_addr();
     let header = format!(
         "anytls-bench {} relay: anytls-rs in this process on {addr} (CPU {}), generator + targets on CPU(s) {}, {} s per row",
         env!("CARGO_PKG_VERSION"),
-        args.server_cpu,
+        args.run.server_cpu,
         format_cpus(&cpus),
         args.duration,
     );
@@ -116,7 +100,7 @@ pub fn run(args: RelayArgs) -> Result<bool, String> {
             server: addr,
             cpus: &cpus,
             duration: args.duration,
-            no_progress: args.no_progress,
+            no_progress: args.run.no_progress,
             flags: row.flags,
         })?;
         let mut report = scenarios::run(&ctx, row.scenario)?;
@@ -130,11 +114,11 @@ pub fn run(args: RelayArgs) -> Result<bool, String> {
     println!();
     print!("{}", summary(&reports));
     println!("server: {stats}");
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.run.json {
         let context = serde_json::json!({
             "command": "relay",
             "server": "anytls-rs in process",
-            "server_cpu": args.server_cpu,
+            "server_cpu": args.run.server_cpu,
             "generator_cpus": cpus,
             "duration_s": args.duration,
             "kernel": procfs::kernel(),
