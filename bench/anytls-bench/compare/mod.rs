@@ -112,12 +112,18 @@ fn sides(args: &CompareArgs) -> Result<Vec<Side>, String> {
                     server.display()
                 ));
             }
-            // Every generated session comes from 127.0.0.1; the reference has no
-            // per-address cap, so ours is lifted for the idle-session runs.
-            default_argv(
-                &server,
-                &["--cores", "1", "--max-sessions-per-ip", "1000000"],
-            )
+            // Every generated session comes from 127.0.0.1 with one password; the
+            // reference has no per-address or per-user cap, so ours are lifted for
+            // the idle-session runs (5,000 and 20,000 sessions).
+            let flags = [
+                "--cores",
+                "1",
+                "--max-sessions-per-ip",
+                "1000000",
+                "--max-sessions-per-user",
+                "1000000",
+            ];
+            default_argv(&server, &flags)
         }
     };
     let named = |name: &Option<String>, given: bool, default: &str, key: &str| {
