@@ -22,7 +22,6 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anytls::mux::timeout;
 use anytls::pool::{PoolConfig, PoolKind};
 use anytls::server::report as server_report;
 
@@ -31,10 +30,9 @@ use crate::inproc::{self, Run, RunPlacement, PASSWORD};
 use crate::procfs;
 use crate::report::{self, Report};
 use crate::scenarios::{
-    format_cpus, open_established, pick_cpus, request_response, run_window, share_of, Context,
-    Load, Measured, Pool,
+    format_cpus, open_established, pick_cpus, request_response, run_window, Context, Load, Measured,
 };
-use crate::stats::{Failed, Failure, Recorder, Tally};
+use crate::stats::{Recorder, Tally};
 use crate::targets::{self, Behaviour};
 use crate::workers::{self, Worker};
 
@@ -295,12 +293,7 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
             return rec.take();
         }
     };
-    let sessions = share_of(&w, args.sessions_for(Scenario::Streams), 1);
-    let pool = Rc::new(Pool::new(ctx.client_config(), sessions));
-    match timeout(args.op_timeout(), pool.fill()).await {
-        Some(failures) => failures.into_iter().for_each(|f| rec.fail(f)),
-        None => rec.fail(Failed::new(Failure::Timeout, "connecting the sessions")),
-    }
+    let pool = ctx.connected_pool(&w, &rec).await;
     let request: Rc<[u8]> = vec![0x09; REQUEST].into();
     let start = rec.start_window();
     let op = move |t0| {

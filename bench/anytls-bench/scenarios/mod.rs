@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anytls::client::ClientConfig;
+use anytls::mux::timeout;
 use anytls::proto::Address;
 use anytls::tls::{client_config, ServerVerification};
 
@@ -127,6 +128,18 @@ impl Context {
     /// --target if given, else a target of this kind started on this executor.
     /// The request/response target (`--request-size` in, `--response-size` out),
     /// or `None` with the failure recorded.
+    /// This worker's share of the streams scenarios' sessions, connected (each
+    /// failure, or running out of time, is recorded).
+    pub async fn connected_pool(&self, worker: &Worker, rec: &Recorder) -> Rc<Pool> {
+        let sessions = share_of(worker, self.args.sessions_for(Scenario::Streams), 1);
+        let pool = Rc::new(Pool::new(self.client_config(), sessions));
+        match timeout(self.args.op_timeout(), pool.fill()).await {
+            Some(failures) => failures.into_iter().for_each(|f| rec.fail(f)),
+            None => rec.fail(Failed::new(Failure::Timeout, "connecting the sessions")),
+        }
+        pool
+    }
+
     pub fn request_response_target(&self, rec: &Recorder) -> Option<Rc<Address>> {
         let behaviour = Behaviour::RequestResponse {
             request: self.args.request_size as usize,

@@ -6,12 +6,10 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use anytls::mux::timeout;
-
-use super::{exchange, load_params, run_window, share_of, Context, Load, Pool};
+use super::{exchange, load_params, run_window, Context, Load};
 use crate::args::Scenario;
 use crate::report::Report;
-use crate::stats::{Failed, Failure, Recorder, Tally};
+use crate::stats::{Recorder, Tally};
 use crate::workers::Worker;
 
 /// Runs the scenario on every generator executor and reports.
@@ -55,12 +53,7 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
     let Some(target) = ctx.request_response_target(&rec) else {
         return rec.take();
     };
-    let sessions = share_of(&w, args.sessions_for(Scenario::Streams), 1);
-    let pool = Rc::new(Pool::new(ctx.client_config(), sessions));
-    match timeout(args.op_timeout(), pool.fill()).await {
-        Some(failures) => failures.into_iter().for_each(|f| rec.fail(f)),
-        None => rec.fail(Failed::new(Failure::Timeout, "connecting the sessions")),
-    }
+    let pool = ctx.connected_pool(&w, &rec).await;
     let request: Rc<[u8]> = vec![0x42; args.request_size as usize].into();
     let start = rec.start_window();
     let op = move |t0| {
