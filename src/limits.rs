@@ -1,21 +1,32 @@
-//! Sessions per user and per client address, counted across every core (the one
-//! piece of session state that must be shared: a client's connections land on
-//! any core). Taken once per authenticated connection, not on the data path.
+//! What clients hold, counted across every core (the one piece of connection
+//! state that must be shared: a client's connections land on any core): sessions
+//! per user and per client address, and connections not yet authenticated (or
+//! handed to the fallback) per client subnet and in total. Taken once per
+//! connection, not on the data path.
 
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
 use crate::stats::Limit;
 
-/// Live sessions by user and by client address, with their caps.
+/// Live sessions by user and by client address, with their caps, and the
+/// outbound connections each user's streams hold, for their fair share.
 pub struct SessionLimits {
     per_user: usize,
     per_address: usize,
     by_user: DashMap<String, usize>,
     by_address: DashMap<IpAddr, usize>,
+    outbound_by_user: DashMap<String, usize>,
+}
+
+/// One outbound connection counted against its user's share until dropped.
+pub struct OutboundShare {
+    limits: Arc<SessionLimits>,
+    user: String,
 }
 
 /// One admitted session, counted until dropped.
@@ -33,7 +44,40 @@ impl SessionLimits {
             per_address,
             by_user: DashMap::new(),
             by_address: DashMap::new(),
+            outbound_by_user: DashMap::new(),
         })
+    }
+
+    /// The most outbound connections (of `cap` server-wide) one user may hold:
+    /// an equal share of the users with sessions open, and a lone user leaves an
+    /// eighth for whoever comes next.
+    pub fn outbound_share(&self, cap: usize) -> usize {
+        match self.by_user.len() {
+            0 | 1 => cap - cap / 8,
+            users => cap / users,
+        }
+        .max(1)
+    }
+
+    /// Counts one more outbound connection for `user`, or refuses it when the
+    /// user holds its [`SessionLimits::outbound_share`] of `cap` already.
+    pub fn take_outbound(self: &Arc<Self>, user: &str, cap: usize) -> Result<OutboundShare, Limit> {
+        if !take(
+            &self.outbound_by_user,
+            user.to_owned(),
+            self.outbound_share(cap),
+        ) {
+            return Err(Limit::OutboundShare);
+        }
+        Ok(OutboundShare {
+            limits: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+
+    /// Outbound connections `user`'s streams hold now.
+    pub fn outbound_of(&self, user: &str) -> usize {
+        self.outbound_by_user.get(user).map_or(0, |n| *n)
     }
 
     /// Counts a new session of `user` from `address`, or says which cap it would pass.
@@ -75,6 +119,82 @@ fn give<K: Eq + Hash>(counts: &DashMap<K, usize>, key: &K) {
     });
 }
 
+/// Connections accepted and not yet authenticated (TLS handshake and preamble),
+/// or handed to the fallback, by client subnet and in total, with their caps.
+pub struct PendingLimits {
+    total_cap: usize,
+    per_subnet: usize,
+    total: AtomicUsize,
+    by_subnet: DashMap<IpAddr, usize>,
+}
+
+/// One pending connection, counted until dropped.
+pub struct PendingSlot {
+    limits: Arc<PendingLimits>,
+    subnet: IpAddr,
+}
+
+/// The subnet a client address is counted in: its /24 for IPv4 (IPv4-mapped IPv6
+/// included), its /64 for IPv6, as one address with the host bits cleared.
+pub fn subnet(address: IpAddr) -> IpAddr {
+    let v4 = match address {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    };
+    match (v4, address) {
+        (Some(v4), _) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & 0xffff_ff00)),
+        (None, IpAddr::V6(v6)) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        (None, IpAddr::V4(_)) => unreachable!("an IPv4 address has its IPv4 form"),
+    }
+}
+
+impl PendingLimits {
+    /// Caps of `total` pending connections and `per_subnet` from one subnet.
+    pub fn new(total: usize, per_subnet: usize) -> Arc<PendingLimits> {
+        Arc::new(PendingLimits {
+            total_cap: total,
+            per_subnet,
+            total: AtomicUsize::new(0),
+            by_subnet: DashMap::new(),
+        })
+    }
+
+    /// Counts a new connection from `address`, or says which cap it would pass.
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<PendingSlot, Limit> {
+        if self.total.fetch_add(1, Ordering::Relaxed) >= self.total_cap {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(Limit::Pending);
+        }
+        let subnet = subnet(address);
+        if !take(&self.by_subnet, subnet, self.per_subnet) {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(Limit::PendingPerSubnet);
+        }
+        Ok(PendingSlot {
+            limits: self.clone(),
+            subnet,
+        })
+    }
+
+    /// Pending connections now, over all cores.
+    pub fn pending(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        give(&self.limits.by_subnet, &self.subnet);
+        self.limits.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for OutboundShare {
+    fn drop(&mut self) {
+        give(&self.limits.outbound_by_user, &self.user);
+    }
+}
+
 impl Drop for SessionSlot {
     fn drop(&mut self) {
         give(&self.limits.by_user, &self.user);
@@ -85,6 +205,67 @@ impl Drop for SessionSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_user_holds_at_most_its_share_of_outbound_connections() {
+        let limits = SessionLimits::new(10, 10);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let _alice = limits.admit("alice", a).unwrap();
+        let held: Vec<_> = (0..7)
+            .map(|_| limits.take_outbound("alice", 8).unwrap())
+            .collect();
+        assert_eq!(
+            limits.take_outbound("alice", 8).err(),
+            Some(Limit::OutboundShare),
+            "alone, a user leaves an eighth"
+        );
+        let _bob = limits.admit("bob", a).unwrap();
+        let bobs: Vec<_> = (0..4)
+            .map(|_| limits.take_outbound("bob", 8).unwrap())
+            .collect();
+        assert_eq!(
+            limits.take_outbound("bob", 8).err(),
+            Some(Limit::OutboundShare)
+        );
+        drop(held);
+        assert_eq!(limits.outbound_of("alice"), 0);
+        let again: Vec<_> = (0..4)
+            .map(|_| limits.take_outbound("alice", 8).unwrap())
+            .collect();
+        assert_eq!(
+            limits.take_outbound("alice", 8).err(),
+            Some(Limit::OutboundShare),
+            "with two users, half each"
+        );
+        assert_eq!((again.len(), bobs.len()), (4, 4));
+    }
+
+    #[test]
+    fn pending_connections_are_capped_per_subnet_and_in_total() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(subnet(ip("192.0.2.77")), ip("192.0.2.0"));
+        assert_eq!(subnet(ip("::ffff:192.0.2.77")), ip("192.0.2.0"));
+        assert_eq!(subnet(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+        let limits = PendingLimits::new(3, 2);
+        let first = limits.admit(ip("10.0.0.1")).unwrap();
+        let _second = limits.admit(ip("10.0.0.200")).unwrap();
+        assert_eq!(
+            limits.admit(ip("10.0.0.3")).err(),
+            Some(Limit::PendingPerSubnet),
+            "the whole /24 counts as one client"
+        );
+        let _third = limits.admit(ip("10.0.1.1")).unwrap();
+        assert_eq!(limits.admit(ip("10.0.2.1")).err(), Some(Limit::Pending));
+        assert_eq!(limits.pending(), 3);
+        drop(first);
+        assert_eq!(limits.pending(), 2);
+        assert!(
+            limits.admit(ip("10.0.0.3")).is_ok(),
+            "a freed slot is usable again"
+        );
+        assert_eq!(limits.pending(), 2, "the slot was dropped at once");
+        assert!(limits.by_subnet.get(&ip("10.0.2.0")).is_none());
+    }
 
     #[test]
     fn caps_per_user_and_address_and_slots_give_back() {

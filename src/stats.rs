@@ -58,11 +58,25 @@ pub enum Limit {
     SessionBuffer,
     /// An `accept`, dial or UDP socket failed for want of a descriptor (EMFILE/ENFILE).
     Descriptors,
+    /// A session stopped reading: its client left more than
+    /// [`crate::mux::CONTROL_HIGH_WATER`] bytes of answers (control frames) unread.
+    UnreadAnswers,
+    /// A connection closed at once: the server had `--max-pending` connections
+    /// not yet authenticated (or handed to the fallback).
+    Pending,
+    /// A connection closed at once: its client's subnet had
+    /// `--max-pending-per-subnet` connections not yet authenticated.
+    PendingPerSubnet,
+    /// A stream refused: its user held its fair share of the outbound cap.
+    OutboundShare,
+    /// A UDP-over-TCP datagram dropped: its association sent more than
+    /// `--max-datagrams-per-sec`.
+    DatagramRate,
 }
 
 impl Limit {
     /// Every limit, in counter order.
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 15] = [
         Limit::StreamsPerSession,
         Limit::DialingPerSession,
         Limit::UotPerSession,
@@ -73,6 +87,11 @@ impl Limit {
         Limit::OutboundConnections,
         Limit::SessionBuffer,
         Limit::Descriptors,
+        Limit::UnreadAnswers,
+        Limit::Pending,
+        Limit::PendingPerSubnet,
+        Limit::OutboundShare,
+        Limit::DatagramRate,
     ];
 
     /// Its name in the stats line and in metrics labels.
@@ -88,6 +107,11 @@ impl Limit {
             Limit::OutboundConnections => "outbound_connections",
             Limit::SessionBuffer => "session_buffer",
             Limit::Descriptors => "descriptors",
+            Limit::UnreadAnswers => "unread_answers",
+            Limit::Pending => "pending",
+            Limit::PendingPerSubnet => "pending_per_subnet",
+            Limit::OutboundShare => "outbound_share",
+            Limit::DatagramRate => "datagram_rate",
         }
     }
 }

@@ -334,7 +334,7 @@ async fn open_many(
 }
 
 /// The default outbound cap leaves a quarter of the descriptor limit free: one
-/// client's streams stop at the cap and a new client still gets in.
+/// client's streams stop short of the cap and a new client still gets in.
 #[test]
 fn outbound_streams_stop_short_of_the_descriptor_limit() {
     let server = TestServer::start_with_descriptor_limit(100, &["--stats-interval", "1"]);
@@ -347,8 +347,9 @@ fn outbound_streams_stop_short_of_the_descriptor_limit() {
     let config = server.client_config();
     run_local(async {
         let session = ClientSession::connect(&config).await.unwrap();
+        // A lone user holds at most 7/8 of the cap (the rest waits for others).
         let (open, refused) = open_many(&session, echo, 90).await;
-        assert_eq!((open.len(), refused.len()), (75, 15));
+        assert_eq!((open.len(), refused.len()), (66, 24));
         assert!(
             refused[0].contains("outbound connection limit"),
             "{refused:?}"
@@ -358,7 +359,7 @@ fn outbound_streams_stop_short_of_the_descriptor_limit() {
         drop(open);
     });
     assert!(
-        server.wait_for_log("outbound_connections 15", Duration::from_secs(3)),
+        server.wait_for_log("outbound_share 24", Duration::from_secs(3)),
         "the stats line counts the refusals"
     );
     server.assert_fds_back_to_baseline();

@@ -258,7 +258,7 @@ fn highperf_spare_spilled_by_one_core_is_taken_by_another() {
         run_local(async move {
             let core = core0.core(0);
             let outbound = core
-                .connect(&Resolver::default(), &Address::Ip(addr), WAIT)
+                .connect(&Resolver::default(), &Address::Ip(addr), "test", WAIT)
                 .await
                 .unwrap();
             assert!(eventually(WAIT, || core.spares(&addr) == 2).await);
@@ -280,7 +280,7 @@ fn highperf_spare_spilled_by_one_core_is_taken_by_another() {
         run_local(async move {
             let core = core1.core(1);
             let mut outbound = core
-                .connect(&Resolver::default(), &Address::Ip(addr), WAIT)
+                .connect(&Resolver::default(), &Address::Ip(addr), "test", WAIT)
                 .await
                 .unwrap();
             outbound.stream.write_all(b"from core 1").await.unwrap();

@@ -30,6 +30,18 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default lifetime of a session with no stream and no frame.
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Default cap on connections not yet authenticated (or handed to the fallback).
+pub const DEFAULT_MAX_PENDING: usize = 4096;
+
+/// The default cap on pending connections for a process allowed `descriptors`
+/// open files: [`DEFAULT_MAX_PENDING`], or an eighth of them if less (each may
+/// take two descriptors, with the fallback), so that unauthenticated clients
+/// cannot take the descriptors authenticated users need.
+pub fn default_max_pending(descriptors: u64) -> usize {
+    usize::try_from(descriptors / 8)
+        .map_or(DEFAULT_MAX_PENDING, |n| n.clamp(1, DEFAULT_MAX_PENDING))
+}
+
 /// What one client may hold at once, and how long a new stream may keep it
 /// waiting (README, "Limits"; worst cases in kernel-notes.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +59,13 @@ pub struct Limits {
     pub sessions_per_user: usize,
     /// Sessions one client address may have open at once, over all cores.
     pub sessions_per_address: usize,
+    /// Connections not yet authenticated, or handed to the fallback, over all cores.
+    pub pending: usize,
+    /// Of those, from one client subnet (see [`crate::limits::subnet`]).
+    pub pending_per_subnet: usize,
+    /// UDP-over-TCP datagrams one association may send per second (past it they
+    /// are dropped).
+    pub datagrams_per_sec: u32,
     /// A stream's target address must arrive whole within this.
     pub address_timeout: Duration,
     /// A dial still pending this long after the address arrived is answered
@@ -64,6 +83,9 @@ impl Default for Limits {
             buffered_per_session: 8 << 20,
             sessions_per_user: 4096,
             sessions_per_address: 1024,
+            pending: DEFAULT_MAX_PENDING,
+            pending_per_subnet: 256,
+            datagrams_per_sec: 20_000,
             address_timeout: Duration::from_secs(3),
             synack_deadline: Duration::from_millis(2000),
         }

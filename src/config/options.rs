@@ -221,6 +221,22 @@ pub struct ServerOptions {
     #[arg(long, value_name = "N", default_value_t = Limits::default().sessions_per_address)]
     pub max_sessions_per_ip: usize,
 
+    /// Connections not yet authenticated (TLS handshake, preamble) or handed to
+    /// --fallback, all cores; past it a new connection is closed at once
+    /// [default: 4096, or an eighth of the descriptor limit if less, so that
+    /// descriptors stay for authenticated users].
+    #[arg(long, value_name = "N")]
+    pub max_pending: Option<usize>,
+
+    /// Of those, from one client subnet (/24 for IPv4, /64 for IPv6).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().pending_per_subnet)]
+    pub max_pending_per_subnet: usize,
+
+    /// UDP-over-TCP datagrams one association may send per second (a second's
+    /// worth at once after a pause); past it they are dropped.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().datagrams_per_sec)]
+    pub max_datagrams_per_sec: u32,
+
     /// Milliseconds a new stream's target address may take to arrive whole; then
     /// the stream is refused.
     #[arg(long, value_name = "MS", default_value_t = Limits::default().address_timeout.as_millis() as u64)]
@@ -418,7 +434,7 @@ impl ServerOptions {
             },
             deny: self.deny.clone(),
             deny_private: self.deny_private,
-            limits: self.limits()?,
+            limits: self.limits(descriptor_limit)?,
         };
         let reloader = Reloader {
             invocation: Invocation::from_options(self.clone()),
@@ -483,6 +499,8 @@ impl ServerOptions {
             max_buffered_per_session_kib,
             max_sessions_per_user,
             max_sessions_per_ip,
+            max_pending_per_subnet,
+            max_datagrams_per_sec,
             address_timeout_ms,
             synack_deadline_ms,
             deny_private,
@@ -494,6 +512,7 @@ impl ServerOptions {
             fallback <- fallback,
             cores <- cores,
             max_outbound_connections <- max_outbound_connections,
+            max_pending <- max_pending,
             cert <- certificate_path,
             key <- key_path,
             padding_scheme <- padding_scheme_file,
@@ -545,8 +564,17 @@ impl ServerOptions {
         Ok(merged)
     }
 
-    fn limits(&self) -> Result<Limits, ConfigError> {
+    fn limits(&self, descriptor_limit: u64) -> Result<Limits, ConfigError> {
         Ok(Limits {
+            pending: match self.max_pending {
+                Some(cap) => at_least_one("max-pending", cap)?,
+                None => crate::config::default_max_pending(descriptor_limit),
+            },
+            pending_per_subnet: at_least_one(
+                "max-pending-per-subnet",
+                self.max_pending_per_subnet,
+            )?,
+            datagrams_per_sec: at_least_one("max-datagrams-per-sec", self.max_datagrams_per_sec)?,
             streams_per_session: at_least_one(
                 "max-streams-per-session",
                 self.max_streams_per_session,
@@ -865,7 +893,16 @@ mod tests {
     fn defaults_settle_into_the_documented_config() {
         let settled = options(&[]).settle(1024).unwrap();
         let config = settled.config;
-        assert_eq!(config.limits, Limits::default());
+        assert_eq!(
+            config.limits,
+            Limits {
+                pending: 128,
+                ..Limits::default()
+            },
+            "pending connections: an eighth of the descriptor limit"
+        );
+        let roomy = options(&[]).settle(1 << 20).unwrap().config;
+        assert_eq!(roomy.limits, Limits::default());
         assert_eq!(config.pool.max_outbound, 768, "3/4 of the descriptor limit");
         assert_eq!(
             config.handshake_timeout,

@@ -20,7 +20,7 @@ mod udp;
 pub use buffers::{read_frame, FrameBuffer, FRAME_PAYLOAD};
 pub use event::{Event, Wait};
 pub use pipe::{Pipe, PipeClosed};
-pub use queue::{write_loop, Shaper, WriteQueue, QUEUE_HIGH_WATER};
+pub use queue::{write_loop, Shaper, WriteQueue, CONTROL_HIGH_WATER, QUEUE_HIGH_WATER};
 pub use read_buffer::{read_frames, FramesEnd, ReadBuffer};
 pub use split::{split, ReadHalf, WriteHalf};
 pub use time::{check_period, timeout};

@@ -9,6 +9,11 @@
 //! data. Control frames are queued unconditionally (they must not wait behind
 //! data); stream data waits while the queue holds more than [`QUEUE_HIGH_WATER`]
 //! bytes, so a slow client slows its targets' reads instead of growing the queue.
+//! Control frames are bounded the other way: their bytes queued or in the write
+//! under way are counted, and the reader that makes them (the session answering
+//! the client's frames) waits in [`WriteQueue::wait_control_room`] while they
+//! pass [`CONTROL_HIGH_WATER`], so a client that sends frames needing an answer
+//! and never reads the answers cannot grow the queue either.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -25,6 +30,9 @@ use crate::proto::frame::{self, Command, HEADER_LEN};
 
 /// Queued bytes above which stream data waits for the writer.
 pub const QUEUE_HIGH_WATER: usize = 256 * 1024;
+/// Control-frame bytes (queued plus in the write under way) above which whoever
+/// makes them waits for the writer.
+pub const CONTROL_HIGH_WATER: usize = 64 * 1024;
 /// Capacity of a chunk that gathers control frames.
 const CONTROL_CHUNK: usize = 512;
 /// Slices handed to TLS in one vectored write.
@@ -48,9 +56,15 @@ impl Chunk {
 struct State {
     chunks: VecDeque<Chunk>,
     queued: usize,
+    /// Bytes of control frames in `chunks`.
+    control_queued: usize,
+    /// Bytes of control frames in the batch being written.
+    control_in_flight: usize,
     closed: bool,
     writer: Option<Waker>,
     waiting_for_room: Vec<Waker>,
+    /// The task waiting in [`WriteQueue::wait_control_room`].
+    waiting_for_control_room: Option<Waker>,
 }
 
 impl State {
@@ -79,7 +93,12 @@ impl State {
         }
         chunk.len = chunk.bytes.len();
         self.queued += wire_len;
+        self.control_queued += wire_len;
         true
+    }
+
+    fn control_pending(&self) -> usize {
+        self.control_queued + self.control_in_flight
     }
 }
 
@@ -104,6 +123,26 @@ impl WriteQueue {
         }
         state.wake_writer();
         true
+    }
+
+    /// Waits while the control frames queued or being written hold more than
+    /// [`CONTROL_HIGH_WATER`] bytes (returns at once when closed).
+    pub async fn wait_control_room(&self) {
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if state.closed || state.control_pending() <= CONTROL_HIGH_WATER {
+                Poll::Ready(())
+            } else {
+                state.waiting_for_control_room = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Whether [`WriteQueue::wait_control_room`] would wait now.
+    pub fn control_over_high_water(&self) -> bool {
+        self.state.borrow().control_pending() > CONTROL_HIGH_WATER
     }
 
     /// Waits until the queue has room for stream data (or is closed).
@@ -186,6 +225,9 @@ impl WriteQueue {
         for waker in state.waiting_for_room.drain(..) {
             waker.wake();
         }
+        if let Some(waker) = state.waiting_for_control_room.take() {
+            waker.wake();
+        }
     }
 
     /// Whether [`WriteQueue::close`] was called.
@@ -211,6 +253,7 @@ impl WriteQueue {
             if !state.chunks.is_empty() {
                 std::mem::swap(&mut spare, &mut state.chunks);
                 state.queued = 0;
+                state.control_in_flight = std::mem::take(&mut state.control_queued);
                 for waker in state.waiting_for_room.drain(..) {
                     waker.wake();
                 }
@@ -223,6 +266,17 @@ impl WriteQueue {
             }
         })
         .await
+    }
+
+    /// The batch taken by [`WriteQueue::next_batch`] was written.
+    fn batch_written(&self) {
+        let mut state = self.state.borrow_mut();
+        state.control_in_flight = 0;
+        if state.control_pending() <= CONTROL_HIGH_WATER {
+            if let Some(waker) = state.waiting_for_control_room.take() {
+                waker.wake();
+            }
+        }
     }
 }
 
@@ -273,6 +327,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         queue.writing_since.set(None);
+        queue.batch_written();
         for chunk in batch.drain(..) {
             buffers::give_frame_buffer(chunk.bytes);
         }

@@ -58,6 +58,12 @@ impl Transport {
         n
     }
 
+    /// Makes the coming close of the connection an RST that drops whatever the
+    /// kernel still holds for the peer (see [`reset_on_close`]).
+    pub fn reset_on_close(&self) -> bool {
+        reset_on_close(&self.tcp)
+    }
+
     /// One non-blocking `sendmsg` of every slice.
     fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         with_socket(&self.tcp, |socket| {

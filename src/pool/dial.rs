@@ -1,6 +1,7 @@
 //! Resolving and dialing stream targets: names resolved off the executor (the
-//! blocking `getaddrinfo` runs on glommio's blocking pool) through a small per-core
-//! cache, the policy of which targets are allowed, and the [`Dial`] seam through
+//! blocking `getaddrinfo` runs on glommio's blocking pool, each user within its
+//! share of the threads, see [`super::lookup_slots`]) through a small per-core
+//! cache that remembers failures too, the policy of which targets are allowed, and the [`Dial`] seam through
 //! which the pool opens connections ([`TcpDialer`] in the server, a fake in the
 //! pool's tests). Connections only ever go to `SocketAddr`s.
 
@@ -11,12 +12,17 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 use glommio_socket2::Socket;
 use ipnet::IpNet;
 
+use super::lookup_slots::LookupSlots;
+use crate::mux::Event;
 use crate::proto::Address;
 use crate::stats::Limit;
 
@@ -26,6 +32,11 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 /// Names cached per core at most.
 const CACHE_CAPACITY: usize = 4096;
+/// Blocking threads per core for name lookups (see `crate::runtime`).
+pub const LOOKUP_THREADS: usize = 4;
+/// Of those, how many one user's lookups may hold at once: a name that never
+/// resolves holds its thread for the system resolver's whole timeout.
+const LOOKUPS_PER_USER: usize = 2;
 
 /// Address ranges `--deny-private` refuses: loopback, private, link-local, CGNAT,
 /// "this network", and their IPv6 counterparts.
@@ -150,27 +161,43 @@ pub fn is_descriptor_exhaustion(error: &io::Error) -> bool {
 }
 
 type Lookup = Result<Vec<std::net::IpAddr>, String>;
+type Cache = RefCell<HashMap<String, (Instant, Lookup)>>;
 
-/// A per-core DNS cache in front of the blocking resolver, and the
-/// [`TargetPolicy`] every resolved address must pass.
-#[derive(Default)]
+/// A per-core DNS cache in front of the blocking resolver, the fair shares of
+/// its threads, and the [`TargetPolicy`] every resolved address must pass.
 pub struct Resolver {
-    cache: RefCell<HashMap<String, (Instant, Lookup)>>,
+    cache: Rc<Cache>,
+    slots: Rc<RefCell<LookupSlots<Waker>>>,
     policy: TargetPolicy,
+}
+
+impl Default for Resolver {
+    fn default() -> Resolver {
+        Resolver::new(TargetPolicy::default())
+    }
 }
 
 impl Resolver {
     /// A resolver whose answers are filtered by `policy`.
     pub fn new(policy: TargetPolicy) -> Resolver {
         Resolver {
-            cache: RefCell::default(),
+            cache: Rc::default(),
+            slots: Rc::new(RefCell::new(LookupSlots::new(
+                LOOKUP_THREADS,
+                LOOKUPS_PER_USER,
+            ))),
             policy,
         }
     }
 
-    /// The socket addresses of `address` that the policy allows (at least one).
-    pub async fn resolve(&self, address: &Address) -> Result<Vec<SocketAddr>, DialError> {
-        let mut addrs = self.lookup(address).await?;
+    /// The socket addresses of `address` that the policy allows (at least one),
+    /// a name looked up within `user`'s share of the lookup threads.
+    pub async fn resolve(
+        &self,
+        address: &Address,
+        user: &str,
+    ) -> Result<Vec<SocketAddr>, DialError> {
+        let mut addrs = self.lookup(address, user).await?;
         addrs.retain(|addr| self.policy.allows(*addr));
         if addrs.is_empty() {
             return Err(DialError::Denied(address.clone()));
@@ -178,39 +205,37 @@ impl Resolver {
         Ok(addrs)
     }
 
-    async fn lookup(&self, address: &Address) -> Result<Vec<SocketAddr>, DialError> {
+    /// Lookups running and waiting for a thread on this core.
+    pub fn load(&self) -> (usize, usize) {
+        self.slots.borrow().load()
+    }
+
+    fn cached(&self, host: &str) -> Option<Lookup> {
+        let now = Instant::now();
+        self.cache
+            .borrow()
+            .get(host)
+            .filter(|(expires, _)| *expires > now)
+            .map(|(_, lookup)| lookup.clone())
+    }
+
+    async fn lookup(&self, address: &Address, user: &str) -> Result<Vec<SocketAddr>, DialError> {
         let (host, port) = match address {
             Address::Ip(addr) => return Ok(vec![*addr]),
             Address::Domain(host, port) => (host, *port),
         };
-        let now = Instant::now();
-        let cached = self
-            .cache
-            .borrow()
-            .get(host)
-            .filter(|(expires, _)| *expires > now)
-            .map(|(_, lookup)| lookup.clone());
-        let lookup = match cached {
+        let lookup = match self.cached(host) {
             Some(lookup) => lookup,
             None => {
-                let name = host.clone();
-                let lookup: Lookup = glommio::executor()
-                    .spawn_blocking(move || {
-                        (name.as_str(), 0)
-                            .to_socket_addrs()
-                            .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
-                            .map_err(|e| e.to_string())
-                            .and_then(|ips| {
-                                if ips.is_empty() {
-                                    Err("no addresses".to_owned())
-                                } else {
-                                    Ok(ips)
-                                }
-                            })
-                    })
-                    .await;
-                self.remember(host, lookup.clone(), now);
-                lookup
+                Turn::new(&self.slots, user).await;
+                // Another lookup may have answered while this one waited.
+                match self.cached(host) {
+                    Some(lookup) => {
+                        wake_all(self.slots.borrow_mut().finish(user));
+                        lookup
+                    }
+                    None => self.run_lookup(host, user).await,
+                }
             }
         };
         lookup
@@ -222,20 +247,120 @@ impl Resolver {
             .map_err(|e| DialError::Resolve(host.clone(), e))
     }
 
-    fn remember(&self, host: &str, lookup: Lookup, now: Instant) {
-        let mut cache = self.cache.borrow_mut();
-        if cache.len() >= CACHE_CAPACITY {
-            cache.retain(|_, (expires, _)| *expires > now);
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
+    /// Runs the blocking lookup holding the thread `user` was given. The thread
+    /// is handed back when the lookup ends, not when the stream stops waiting for
+    /// it (a stream that gives up cannot free a thread still stuck in it).
+    async fn run_lookup(&self, host: &str, user: &str) -> Lookup {
+        let answer = Rc::new((Event::default(), RefCell::new(None)));
+        let (cache, slots, done) = (self.cache.clone(), self.slots.clone(), answer.clone());
+        let (name, user) = (host.to_owned(), user.to_owned());
+        glommio::spawn_local(async move {
+            let asked = name.clone();
+            let lookup = glommio::executor()
+                .spawn_blocking(move || system_lookup(&asked))
+                .await;
+            remember(&cache, &name, lookup.clone(), Instant::now());
+            wake_all(slots.borrow_mut().finish(&user));
+            *done.1.borrow_mut() = Some(lookup);
+            done.0.set();
+        })
+        .detach();
+        answer.0.wait().await;
+        let lookup = answer.1.borrow_mut().take();
+        lookup.expect("the answer is set before the event")
+    }
+}
+
+/// `getaddrinfo` for `name`, on a blocking thread.
+fn system_lookup(name: &str) -> Lookup {
+    (name, 0)
+        .to_socket_addrs()
+        .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
+        .map_err(|e| e.to_string())
+        .and_then(|ips| {
+            if ips.is_empty() {
+                Err("no addresses".to_owned())
+            } else {
+                Ok(ips)
             }
+        })
+}
+
+fn remember(cache: &Cache, host: &str, lookup: Lookup, now: Instant) {
+    let mut cache = cache.borrow_mut();
+    if cache.len() >= CACHE_CAPACITY {
+        cache.retain(|_, (expires, _)| *expires > now);
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
         }
-        let ttl = if lookup.is_ok() {
-            CACHE_TTL
-        } else {
-            NEGATIVE_TTL
+    }
+    let ttl = if lookup.is_ok() {
+        CACHE_TTL
+    } else {
+        NEGATIVE_TTL
+    };
+    cache.insert(host.to_owned(), (now + ttl, lookup));
+}
+
+fn wake_all(wakers: Vec<Waker>) {
+    for waker in wakers {
+        waker.wake();
+    }
+}
+
+/// Waits for a lookup thread within the user's share; once it completes, the
+/// thread is the caller's to hand back with [`LookupSlots::finish`]. Dropped
+/// before that, it leaves the queue (or hands on a thread it was just given).
+struct Turn<'a> {
+    slots: &'a RefCell<LookupSlots<Waker>>,
+    user: &'a str,
+    waiting: Option<u64>,
+    done: bool,
+}
+
+impl<'a> Turn<'a> {
+    fn new(slots: &'a RefCell<LookupSlots<Waker>>, user: &'a str) -> Turn<'a> {
+        Turn {
+            slots,
+            user,
+            waiting: None,
+            done: false,
+        }
+    }
+}
+
+impl Future for Turn<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut slots = self.slots.borrow_mut();
+        let granted = match self.waiting {
+            Some(id) => slots.poll_granted(id, cx.waker().clone()),
+            None => match slots.take(self.user, cx.waker().clone()) {
+                Ok(()) => true,
+                Err(id) => {
+                    drop(slots);
+                    self.waiting = Some(id);
+                    return Poll::Pending;
+                }
+            },
         };
-        cache.insert(host.to_owned(), (now + ttl, lookup));
+        drop(slots);
+        if granted {
+            self.done = true;
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let (false, Some(id)) = (self.done, self.waiting) {
+            let woken = self.slots.borrow_mut().cancel(id, self.user);
+            wake_all(woken);
+        }
     }
 }
 

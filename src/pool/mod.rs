@@ -32,6 +32,7 @@ pub mod highperf;
 pub mod kind;
 pub mod lock;
 pub mod lockfree;
+mod lookup_slots;
 pub mod none;
 
 use std::cell::RefCell;
@@ -258,10 +259,11 @@ impl<D: Dial + 'static> CorePool<D> {
         self: &Rc<Self>,
         resolver: &Resolver,
         target: &Address,
+        user: &str,
         limit: Duration,
     ) -> Result<Outbound<D>, DialError> {
         let attempt = async {
-            let addrs = resolver.resolve(target).await?;
+            let addrs = resolver.resolve(target, user).await?;
             let key = addrs[0];
             if self.keeps_spares() {
                 self.demand.borrow_mut().insert(key, (self.clock)());
@@ -624,7 +626,7 @@ mod tests {
         rig: &Rig,
         port: u16,
     ) -> Outbound<FakeDialer> {
-        pool.connect(&rig.resolver, &target(port), LIMIT)
+        pool.connect(&rig.resolver, &target(port), "test", LIMIT)
             .await
             .expect("connect")
     }
@@ -767,7 +769,9 @@ mod tests {
         run(async {
             let udp = pool.hold_udp().expect("first slot");
             let _a = connect(&pool, &rig, 80).await;
-            let refused = pool.connect(&rig.resolver, &target(81), LIMIT).await;
+            let refused = pool
+                .connect(&rig.resolver, &target(81), "test", LIMIT)
+                .await;
             let error = refused.err().expect("at the cap");
             assert!(matches!(error, DialError::LimitReached), "{error}");
             assert_eq!(error.limit(), Some(Limit::OutboundConnections));
@@ -787,7 +791,7 @@ mod tests {
         run(async {
             rig.net.fail_streams_with.set(Some(libc::EMFILE));
             let error = pool
-                .connect(&rig.resolver, &target(80), LIMIT)
+                .connect(&rig.resolver, &target(80), "test", LIMIT)
                 .await
                 .err()
                 .expect("EMFILE");
@@ -885,7 +889,9 @@ mod tests {
         let (core0, core1) = (rig.core(0), rig.core(1));
         run(async {
             let _a = connect(&core0, &rig, 80).await;
-            let refused = core0.connect(&rig.resolver, &target(80), LIMIT).await;
+            let refused = core0
+                .connect(&rig.resolver, &target(80), "test", LIMIT)
+                .await;
             assert!(matches!(refused, Err(DialError::LimitReached)));
             let _b = connect(&core1, &rig, 80).await;
             assert_eq!(rig.shared.stats(), stats(2, 2, 0, 2, 0, 2));

@@ -9,6 +9,7 @@
 //! - [`padding`]: the padding scheme, its md5, record sizes and write shaping.
 //! - [`addr`]: SOCKS5-form target addresses.
 //! - [`uot`]: UDP over TCP v2 requests and datagrams.
+//! - [`rate`]: a token bucket (time passed in), for datagram rates.
 //! - [`session`]: the server session's rules as a state machine (frames and time
 //!   in, actions out); [`client_session`]: the client session's.
 //! - [`error`]: one error enum per kind of input.
@@ -30,6 +31,7 @@ pub mod client_session;
 pub mod error;
 pub mod frame;
 pub mod padding;
+pub mod rate;
 pub mod session;
 pub mod settings;
 pub mod uot;

@@ -8,7 +8,9 @@
 //! is refused or ignored, PSH and FIN go only to live streams, and frames only a
 //! server may send are ignored. It counts streams open, streams still waiting for
 //! their target and UDP associations against [`SessionRules`], and says when the
-//! session has been idle too long. The async session (`crate::session`) only
+//! session has been idle too long. An answer is not repeated: the padding scheme
+//! is sent once per scheme, ServerSettings once, and a SYN for the id just
+//! refused is not refused again. The async session (`crate::session`) only
 //! executes the actions: it owns the sockets, the buffers and the tasks.
 //!
 //! Each stream carries a value of the driver's choosing (`T`: the server keeps the
@@ -108,6 +110,11 @@ pub struct ServerSession<T> {
     streams: HashMap<u32, Stream<T>>,
     settings_received: bool,
     version: u32,
+    /// The md5 of the padding scheme last sent to the client.
+    padding_sent: Option<String>,
+    server_settings_sent: bool,
+    /// The id of the stream refused last.
+    last_refused: Option<u32>,
     dialing: usize,
     associations: usize,
     last_activity: Instant,
@@ -122,6 +129,9 @@ impl<T: Clone> ServerSession<T> {
             streams: HashMap::new(),
             settings_received: false,
             version: 0,
+            padding_sent: None,
+            server_settings_sent: false,
+            last_refused: None,
             dialing: 0,
             associations: 0,
             last_activity: now,
@@ -209,12 +219,15 @@ impl<T: Clone> ServerSession<T> {
         let settings = Settings::decode(data).unwrap_or_default();
         self.settings_received = true;
         self.version = settings.version();
-        let update = (settings.get("padding-md5") != Some(padding_md5)).then_some(Action::Send(
-            Command::UpdatePaddingScheme,
-            0,
-            Payload::PaddingScheme,
-        ));
-        let server_settings = (self.version >= 2).then_some(Action::Send(
+        let stale = settings.get("padding-md5") != Some(padding_md5)
+            && self.padding_sent.as_deref() != Some(padding_md5);
+        let update = stale.then(|| {
+            self.padding_sent = Some(padding_md5.to_owned());
+            Action::Send(Command::UpdatePaddingScheme, 0, Payload::PaddingScheme)
+        });
+        let announce =
+            self.version >= 2 && !std::mem::replace(&mut self.server_settings_sent, true);
+        let server_settings = announce.then_some(Action::Send(
             Command::ServerSettings,
             0,
             Payload::ServerSettings,
@@ -238,6 +251,9 @@ impl<T: Clone> ServerSession<T> {
             None
         };
         if let Some(refusal) = refusal {
+            if self.last_refused.replace(id) == Some(id) {
+                return actions(None, None);
+            }
             return actions(Some(Action::Refuse(id, refusal)), None);
         }
         let value = open(id);
@@ -410,6 +426,44 @@ mod tests {
             "unreadable settings count as empty: no version (v1 rules), stale padding"
         );
         assert_eq!(garbage.version(), 0);
+    }
+
+    #[test]
+    fn answers_are_not_repeated() {
+        let mut session = ServerSession::<u32>::new(rules(), Instant::now());
+        let stale = settings(2, "stale");
+        assert_eq!(run(&mut session, Command::Settings, 0, &stale).len(), 2);
+        for _ in 0..3 {
+            assert!(
+                run(&mut session, Command::Settings, 0, &stale).is_empty(),
+                "the scheme and ServerSettings went once"
+            );
+            assert!(run(&mut session, Command::Settings, 0, &[]).is_empty());
+        }
+        assert_eq!(
+            session
+                .on_frame(&frame(Command::Settings, 0, &stale), "new-md5", |id| id)
+                .collect::<Vec<_>>(),
+            [Action::Send(
+                Command::UpdatePaddingScheme,
+                0,
+                Payload::PaddingScheme
+            )],
+            "a scheme changed since (SIGHUP) is sent"
+        );
+        for id in 1..=3 {
+            run(&mut session, Command::Syn, id, &[]);
+        }
+        let refused = run(&mut session, Command::Syn, 4, &[]);
+        assert!(matches!(refused[..], [Action::Refuse(4, _)]), "{refused:?}");
+        assert!(
+            run(&mut session, Command::Syn, 4, &[]).is_empty(),
+            "the same id is not refused twice in a row"
+        );
+        assert!(matches!(
+            run(&mut session, Command::Syn, 5, &[])[..],
+            [Action::Refuse(5, _)]
+        ));
     }
 
     #[test]

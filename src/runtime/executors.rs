@@ -29,7 +29,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// io_uring memory per executor; glommio uses it only for file I/O, which we do not do.
 const EXECUTOR_IO_MEMORY: usize = 64 * 1024;
 /// Threads per core for blocking work (name resolution).
-const BLOCKING_THREADS: usize = 2;
+const BLOCKING_THREADS: usize = crate::pool::dial::LOOKUP_THREADS;
 
 /// Running executors; dropping them stops and joins them.
 pub struct Executors {

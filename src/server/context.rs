@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use log::warn;
 
 use crate::config::ServerConfig;
-use crate::limits::SessionLimits;
+use crate::limits::{PendingLimits, SessionLimits};
 use crate::mux::Event;
 use crate::pool::dial::Resolver;
 use crate::pool::CorePool;
@@ -30,6 +30,8 @@ pub(crate) struct CoreContext {
     pub shutdown: Event,
     /// Sessions per user and per client address, over all cores.
     pub sessions: Arc<SessionLimits>,
+    /// Connections not yet authenticated (or handed to the fallback), over all cores.
+    pub pending: Arc<PendingLimits>,
     /// When each limit was last logged (once per interval, not per connection).
     last_limit_log: [Cell<Option<Instant>>; Limit::ALL.len()],
     stats: Stats,
@@ -45,6 +47,7 @@ impl CoreContext {
         resolver: Resolver,
         pool: Rc<CorePool>,
         sessions: Arc<SessionLimits>,
+        pending: Arc<PendingLimits>,
         stats: Stats,
     ) -> CoreContext {
         CoreContext {
@@ -54,6 +57,7 @@ impl CoreContext {
             pool,
             shutdown: Event::default(),
             sessions,
+            pending,
             last_limit_log: Default::default(),
             stats,
             index,

@@ -23,7 +23,7 @@ use glommio::net::TcpListener;
 use log::{info, warn};
 
 use crate::config::ServerConfig;
-use crate::limits::SessionLimits;
+use crate::limits::{PendingLimits, SessionLimits};
 use crate::metrics;
 use crate::mux::Event;
 use crate::pool::dial::{Resolver, TargetPolicy};
@@ -67,19 +67,27 @@ impl Server {
             config.limits.sessions_per_user,
             config.limits.sessions_per_address,
         );
-        let shared = (config.clone(), stats.clone(), pool.clone(), sessions);
+        let pending = PendingLimits::new(config.limits.pending, config.limits.pending_per_subnet);
+        let shared = (
+            config.clone(),
+            stats.clone(),
+            pool.clone(),
+            sessions,
+            pending,
+        );
         let executors = Executors::start(
             "anytls-core",
             config.listen,
             &config.cpus,
             move |index, listener, stop| {
-                let (config, stats, pool, sessions) = shared.clone();
+                let (config, stats, pool, sessions, pending) = shared.clone();
                 let metrics = metrics.lock().expect("metrics slot poisoned").take();
                 let shared = CoreShared {
                     config,
                     stats,
                     pool,
                     sessions,
+                    pending,
                     metrics,
                 };
                 serve_core(index, listener, stop, shared)
@@ -127,6 +135,7 @@ struct CoreShared {
     stats: Stats,
     pool: Arc<SharedPool>,
     sessions: Arc<SessionLimits>,
+    pending: Arc<PendingLimits>,
     metrics: Option<socket2::Socket>,
 }
 
@@ -137,6 +146,7 @@ async fn serve_core(index: usize, listener: TcpListener, stop: Rc<Event>, shared
         stats,
         pool: shared_pool,
         sessions,
+        pending,
         metrics,
     } = shared;
     let mut own = Vec::new();
@@ -162,6 +172,7 @@ async fn serve_core(index: usize, listener: TcpListener, stop: Rc<Event>, shared
         Resolver::new(policy),
         pool,
         sessions,
+        pending,
         stats,
     ));
     future::or(accept_loop(&listener, &core), stop.wait()).await;
@@ -177,8 +188,21 @@ async fn serve_core(index: usize, listener: TcpListener, stop: Rc<Event>, shared
 async fn accept_loop(listener: &TcpListener, core: &Rc<CoreContext>) {
     let mut last_warning: Option<Instant> = None;
     let serve = |stream: glommio::net::TcpStream| {
-        if let Ok(peer) = stream.peer_addr() {
-            glommio::spawn_local(session::serve_connection(stream, peer, core.clone())).detach();
+        let Ok(peer) = stream.peer_addr() else {
+            return;
+        };
+        match core.pending.admit(peer.ip()) {
+            Ok(slot) => {
+                let serving = session::serve_connection(stream, peer, slot, core.clone());
+                glommio::spawn_local(serving).detach();
+            }
+            Err(limit) => {
+                // Closed with RST: no handshake, no buffer, no TIME_WAIT socket.
+                crate::mux::reset_on_close(&stream);
+                core.limit_reached(limit, || {
+                    format!("{peer}: connection closed before its handshake")
+                });
+            }
         }
     };
     let failed = |e: std::io::Error| {

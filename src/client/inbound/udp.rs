@@ -137,14 +137,15 @@ pub async fn associate(
 ) -> Result<(), InboundError> {
     let local = conn.local_addr().map_err(io::Error::from)?;
     let peer = conn.peer_addr().map_err(io::Error::from)?;
-    let socket = match crate::mux::bind_udp(local.ip().to_canonical()) {
-        Ok(socket) => socket,
-        Err(e) => {
-            conn.write_all(&socks5::reply(Reply::GeneralFailure))
-                .await?;
-            return Err(InboundError::Udp(e));
-        }
-    };
+    let socket =
+        match crate::mux::bind_udp(local.ip().to_canonical(), crate::mux::UDP_RECEIVE_BUFFER) {
+            Ok(socket) => socket,
+            Err(e) => {
+                conn.write_all(&socks5::reply(Reply::GeneralFailure))
+                    .await?;
+                return Err(InboundError::Udp(e));
+            }
+        };
     let bound = socket
         .local_addr()
         .map_err(|e| InboundError::Udp(e.into()))?;

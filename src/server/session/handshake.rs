@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncRead;
+use futures_lite::{AsyncRead, AsyncReadExt};
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 
@@ -22,6 +22,10 @@ use crate::mux::timeout;
 use crate::mux::ReadBuffer;
 use crate::proto::auth::{decode_preamble, PasswordHash, FIXED_LEN, HASH_LEN};
 use crate::server::context::CoreContext;
+
+/// Bytes asked of TLS per read before the preamble is complete (a real client
+/// sends the preamble and its first frames in one record).
+const PREAMBLE_READ: usize = 2 * 1024;
 
 /// How admission ended.
 pub(crate) enum Admission {
@@ -51,28 +55,25 @@ pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
         Some(Err(e)) => return Admission::Failed(format!("TLS handshake failed: {e}")),
         None => return Admission::Failed(format!("no TLS handshake within {limit:?}")),
     };
-    let mut buf = ReadBuffer::new(READ_CHUNK);
+    let mut read = Vec::new();
     let left = limit
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(1));
-    match timeout(left, read_preamble(&mut tls, &mut buf, core)).await {
-        Some(Ok(Some((user, used)))) => {
-            buf.consume(used);
-            Admission::Accepted {
-                tls,
-                user,
-                leftover: buf,
-            }
-        }
+    match timeout(left, read_preamble(&mut tls, &mut read, core)).await {
+        Some(Ok(Some((user, used)))) => Admission::Accepted {
+            tls,
+            user,
+            leftover: ReadBuffer::with_filled(READ_CHUNK, &read[used..]),
+        },
         Some(Ok(None)) => Admission::Rejected {
             tls,
-            read: buf.filled().to_vec(),
+            read,
             why: "wrong password",
         },
         Some(Err(e)) => Admission::Failed(e),
         None => Admission::Rejected {
             tls,
-            read: buf.filled().to_vec(),
+            read,
             why: "no authentication within the handshake timeout",
         },
     }
@@ -92,14 +93,16 @@ async fn handshake(tcp: TcpStream, core: &CoreContext) -> std::io::Result<TlsStr
 
 /// Reads until the preamble can be judged: `Some((user, preamble length))` once a
 /// matching preamble is complete, `None` as soon as the hash is known to be wrong.
+/// Reads are small and `read` grows only by what the client sent, so a
+/// connection not yet authenticated holds no session buffer.
 async fn read_preamble<R: AsyncRead + Unpin>(
     reader: &mut R,
-    buf: &mut ReadBuffer,
+    read: &mut Vec<u8>,
     core: &CoreContext,
 ) -> Result<Option<(String, usize)>, String> {
     let mut user = None;
+    let mut chunk = [0u8; PREAMBLE_READ];
     loop {
-        let read = buf.filled();
         if user.is_none() && read.len() >= FIXED_LEN {
             let hash: [u8; HASH_LEN] = read[..HASH_LEN].try_into().expect("length checked");
             match core.config.users.load().authenticate(&PasswordHash(hash)) {
@@ -110,9 +113,9 @@ async fn read_preamble<R: AsyncRead + Unpin>(
         if let (Some(name), Some(preamble)) = (&user, decode_preamble(read)) {
             return Ok(Some((name.clone(), preamble.len)));
         }
-        match buf.fill_from(reader).await {
+        match reader.read(&mut chunk).await {
             Ok(0) => return Err("connection closed before authentication".into()),
-            Ok(_) => {}
+            Ok(n) => read.extend_from_slice(&chunk[..n]),
             Err(e) => return Err(format!("read failed before authentication: {e}")),
         }
     }

@@ -25,6 +25,7 @@ use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use log::{debug, info};
 
+use crate::limits::{OutboundShare, PendingSlot};
 use crate::mux::{
     self, timeout, Event, FramesEnd, Pipe, ReadBuffer, ReadHalf, Transport, WriteHalf, WriteQueue,
 };
@@ -40,8 +41,16 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Client->target bytes buffered per stream before the session stops reading
 /// (see README, "Memory per stream").
 pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
-/// How often a session over its upload budget looks whether its targets took bytes.
+/// How soon a session over its upload budget first looks whether its targets
+/// took bytes; each look that finds no byte taken waits twice as long, up to
+/// [`UPLOAD_BUDGET_POLL_MAX`], so a stalled session costs little however many
+/// streams it has.
 const UPLOAD_BUDGET_POLL: Duration = Duration::from_millis(10);
+/// The longest wait between two looks.
+const UPLOAD_BUDGET_POLL_MAX: Duration = Duration::from_millis(320);
+/// The reason a client reads for a stream past its user's outbound share.
+const OUTBOUND_SHARE_REACHED: &str =
+    "outbound connection limit reached for this user (others are using the server)";
 /// Bound on flushing the last frames (an Alert) when a session ends.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -74,7 +83,15 @@ impl StreamEnd {
 /// Admits one accepted TCP connection; an authenticated one goes on as a session
 /// in a task of its own, so the handshake's memory is freed when it ends instead
 /// of staying in the task for the session's whole life.
-pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, core: Rc<CoreContext>) {
+///
+/// `pending` counts the connection as not yet authenticated until its preamble
+/// is accepted, or until the fallback relay ends.
+pub(crate) async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    pending: PendingSlot,
+    core: Rc<CoreContext>,
+) {
     let counters = core.counters();
     let (tls, user, leftover) = match handshake::admit(tcp, &core).await {
         Admission::Accepted {
@@ -100,6 +117,7 @@ pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, core: Rc<
             return;
         }
     };
+    drop(pending);
     let slot = match core.sessions.admit(&user, peer.ip()) {
         Ok(slot) => slot,
         Err(limit) => {
@@ -178,13 +196,35 @@ impl StreamEntry {
     /// the socket's kernel send queue.
     fn unacknowledged(&self) -> usize {
         let in_kernel = self
-            .target
-            .borrow()
-            .upgrade()
-            .and_then(|tcp| tcp.try_borrow().ok().map(|tcp| mux::unacknowledged(&tcp)))
-            .and_then(Result::ok)
+            .with_target(|tcp| mux::unacknowledged(tcp).ok())
+            .flatten()
             .unwrap_or(0);
         self.upload.buffered() + self.in_transit.get() + in_kernel
+    }
+
+    /// Runs `f` on the target connection while it is open (and not borrowed).
+    fn with_target<T>(&self, f: impl FnOnce(&TcpStream) -> T) -> Option<T> {
+        let tcp = self.target.borrow().upgrade()?;
+        let tcp = tcp.try_borrow().ok()?;
+        Some(f(&tcp))
+    }
+
+    /// Gives up on the stream: its task ends, the client gets FIN, and whatever
+    /// its target did not take is dropped with an RST.
+    fn reset(&self) {
+        self.upload.abort();
+        self.reset.set();
+    }
+
+    /// Makes the coming close of the target connection an RST if the target has
+    /// not acknowledged every byte sent to it, so that no orphaned socket keeps
+    /// them in kernel memory after the stream's accounting is gone.
+    fn reset_target_if_undelivered(&self) {
+        self.with_target(|tcp| {
+            if !matches!(mux::unacknowledged(tcp), Ok(0)) {
+                mux::reset_on_close(tcp);
+            }
+        });
     }
 }
 
@@ -214,6 +254,23 @@ impl Session {
                 .push_frame(Command::SynAck, id, reason.as_bytes());
         }
         StreamEnd::Refused
+    }
+
+    /// Counts an outbound connection for stream `id` against its user's fair
+    /// share of the server's outbound cap, or refuses the stream past it.
+    pub(super) fn take_outbound_share(&self, id: u32) -> Result<OutboundShare, StreamEnd> {
+        let core = &self.core;
+        core.sessions
+            .take_outbound(&self.user, core.config.pool.max_outbound)
+            .map_err(|limit| {
+                core.limit_reached(limit, || {
+                    format!(
+                        "{}: stream {id} of user {} refused: it holds its share of outbound connections",
+                        self.peer, self.user
+                    )
+                });
+                self.refuse(id, OUTBOUND_SHARE_REACHED)
+            })
     }
 
     fn new(core: Rc<CoreContext>, peer: SocketAddr, user: String) -> Session {
@@ -257,6 +314,7 @@ impl Session {
         leftover: ReadBuffer,
     ) -> SessionEnd {
         let decided: RefCell<Option<SessionEnd>> = RefCell::new(None);
+        let connection = reader.downgrade();
         let reading = async {
             let end = future::or(
                 future::or(self.read_loop(reader, leftover), self.watchdog()),
@@ -266,6 +324,15 @@ impl Session {
                 },
             )
             .await;
+            if let SessionEnd::WriteStalled(_) = end {
+                // The client reads nothing: what the kernel still holds for it
+                // goes with an RST instead of staying with an orphaned socket.
+                if let Some(tls) = connection.upgrade() {
+                    if let Ok(tls) = tls.try_borrow() {
+                        tls.get_ref().0.reset_on_close();
+                    }
+                }
+            }
             *decided.borrow_mut() = Some(end);
             // Let the writer send what is queued (an Alert, say), within a bound.
             self.queue.close();
@@ -289,6 +356,7 @@ impl Session {
         self.queue.close();
         let streams = self.rules.borrow_mut().end_all();
         for stream in streams {
+            stream.reset_target_if_undelivered();
             stream.upload.abort();
         }
     }
@@ -308,6 +376,17 @@ impl Session {
     }
 
     async fn handle_frame(self: &Rc<Self>, frame: Frame<'_>) -> ControlFlow<SessionEnd> {
+        // A frame may need an answer: none is made while the client leaves the
+        // last ones unread, so what it sends cannot grow the queue.
+        if self.queue.control_over_high_water() {
+            self.core.limit_reached(Limit::UnreadAnswers, || {
+                format!(
+                    "{}: session of user {}: answers unread by the client; reading paused",
+                    self.peer, self.user
+                )
+            });
+            self.queue.wait_control_room().await;
+        }
         let padding = self.core.config.padding.load();
         let actions = self
             .rules
@@ -338,7 +417,7 @@ impl Session {
                         Refusal::TooManyDialing => Limit::DialingPerSession,
                         Refusal::TooManyAssociations => Limit::UotPerSession,
                     });
-                    debug!("{}: stream {id} refused: {}", self.peer, refusal.reason());
+                    log::trace!("{}: stream {id} refused: {}", self.peer, refusal.reason());
                     self.refuse(id, refusal.reason());
                     self.queue.push_frame(Command::Fin, id, &[]);
                 }
@@ -377,8 +456,7 @@ impl Session {
                         "{}: stream {id}: target took no byte for {limit:?}, closing it",
                         self.peer
                     );
-                    stream.upload.abort();
-                    stream.reset.set();
+                    stream.reset();
                     return;
                 }
                 None => {}
@@ -426,12 +504,19 @@ impl Session {
         );
         let stall_limit = self.core.config.stream_stall_timeout;
         let mut round = Instant::now();
+        let mut poll = UPLOAD_BUDGET_POLL;
         while !self.closed.is_set() {
-            glommio::timer::sleep(UPLOAD_BUDGET_POLL).await;
+            glommio::timer::sleep(poll).await;
+            let before = self.upload_held.get();
             self.recount_upload();
             if self.upload_held.get() <= budget {
                 return;
             }
+            poll = if self.upload_held.get() < before {
+                UPLOAD_BUDGET_POLL
+            } else {
+                (poll * 2).min(UPLOAD_BUDGET_POLL_MAX)
+            };
             if round.elapsed() >= stall_limit {
                 self.reset_stalled_uploads(round, stall_limit);
                 round = Instant::now();
@@ -447,8 +532,7 @@ impl Session {
                     "{}: stream {id}: its target took no byte for {stalled_for:?} with the session over its budget; closing it",
                     self.peer
                 );
-                stream.upload.abort();
-                stream.reset.set();
+                stream.reset();
             }
         }
     }
@@ -480,8 +564,7 @@ impl Session {
                         "{}: stream {id} idle for {:?}, closing it",
                         self.peer, config.stream_idle_timeout
                     );
-                    stream.upload.abort();
-                    stream.reset.set();
+                    stream.reset();
                 }
             }
         }

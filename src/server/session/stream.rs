@@ -3,9 +3,10 @@
 
 use std::pin::pin;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncWriteExt};
+use glommio::net::TcpStream;
 use log::debug;
 
 use super::{Session, StreamEnd, StreamEntry};
@@ -118,9 +119,16 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> StreamEnd
             );
         }
     }
-    let mut dial = pin!(core
-        .pool
-        .connect(&core.resolver, &target, core.config.connect_timeout));
+    let _share = match session.take_outbound_share(id) {
+        Ok(share) => share,
+        Err(refused) => return refused,
+    };
+    let mut dial = pin!(core.pool.connect(
+        &core.resolver,
+        &target,
+        &session.user,
+        core.config.connect_timeout
+    ));
     let mut answered = false;
     let dialed = match timeout(limits.synack_deadline, dial.as_mut()).await {
         Some(dialed) => dialed,
@@ -207,18 +215,57 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> StreamEnd
         StreamEnd::Reset
     };
     let end = future::or(reset, future::or(upload, download)).await;
-    match end {
-        // Whatever the kernel still holds for a stalled target is dropped with
-        // the socket now, not kept by an orphan for minutes.
-        StreamEnd::Reset => {
-            mux::reset_on_close(&from_target.get_ref());
-        }
-        // We close first: end with RST where nothing can be lost by it, so the
-        // server keeps no TIME_WAIT socket per stream.
-        StreamEnd::ClientFinished => {
-            mux::reset_on_close_if_delivered(&from_target.get_ref());
-        }
-        _ => {}
+    if end == StreamEnd::ClientFinished && !mux::reset_on_close_if_delivered(&from_target.get_ref())
+    {
+        // The client is done but the target has not taken everything: it gets
+        // its bytes and FIN while the stream still counts against the session.
+        let stalled = core.config.stream_stall_timeout;
+        let reset = async {
+            entry.reset.wait().await;
+        };
+        future::or(reset, drain(&mut to_target, &from_target, stalled)).await;
+    }
+    if end == StreamEnd::Reset || end == StreamEnd::ClientFinished {
+        // Whatever the kernel still holds for a target that stalled (or took too
+        // long to drain) is dropped with the socket now, not kept by an orphan for
+        // minutes; a drained one closes with RST too, so the server keeps no
+        // TIME_WAIT socket per stream.
+        mux::reset_on_close(&from_target.get_ref());
     }
     end
+}
+
+/// First look at a draining target's kernel queue; each look that finds no
+/// progress waits twice as long, up to [`DRAIN_POLL_MAX`].
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// The longest wait between two looks.
+const DRAIN_POLL_MAX: Duration = Duration::from_millis(320);
+
+/// Sends FIN after the bytes the target has not acknowledged yet and waits
+/// until it acknowledges them all, or `stalled` passes with none taken.
+async fn drain(
+    to_target: &mut mux::WriteHalf<TcpStream>,
+    target: &mux::ReadHalf<TcpStream>,
+    stalled: Duration,
+) {
+    if to_target.close().await.is_err() {
+        return;
+    }
+    let mut poll = DRAIN_POLL;
+    let mut last = usize::MAX;
+    let mut progress_at = Instant::now();
+    loop {
+        let left = match mux::unacknowledged(&target.get_ref()) {
+            Ok(0) | Err(_) => return,
+            Ok(left) => left,
+        };
+        if left < last {
+            (last, progress_at, poll) = (left, Instant::now(), DRAIN_POLL);
+        } else if progress_at.elapsed() >= stalled {
+            return;
+        } else {
+            poll = (poll * 2).min(DRAIN_POLL_MAX);
+        }
+        glommio::timer::sleep(poll).await;
+    }
 }

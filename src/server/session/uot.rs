@@ -4,8 +4,12 @@
 //!
 //! The stream's bytes are parsed as a byte stream, so datagrams may span PSH
 //! frames. Memory per association is bounded: at most one partial datagram
-//! (< 64 KiB + header) waits for its end, one 64 KiB receive buffer, and the
-//! session's write queue bound applies to what goes back. An association ends
+//! (< 64 KiB + header) waits for its end, one 64 KiB receive buffer, a kernel
+//! receive buffer of its share of the session's budget (so all of a session's
+//! associations together stay within it), and the session's write queue bound
+//! applies to what goes back. Datagrams past `--max-datagrams-per-sec` are
+//! dropped (counted), so empty datagrams cannot keep the core busy with
+//! syscalls. An association ends
 //! with its stream, on a malformed header, or after `uot_idle_timeout` without a
 //! datagram either way.
 
@@ -19,12 +23,15 @@ use log::{debug, warn};
 use super::{Session, StreamEnd, StreamEntry};
 use crate::mux;
 use crate::pool::dial::is_descriptor_exhaustion;
+use crate::proto::rate::TokenBucket;
 use crate::proto::uot::{self, Request};
 use crate::proto::{Address, Command};
 use crate::stats::Limit;
 
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
+/// Smallest `SO_RCVBUF` asked for an association's socket.
+const MIN_RECEIVE_BUFFER: usize = 32 * 1024;
 /// Runs the association to its end.
 pub(super) async fn serve(
     session: &Session,
@@ -53,7 +60,11 @@ pub(super) async fn serve(
     };
     let core = &session.core;
     let fixed = if request.is_connect {
-        match core.resolver.resolve(&request.destination).await {
+        match core
+            .resolver
+            .resolve(&request.destination, &session.user)
+            .await
+        {
             Ok(addrs) => Some(addrs[0]),
             Err(e) => return session.refuse(id, &e.to_string()),
         }
@@ -63,6 +74,10 @@ pub(super) async fn serve(
     let ipv6 = match (&fixed, &request.destination) {
         (Some(addr), _) | (None, Address::Ip(addr)) => addr.is_ipv6(),
         _ => false,
+    };
+    let _share = match session.take_outbound_share(id) {
+        Ok(share) => share,
+        Err(refused) => return refused,
     };
     let _held = match core.pool.hold_udp() {
         Ok(held) => held,
@@ -78,7 +93,11 @@ pub(super) async fn serve(
     } else {
         IpAddr::from([0u8; 4])
     };
-    let socket = match mux::bind_udp(any) {
+    let limits = &core.config.limits;
+    // The kernel doubles what is asked, for its bookkeeping.
+    let receive_buffer = (limits.buffered_per_session / limits.uot_per_session / 2)
+        .clamp(MIN_RECEIVE_BUFFER, mux::UDP_RECEIVE_BUFFER);
+    let socket = match mux::bind_udp(any, receive_buffer) {
         Ok(socket) => socket,
         Err(e) => {
             if is_descriptor_exhaustion(&e) {
@@ -107,6 +126,7 @@ pub(super) async fn serve(
         session.queue.push_frame(Command::SynAck, id, &[]);
     }
     let last_datagram = Cell::new(Instant::now());
+    let mut rate = TokenBucket::new(limits.datagrams_per_sec, Instant::now());
     let counters = core.counters();
     let upload = async {
         loop {
@@ -115,21 +135,33 @@ pub(super) async fn serve(
                 match uot::decode_datagram(&buf[start..], request.is_connect) {
                     Ok(Some((datagram, used))) => {
                         start += used;
-                        last_datagram.set(Instant::now());
-                        entry.last_activity.set(Instant::now());
+                        let now = Instant::now();
+                        last_datagram.set(now);
+                        entry.last_activity.set(now);
+                        if !rate.take(now) {
+                            core.limit_reached(Limit::DatagramRate, || {
+                                format!(
+                                    "{peer}: stream {id}: datagrams past {} a second dropped",
+                                    limits.datagrams_per_sec
+                                )
+                            });
+                            continue;
+                        }
                         let to = match (fixed, &datagram.address) {
                             (Some(addr), _) => addr,
-                            (None, Some(address)) => match core.resolver.resolve(address).await {
-                                // Prefer an address of the socket's family.
-                                Ok(addrs) => *addrs
-                                    .iter()
-                                    .find(|a| a.is_ipv6() == ipv6)
-                                    .unwrap_or(&addrs[0]),
-                                Err(e) => {
-                                    debug!("{peer}: stream {id}: datagram dropped: {e}");
-                                    continue;
+                            (None, Some(address)) => {
+                                match core.resolver.resolve(address, &session.user).await {
+                                    // Prefer an address of the socket's family.
+                                    Ok(addrs) => *addrs
+                                        .iter()
+                                        .find(|a| a.is_ipv6() == ipv6)
+                                        .unwrap_or(&addrs[0]),
+                                    Err(e) => {
+                                        debug!("{peer}: stream {id}: datagram dropped: {e}");
+                                        continue;
+                                    }
                                 }
-                            },
+                            }
                             (None, None) => unreachable!("non-connect datagrams carry an address"),
                         };
                         let sent = if fixed.is_some() {
