@@ -314,25 +314,6 @@ fn slow_targets_cannot_add_up_past_the_session_budget() {
     server.assert_fds_back_to_baseline();
 }
 
-/// Opens `n` streams to `target` on `session`; returns those established and the
-/// refusal texts of the others.
-async fn open_many(
-    session: &ClientSession,
-    target: std::net::SocketAddr,
-    n: usize,
-) -> (Vec<anytls::client::ClientStream>, Vec<String>) {
-    let (mut open, mut refused) = (Vec::new(), Vec::new());
-    for _ in 0..n {
-        let stream = session.open_stream(&Address::Ip(target)).unwrap();
-        match timeout(Duration::from_secs(5), stream.established()).await {
-            Some(Ok(())) => open.push(stream),
-            Some(Err(StreamError::Refused(text))) => refused.push(text),
-            other => panic!("stream neither established nor refused: {other:?}"),
-        }
-    }
-    (open, refused)
-}
-
 /// The default outbound cap leaves a quarter of the descriptor limit free: one
 /// client's streams stop short of the cap and a new client still gets in.
 #[test]

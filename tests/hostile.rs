@@ -79,3 +79,154 @@ fn a_client_that_never_reads_its_answers_is_no_longer_read() {
     server.assert_serves();
     server.assert_fds_back_to_baseline();
 }
+
+/// Streams whose targets still hold undelivered bytes when the client ends them:
+/// a FIN'd stream keeps its target socket (and counts) while it drains, then
+/// resets it after the stall timeout; a closed session resets at once. No socket
+/// is left to the kernel as an orphan holding the bytes for minutes.
+#[test]
+fn no_target_socket_outlives_its_stream_with_bytes_undelivered() {
+    let server = TestServer::start(&["--stream-stall-timeout", "2"]);
+    let (target, peers) = never_reading_target();
+    let config = server.client_config();
+    let payload = vec![7u8; 1 << 20];
+    run_local(async {
+        let finished = anytls::client::ClientSession::connect(&config)
+            .await
+            .unwrap();
+        let closed = anytls::client::ClientSession::connect(&config)
+            .await
+            .unwrap();
+        for session in [&finished, &closed] {
+            let stream = session
+                .open_stream(&anytls::proto::Address::Ip(target))
+                .unwrap();
+            assert_eq!(stream.established().await, Ok(()));
+            stream.write_all(&payload).await.unwrap();
+            glommio::timer::sleep(Duration::from_millis(300)).await;
+            if std::ptr::eq(session, &finished) {
+                stream.close();
+            }
+        }
+        assert!(
+            eventually(Duration::from_secs(2), || peers.lock().unwrap().len() == 2).await,
+            "both streams reached the target"
+        );
+        drop(closed);
+        glommio::timer::sleep(Duration::from_millis(500)).await;
+        let [draining, of_closed] = peers.lock().unwrap()[..] else {
+            panic!("two connections");
+        };
+        assert_eq!(
+            tcp_socket_state(of_closed),
+            None,
+            "the closed session's target socket was reset, not orphaned"
+        );
+        assert!(
+            tcp_socket_state(draining).is_some(),
+            "the finished stream still drains to its target"
+        );
+        // Nothing moves: after the stall timeout it is reset too.
+        let gone = eventually(Duration::from_secs(5), || {
+            tcp_socket_state(draining).is_none()
+        })
+        .await;
+        assert!(gone, "state {:?}", tcp_socket_state(draining));
+        finished.heartbeat().await.expect("the session goes on");
+    });
+    server.assert_serves();
+    server.assert_fds_back_to_baseline();
+}
+
+/// Unauthenticated connections are capped per client subnet: past the cap a
+/// connection from that /24 is reset at once, while a client from another subnet
+/// is served and a session already open goes on.
+#[test]
+fn pending_connections_are_capped_per_subnet() {
+    let server = TestServer::start(&[
+        "--max-pending-per-subnet",
+        "20",
+        "--handshake-timeout",
+        "30",
+        "--stats-interval",
+        "1",
+    ]);
+    let config = server.client_config();
+    run_local(async {
+        let open = anytls::client::ClientSession::connect(&config)
+            .await
+            .unwrap();
+        // 127.0.1.x: one /24 other than the good clients' 127.0.0.1.
+        let silent: Vec<_> = (1..=30)
+            .map(|host| connect_from(&format!("127.0.1.{host}"), server.addr).unwrap())
+            .collect();
+        glommio::timer::sleep(Duration::from_millis(300)).await;
+        let reset = silent.iter().filter(|conn| is_closed(conn)).count();
+        assert_eq!(reset, 10, "the 10 past the cap were closed at once");
+        open.heartbeat().await.expect("the open session goes on");
+        let fresh = anytls::client::ClientSession::connect(&config)
+            .await
+            .unwrap();
+        fresh.heartbeat().await.expect("another subnet is served");
+        drop(silent);
+    });
+    assert!(server.wait_for_log("pending_per_subnet 10", Duration::from_secs(3)));
+    server.assert_fds_back_to_baseline();
+}
+
+/// Whether the server closed `conn` (FIN or RST), without waiting.
+fn is_closed(mut conn: &std::net::TcpStream) -> bool {
+    conn.set_nonblocking(true).unwrap();
+    let closed = match std::io::Read::read(&mut conn, &mut [0u8; 1]) {
+        Ok(0) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        Ok(_) => false,
+    };
+    conn.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// One user cannot take the whole outbound cap: alone it leaves an eighth, and
+/// once another user has a session, it gets no new connection past half while
+/// the other is served.
+#[test]
+fn one_user_cannot_take_every_outbound_connection() {
+    let server = TestServer::start(&[
+        "-p",
+        "second-password",
+        "--max-outbound-connections",
+        "40",
+        "--stats-interval",
+        "1",
+    ]);
+    let echo = spawn_target(TargetKind::Echo);
+    let first = server.client_config();
+    let mut second = server.client_config();
+    second.password = anytls::proto::auth::PasswordHash::of("second-password");
+    run_local(async {
+        let hog = anytls::client::ClientSession::connect(&first)
+            .await
+            .unwrap();
+        let (mut held, refused) = open_many(&hog, echo, 40).await;
+        assert_eq!((held.len(), refused.len()), (35, 5), "{refused:?}");
+        assert!(refused[0].contains("for this user"), "{refused:?}");
+        let other = anytls::client::ClientSession::connect(&second)
+            .await
+            .unwrap();
+        let (theirs, none) = open_many(&other, echo, 5).await;
+        assert_eq!((theirs.len(), none.len()), (5, 0), "the reserve: {none:?}");
+        // The hog frees ten; it may not take them back (it holds more than half),
+        // the other user may.
+        held.truncate(25);
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        let (again, refused) = open_many(&hog, echo, 1).await;
+        assert_eq!((again.len(), refused.len()), (0, 1));
+        let (more, none) = open_many(&other, echo, 10).await;
+        assert_eq!((more.len(), none.len()), (10, 0), "{none:?}");
+        for stream in theirs.iter().chain(&more) {
+            stream_echoes(stream, b"fair").await;
+        }
+    });
+    assert!(server.wait_for_log("outbound_share", Duration::from_secs(3)));
+    server.assert_fds_back_to_baseline();
+}

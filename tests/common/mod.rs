@@ -676,3 +676,80 @@ pub fn silent_target() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
     std::thread::sleep(Duration::from_millis(200));
     (listener, fillers, addr)
 }
+
+/// The state (as /proc/net/tcp writes it: 01 ESTABLISHED, 04 FIN_WAIT1, ...) of the
+/// IPv4 TCP socket bound to `local`, owned by a process or orphaned; `None` once
+/// the kernel holds no such socket.
+pub fn tcp_socket_state(local: SocketAddr) -> Option<u8> {
+    let SocketAddr::V4(v4) = local else {
+        return None;
+    };
+    let wanted = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1)?;
+        let state = fields.nth(1)?;
+        (local == wanted).then(|| u8::from_str_radix(state, 16).ok())?
+    })
+}
+
+/// A target that accepts and never reads (its receive buffer a few KiB), so what
+/// is sent to it stays in the sender's kernel queue. Returns its address and the
+/// peer address of every connection it accepted.
+pub fn never_reading_target() -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(4096).unwrap();
+    listener
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    listener.listen(64).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((conn, peer)) = listener.accept() {
+            seen.lock().unwrap().push(peer.as_socket().unwrap());
+            held.push(conn);
+        }
+    });
+    (addr, peers)
+}
+
+/// A TCP connection to `server` from `source` (any port), e.g. 127.0.1.7 to count
+/// in another subnet than 127.0.0.1.
+pub fn connect_from(source: &str, server: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())?;
+    socket.connect(&server.into())?;
+    Ok(socket.into())
+}
+
+/// Opens `n` streams to `target` on `session`; returns those established and the
+/// refusal texts of the others.
+pub async fn open_many(
+    session: &anytls::client::ClientSession,
+    target: SocketAddr,
+    n: usize,
+) -> (Vec<anytls::client::ClientStream>, Vec<String>) {
+    use anytls::client::StreamError;
+    let (mut open, mut refused) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let stream = session
+            .open_stream(&anytls::proto::Address::Ip(target))
+            .unwrap();
+        match timeout(Duration::from_secs(5), stream.established()).await {
+            Some(Ok(())) => open.push(stream),
+            Some(Err(StreamError::Refused(text))) => refused.push(text),
+            other => panic!("stream neither established nor refused: {other:?}"),
+        }
+    }
+    (open, refused)
+}

@@ -506,7 +506,8 @@ impl Session {
         let mut round = Instant::now();
         let mut poll = UPLOAD_BUDGET_POLL;
         while !self.closed.is_set() {
-            glommio::timer::sleep(poll).await;
+            let round_ends = (round + stall_limit).saturating_duration_since(Instant::now());
+            glommio::timer::sleep(poll.min(round_ends).max(UPLOAD_BUDGET_POLL)).await;
             let before = self.upload_held.get();
             self.recount_upload();
             if self.upload_held.get() <= budget {
@@ -520,6 +521,8 @@ impl Session {
             if round.elapsed() >= stall_limit {
                 self.reset_stalled_uploads(round, stall_limit);
                 round = Instant::now();
+                // The streams reset are about to give back what they held.
+                poll = UPLOAD_BUDGET_POLL;
             }
         }
     }
