@@ -219,3 +219,48 @@ fn idle_association_ends() {
     });
     server.assert_fds_back_to_baseline();
 }
+
+/// A flood of empty datagrams (9 stream bytes each, one `send` each unbounded)
+/// is cut to the association's rate: a second's worth passes, the rest is
+/// dropped and counted, and the session goes on.
+#[test]
+fn empty_datagrams_past_the_rate_are_dropped() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let server = TestServer::start(&["--max-datagrams-per-sec", "200", "--stats-interval", "1"]);
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    enlarge_receive_buffer(&sink);
+    let sink_addr = sink.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counted = received.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while sink.recv_from(&mut buf).is_ok() {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let elapsed = run_local(async {
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
+        let stream = session.open_stream(&uot_target()).unwrap();
+        let started = std::time::Instant::now();
+        let mut wire = request(true, Address::Ip(sink_addr));
+        for _ in 0..5_000 {
+            encode_datagram(None, b"", &mut wire).unwrap();
+        }
+        stream.write_all(&wire).await.unwrap();
+        assert_eq!(stream.established().await, Ok(()));
+        glommio::timer::sleep(Duration::from_millis(500)).await;
+        session.heartbeat().await.expect("the session goes on");
+        started.elapsed()
+    });
+    let passed = received.load(Ordering::Relaxed);
+    let allowed = 200 + (elapsed.as_secs_f64() * 200.0) as usize;
+    assert!(
+        (150..=allowed).contains(&passed),
+        "{passed} of 5000 datagrams passed in {elapsed:?} (at most {allowed})"
+    );
+    assert!(server.wait_for_log("datagram_rate", Duration::from_secs(3)));
+    server.assert_fds_back_to_baseline();
+}

@@ -169,6 +169,8 @@ pub struct Resolver {
     cache: Rc<Cache>,
     slots: Rc<RefCell<LookupSlots<Waker>>>,
     policy: TargetPolicy,
+    /// The blocking lookup: `getaddrinfo`, or a fake in tests.
+    system: fn(&str) -> Lookup,
 }
 
 impl Default for Resolver {
@@ -187,6 +189,7 @@ impl Resolver {
                 LOOKUPS_PER_USER,
             ))),
             policy,
+            system: system_lookup,
         }
     }
 
@@ -254,10 +257,11 @@ impl Resolver {
         let answer = Rc::new((Event::default(), RefCell::new(None)));
         let (cache, slots, done) = (self.cache.clone(), self.slots.clone(), answer.clone());
         let (name, user) = (host.to_owned(), user.to_owned());
+        let system = self.system;
         glommio::spawn_local(async move {
             let asked = name.clone();
             let lookup = glommio::executor()
-                .spawn_blocking(move || system_lookup(&asked))
+                .spawn_blocking(move || system(&asked))
                 .await;
             remember(&cache, &name, lookup.clone(), Instant::now());
             wake_all(slots.borrow_mut().finish(&user));
@@ -468,6 +472,89 @@ mod tests {
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().unwrap()
+    }
+
+    /// A name starting with "hang" takes its thread for 2 s and fails; others
+    /// resolve to 127.0.0.1 at once.
+    fn fake_lookup(name: &str) -> Lookup {
+        if name.starts_with("hang") {
+            std::thread::sleep(Duration::from_secs(2));
+            return Err("timed out".to_owned());
+        }
+        Ok(vec![IpAddr::from([127, 0, 0, 1])])
+    }
+
+    #[test]
+    fn one_user_with_names_that_hang_cannot_starve_the_others() {
+        use futures_lite::future;
+        use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(64 * 1024)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(LOOKUP_THREADS))
+            .make()
+            .expect("executor")
+            .run(async {
+                let resolver = Rc::new(Resolver {
+                    system: fake_lookup,
+                    ..Resolver::default()
+                });
+                // Mallory: 40 streams to names that never resolve, each giving up
+                // after 300 ms (its connect timeout).
+                let attack: Vec<_> = (0..40)
+                    .map(|n| {
+                        let resolver = resolver.clone();
+                        glommio::spawn_local(async move {
+                            let name = Address::Domain(format!("hang{n}.example"), 80);
+                            let gave_up = crate::mux::timeout(
+                                Duration::from_millis(300),
+                                resolver.resolve(&name, "mallory"),
+                            )
+                            .await;
+                            assert!(gave_up.is_none());
+                        })
+                    })
+                    .collect();
+                future::yield_now().await;
+                assert_eq!(
+                    resolver.load(),
+                    (LOOKUPS_PER_USER, 38),
+                    "mallory waits at its share"
+                );
+                let started = Instant::now();
+                for n in 0..20 {
+                    let name = Address::Domain(format!("site{n}.example"), 443);
+                    let addrs = resolver.resolve(&name, "alice").await.unwrap();
+                    assert_eq!(addrs, [SocketAddr::from(([127, 0, 0, 1], 443))]);
+                }
+                assert!(
+                    started.elapsed() < Duration::from_millis(500),
+                    "alice's lookups took {:?}",
+                    started.elapsed()
+                );
+                for task in attack {
+                    task.await;
+                }
+                assert_eq!(
+                    resolver.load(),
+                    (LOOKUPS_PER_USER, 0),
+                    "waiters that gave up left; the hung lookups still hold their threads"
+                );
+                glommio::timer::sleep(Duration::from_millis(2100)).await;
+                assert_eq!(
+                    resolver.load(),
+                    (0, 0),
+                    "threads handed back when the lookups end"
+                );
+                let again = Address::Domain("hang0.example".to_owned(), 80);
+                assert!(
+                    matches!(
+                        resolver.resolve(&again, "mallory").await,
+                        Err(DialError::Resolve(..))
+                    ),
+                    "the failure is cached: no new thread taken"
+                );
+                assert_eq!(resolver.load(), (0, 0));
+            });
     }
 
     #[test]

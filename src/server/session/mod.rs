@@ -243,6 +243,8 @@ pub(crate) struct Session {
     /// yet, over all streams: an upper bound, made exact by
     /// [`Session::recount_upload`] whenever it passes the session's budget.
     upload_held: Cell<usize>,
+    /// Kernel receive buffers reserved by this session's UDP associations.
+    udp_buffers: Cell<usize>,
 }
 
 impl Session {
@@ -290,6 +292,7 @@ impl Session {
             rules: RefCell::new(ServerSession::new(rules, Instant::now())),
             closed: Event::default(),
             upload_held: Cell::new(0),
+            udp_buffers: Cell::new(0),
         }
     }
 

@@ -5,8 +5,7 @@
 //! The stream's bytes are parsed as a byte stream, so datagrams may span PSH
 //! frames. Memory per association is bounded: at most one partial datagram
 //! (< 64 KiB + header) waits for its end, one 64 KiB receive buffer, a kernel
-//! receive buffer of its share of the session's budget (so all of a session's
-//! associations together stay within it), and the session's write queue bound
+//! receive buffer reserved from the session's share (see [`ReceiveBuffer`]), and the session's write queue bound
 //! applies to what goes back. Datagrams past `--max-datagrams-per-sec` are
 //! dropped (counted), so empty datagrams cannot keep the core busy with
 //! syscalls. An association ends
@@ -31,7 +30,37 @@ use crate::stats::Limit;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 /// Smallest `SO_RCVBUF` asked for an association's socket.
-const MIN_RECEIVE_BUFFER: usize = 32 * 1024;
+const MIN_RECEIVE_BUFFER: usize = 16 * 1024;
+
+/// An association's kernel receive buffer, reserved from its session's share
+/// (as large as the session's budget for its targets): each new association
+/// asks for a quarter of what is left, at most [`mux::UDP_RECEIVE_BUFFER`], so
+/// the first few take bursts and a session's many together stay within it.
+struct ReceiveBuffer<'a> {
+    session: &'a Session,
+    /// What `SO_RCVBUF` is asked for.
+    asked: usize,
+}
+
+impl<'a> ReceiveBuffer<'a> {
+    fn reserve(session: &'a Session) -> ReceiveBuffer<'a> {
+        let share = session.core.config.limits.buffered_per_session;
+        let left = share.saturating_sub(session.udp_buffers.get());
+        let asked = (left / 4).clamp(MIN_RECEIVE_BUFFER, mux::UDP_RECEIVE_BUFFER);
+        // The kernel doubles what is asked, for its bookkeeping.
+        session
+            .udp_buffers
+            .set(session.udp_buffers.get() + 2 * asked);
+        ReceiveBuffer { session, asked }
+    }
+}
+
+impl Drop for ReceiveBuffer<'_> {
+    fn drop(&mut self) {
+        let held = &self.session.udp_buffers;
+        held.set(held.get().saturating_sub(2 * self.asked));
+    }
+}
 /// Runs the association to its end.
 pub(super) async fn serve(
     session: &Session,
@@ -94,10 +123,8 @@ pub(super) async fn serve(
         IpAddr::from([0u8; 4])
     };
     let limits = &core.config.limits;
-    // The kernel doubles what is asked, for its bookkeeping.
-    let receive_buffer = (limits.buffered_per_session / limits.uot_per_session / 2)
-        .clamp(MIN_RECEIVE_BUFFER, mux::UDP_RECEIVE_BUFFER);
-    let socket = match mux::bind_udp(any, receive_buffer) {
+    let receive_buffer = ReceiveBuffer::reserve(session);
+    let socket = match mux::bind_udp(any, receive_buffer.asked) {
         Ok(socket) => socket,
         Err(e) => {
             if is_descriptor_exhaustion(&e) {
