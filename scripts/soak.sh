@@ -4,7 +4,8 @@
 # readers, all checked byte for byte, on reused sessions), abrupt disconnects
 # and hostile authenticated clients (SYN floods, many UDP associations, refused
 # and never-reading targets, many sessions, bad first PSH, rule-breaking frames,
-# 1-byte TLS records, wrong passwords) from `anytls-bench soak` (CPU 1), for
+# 1-byte TLS records, wrong passwords, answers never read, unauthenticated
+# connection floods, empty-datagram floods, streams ended with bytes undelivered) from `anytls-bench soak` (CPU 1), for
 # SECONDS after a warm-up. Prints the soak's summary: errors seen by the
 # well-behaved clients (goal 0), streams served, hostile actions, the server's
 # baseline/peak/final RSS and fds. Loopback only; stops by itself.
@@ -48,8 +49,9 @@ fi
 
 # Short timeouts so the server's own clean-up is seen within the settle period
 # (no well-behaved stream idles for 10 s: slow readers read every 40 ms);
-# a per-IP cap below the many-sessions client's 300 sessions (it connects from
-# 127.0.0.2, the well-behaved clients from 127.0.0.1).
+# a per-IP cap below the many-sessions client's 300 sessions, and a pending cap
+# per subnet below the pending flood's 200 connections (the hostile clients
+# connect from 127.0.1.2, another /24 than the well-behaved clients' 127.0.0.1).
 RUST_LOG=${SOAK_SERVER_LOG:-info} "${SERVER_PIN[@]}" "$SERVER_BIN" \
   --listen 127.0.0.1:0 \
   --password "$PASSWORD" --password "$HOSTILE_PASSWORD" \
@@ -62,6 +64,7 @@ RUST_LOG=${SOAK_SERVER_LOG:-info} "${SERVER_PIN[@]}" "$SERVER_BIN" \
   --uot-idle-timeout 10 \
   --address-timeout-ms 1500 \
   --max-sessions-per-ip 256 \
+  --max-pending-per-subnet 128 \
   --stats-interval 60 \
   </dev/null >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
@@ -85,6 +88,7 @@ set +e
   --server "$ADDR" \
   --password "$PASSWORD" \
   --hostile-password "$HOSTILE_PASSWORD" \
+  --hostile-source 127.0.1.2 \
   --server-pid "$SERVER_PID" \
   --duration "$SECS" \
   --rss-tolerance-mib "${SOAK_RSS_TOLERANCE_MIB:-16}" \

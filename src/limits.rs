@@ -60,13 +60,14 @@ impl SessionLimits {
     }
 
     /// Counts one more outbound connection for `user`, or refuses it when the
-    /// user holds its [`SessionLimits::outbound_share`] of `cap` already.
+    /// user holds its [`SessionLimits::outbound_share`] of `cap` already. (A
+    /// share as large as the cap is left to the cap, whose refusal says so.)
     pub fn take_outbound(self: &Arc<Self>, user: &str, cap: usize) -> Result<OutboundShare, Limit> {
-        if !take(
-            &self.outbound_by_user,
-            user.to_owned(),
-            self.outbound_share(cap),
-        ) {
+        let share = match self.outbound_share(cap) {
+            share if share >= cap => usize::MAX,
+            share => share,
+        };
+        if !take(&self.outbound_by_user, user.to_owned(), share) {
             return Err(Limit::OutboundShare);
         }
         Ok(OutboundShare {

@@ -13,7 +13,7 @@ use anytls::mux::{timeout, Event};
 use anytls::proto::frame::{Command, MAX_DATA_LEN};
 use anytls::proto::uot::{encode_datagram, Request, UOT_V2_NAME};
 use anytls::proto::{Address, PaddingScheme};
-use futures_lite::AsyncReadExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::raw::{self, push_frame, push_settings, wait_until, Raw};
 use super::tally::Rec;
@@ -22,7 +22,7 @@ use super::{Ctx, Plan};
 use crate::scenarios::unless;
 
 /// The hostile actions, in the order a lane runs them.
-pub const ACTIONS: [&str; 10] = [
+pub const ACTIONS: [&str; 14] = [
     "syn_flood",
     "uot_many",
     "refused_port",
@@ -33,6 +33,10 @@ pub const ACTIONS: [&str; 10] = [
     "split_records",
     "wrong_password",
     "rst_mid_stream",
+    "unread_answers",
+    "pending_flood",
+    "empty_datagrams",
+    "fin_undelivered",
 ];
 
 /// Bound on one action.
@@ -108,6 +112,10 @@ impl Hostile {
             "rule_breaking" => self.rule_breaking(action).await,
             "split_records" => self.split_records(action).await,
             "wrong_password" => self.wrong_password(action).await,
+            "unread_answers" => self.unread_answers(action).await,
+            "pending_flood" => self.pending_flood(action).await,
+            "empty_datagrams" => self.empty_datagrams(action).await,
+            "fin_undelivered" => self.fin_undelivered(action).await,
             _ => self.rst_mid_stream(action).await,
         }
     }
@@ -131,6 +139,132 @@ impl Hostile {
                 None
             }
         }
+    }
+
+    /// Never reads, and sends only frames the server must answer (SYNs past the
+    /// stream cap with fresh ids, heartbeats), up to 32 MiB or until the server
+    /// stops reading (a write making no progress for 2 s), then holds the
+    /// connection 3 s more and drops it.
+    async fn unread_answers(&self, action: &'static str) {
+        const MOST: usize = 32 << 20;
+        let plan = &self.plan;
+        let Ok(mut tls) = raw::tls(plan.server, plan.hostile_source, &plan.tls, false).await else {
+            self.count(action, "connect_failed", 1);
+            return;
+        };
+        let mut out = raw::preamble(&plan.hostile_password);
+        push_settings(&mut out);
+        let (mut sent, mut id) = (0usize, 1u32);
+        while sent < MOST {
+            while out.len() < 64 * 1024 {
+                push_frame(&mut out, Command::Syn, id, &[]);
+                push_frame(&mut out, Command::HeartRequest, id, &[]);
+                id += 1;
+            }
+            match timeout(Duration::from_secs(2), tls.write_all(&out)).await {
+                Some(Ok(())) => sent += out.len(),
+                Some(Err(_)) => {
+                    self.count(action, "closed_by_server", 1);
+                    break;
+                }
+                None => {
+                    self.count(action, "reading_paused_by_server", 1);
+                    break;
+                }
+            }
+            out.clear();
+        }
+        self.count(action, "kib_sent", (sent / 1024) as u64);
+        glommio::timer::sleep(Duration::from_secs(3)).await;
+    }
+
+    /// 200 TCP connections that never start TLS, held 3 s: past the server's
+    /// pending caps they are closed at once.
+    async fn pending_flood(&self, action: &'static str) {
+        const CONNECTIONS: usize = 200;
+        let mut held = Vec::with_capacity(CONNECTIONS);
+        for _ in 0..CONNECTIONS {
+            match raw::tcp(self.plan.server, self.plan.hostile_source).await {
+                Ok(tcp) => held.push(tcp),
+                Err(_) => self.count(action, "connect_failed", 1),
+            }
+        }
+        glommio::timer::sleep(Duration::from_secs(3)).await;
+        let mut closed = 0;
+        for tcp in &mut held {
+            let mut byte = [0u8; 1];
+            if let Some(Ok(0) | Err(_)) =
+                timeout(Duration::from_millis(1), tcp.read(&mut byte)).await
+            {
+                closed += 1;
+            }
+        }
+        self.count(action, "connections", held.len() as u64);
+        self.count(action, "closed_by_server", closed);
+    }
+
+    /// One association sending 100,000 empty datagrams (9 stream bytes each).
+    async fn empty_datagrams(&self, action: &'static str) {
+        let Some(mut raw) = self.session(action, false).await else {
+            return;
+        };
+        const DATAGRAMS: usize = 100_000;
+        let mut first = address(&Address::Domain(UOT_V2_NAME.into(), 0));
+        Request {
+            is_connect: true,
+            destination: Address::Ip(self.targets.hostile_udp),
+        }
+        .encode(&mut first)
+        .expect("an IP destination");
+        let mut out = Vec::new();
+        open(&mut out, 1, &first);
+        let mut datagrams = Vec::with_capacity(MAX_DATA_LEN);
+        let mut left = DATAGRAMS;
+        while left > 0 {
+            datagrams.clear();
+            while left > 0 && datagrams.len() + 9 <= MAX_DATA_LEN {
+                encode_datagram(None, &[], &mut datagrams).expect("an empty datagram");
+                left -= 1;
+            }
+            push_frame(&mut out, Command::Push, 1, &datagrams);
+            if raw.send(&out).await.is_err() {
+                self.count(action, "write_failed", 1);
+                return;
+            }
+            out.clear();
+        }
+        self.count(action, "datagrams_sent", DATAGRAMS as u64);
+        self.still_served(action, &mut raw).await;
+    }
+
+    /// Streams to a target that never reads, each given 1 MiB and then FIN; then
+    /// the session closes: the server must not leave the bytes to orphaned
+    /// sockets.
+    async fn fin_undelivered(&self, action: &'static str) {
+        let Some(mut raw) = self.session(action, false).await else {
+            return;
+        };
+        const STREAMS: u32 = 6;
+        let first = address(&self.targets.stall);
+        let chunk = vec![0x44u8; 16 * 1024];
+        let mut out = Vec::new();
+        for i in 0..STREAMS {
+            let id = 2 * i + 1;
+            open(&mut out, id, &first);
+            for _ in 0..64 {
+                push_frame(&mut out, Command::Push, id, &chunk);
+            }
+            if i % 2 == 0 {
+                push_frame(&mut out, Command::Fin, id, &[]);
+            }
+            if raw.send(&out).await.is_err() {
+                self.count(action, "write_failed", 1);
+                return;
+            }
+            out.clear();
+        }
+        self.count(action, "streams", STREAMS as u64);
+        self.still_served(action, &mut raw).await;
     }
 
     /// Heartbeat after the abuse: is the session still served?

@@ -83,6 +83,17 @@ pub struct SoakArgs {
     #[arg(long, value_name = "MIB", default_value_t = 16.0)]
     pub rss_tolerance_mib: f64,
 
+    /// MiB the server's RSS may exceed the baseline by at its peak, under load
+    /// and the hostile clients.
+    #[arg(long, value_name = "MIB", default_value_t = 256.0)]
+    pub peak_rss_tolerance_mib: f64,
+
+    /// MiB the host's kernel TCP memory (/proc/net/sockstat, both ends of every
+    /// loopback connection) may exceed the baseline by at its peak; at the end it
+    /// must be back within a tenth of it, and no orphaned socket may remain.
+    #[arg(long, value_name = "MIB", default_value_t = 512.0)]
+    pub tcp_mem_tolerance_mib: f64,
+
     /// Well-behaved streams in flight at once (lanes, each on its own pooled
     /// session): about half short, the rest bulk, UDP and slow readers.
     #[arg(long, default_value_t = 12)]
@@ -184,12 +195,42 @@ pub struct Shared {
 struct Sample {
     rss_kib: u64,
     fds: usize,
+    /// The host's kernel TCP memory and orphaned TCP sockets.
+    tcp: TcpMemory,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct TcpMemory {
+    kib: u64,
+    orphans: u64,
+}
+
+/// `TCP: inuse N orphan N tw N alloc N mem PAGES` from /proc/net/sockstat.
+fn tcp_memory() -> TcpMemory {
+    let text = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let line = text.lines().find(|l| l.starts_with("TCP:")).unwrap_or("");
+    let field = |name: &str| {
+        let mut words = line.split_whitespace();
+        words
+            .position(|w| w == name)
+            .and_then(|_| words.next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    TcpMemory {
+        kib: field("mem") * 4,
+        orphans: field("orphan"),
+    }
 }
 
 fn sample(pid: u32) -> Option<Sample> {
     let rss_kib = procfs::rss_kib(pid)?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-    Some(Sample { rss_kib, fds })
+    Some(Sample {
+        rss_kib,
+        fds,
+        tcp: tcp_memory(),
+    })
 }
 
 fn mib(kib: u64) -> f64 {
@@ -202,6 +243,7 @@ struct Watch {
     last: Sample,
     peak_rss: u64,
     peak_fds: usize,
+    peak_tcp_kib: u64,
     last_read: Instant,
     started: Instant,
     last_note: Instant,
@@ -220,6 +262,7 @@ impl Watch {
                 self.last = s;
                 self.peak_rss = self.peak_rss.max(s.rss_kib);
                 self.peak_fds = self.peak_fds.max(s.fds);
+                self.peak_tcp_kib = self.peak_tcp_kib.max(s.tcp.kib);
             }
             None => self.gone = true,
         }
@@ -339,6 +382,7 @@ pub fn run(args: SoakArgs) -> Result<bool, String> {
         last: start,
         peak_rss: start.rss_kib,
         peak_fds: start.fds,
+        peak_tcp_kib: start.tcp.kib,
         last_read: started,
         started,
         last_note: started,
@@ -385,6 +429,7 @@ pub fn run(args: SoakArgs) -> Result<bool, String> {
     // Peaks from here on.
     watch.peak_rss = baseline.rss_kib;
     watch.peak_fds = baseline.fds;
+    watch.peak_tcp_kib = baseline.tcp.kib;
     shared.go.store(true, Ordering::Release);
     let load_started = Instant::now();
 
@@ -453,6 +498,34 @@ pub fn run(args: SoakArgs) -> Result<bool, String> {
             baseline.fds
         ));
     }
+    let peak_limit = baseline.rss_kib + (args.peak_rss_tolerance_mib * 1024.0) as u64;
+    if watch.peak_rss > peak_limit {
+        failures.push(format!(
+            "server RSS peaked at {:.1} MiB, above baseline {:.1} MiB + {} MiB",
+            mib(watch.peak_rss),
+            mib(baseline.rss_kib),
+            args.peak_rss_tolerance_mib
+        ));
+    }
+    let tcp_limit = baseline.tcp.kib + (args.tcp_mem_tolerance_mib * 1024.0) as u64;
+    if watch.peak_tcp_kib > tcp_limit {
+        failures.push(format!(
+            "kernel TCP memory peaked at {:.1} MiB, above baseline {:.1} MiB + {} MiB",
+            mib(watch.peak_tcp_kib),
+            mib(baseline.tcp.kib),
+            args.tcp_mem_tolerance_mib
+        ));
+    }
+    let tcp_final_limit = baseline.tcp.kib + (args.tcp_mem_tolerance_mib * 102.4) as u64;
+    if final_sample.tcp.kib > tcp_final_limit || final_sample.tcp.orphans > baseline.tcp.orphans {
+        failures.push(format!(
+            "kernel TCP memory {:.1} MiB with {} orphaned sockets at the end (baseline {:.1} MiB, {} orphans)",
+            mib(final_sample.tcp.kib),
+            final_sample.tcp.orphans,
+            mib(baseline.tcp.kib),
+            baseline.tcp.orphans
+        ));
+    }
     let rss_limit = baseline.rss_kib + (args.rss_tolerance_mib * 1024.0) as u64;
     if final_sample.rss_kib > rss_limit {
         failures.push(format!(
@@ -510,6 +583,16 @@ pub fn run(args: SoakArgs) -> Result<bool, String> {
     println!(
         "  fds         start {:>7}  baseline {:>7}  peak {:>7}  final {:>7}  (must equal the baseline)",
         start.fds, baseline.fds, watch.peak_fds, final_sample.fds
+    );
+    println!(
+        "  host TCP MiB start {:>6.1}  baseline {:>7.1}  peak {:>7.1}  final {:>7.1}  (peak limit {:.1}); orphans baseline {} final {}",
+        mib(start.tcp.kib),
+        mib(baseline.tcp.kib),
+        mib(watch.peak_tcp_kib),
+        mib(final_sample.tcp.kib),
+        mib(tcp_limit),
+        baseline.tcp.orphans,
+        final_sample.tcp.orphans
     );
     if !leftovers.is_empty() {
         println!("  descriptors open at the end that were not open at the baseline:");
