@@ -9,6 +9,8 @@
 //! - [`padding`]: the padding scheme, its md5, record sizes and write shaping.
 //! - [`addr`]: SOCKS5-form target addresses.
 //! - [`uot`]: UDP over TCP v2 requests and datagrams.
+//! - [`proxy_protocol`]: the PROXY protocol header (v1, v2) written to the
+//!   fallback before a rejected client's bytes.
 //! - [`session`]: the server session's rules as a state machine (frames and time
 //!   in, actions out); [`client_session`]: the client session's.
 //! - [`error`]: one error enum per kind of input.
@@ -30,6 +32,7 @@ pub mod client_session;
 pub mod error;
 pub mod frame;
 pub mod padding;
+pub mod proxy_protocol;
 pub mod session;
 pub mod settings;
 pub mod uot;
