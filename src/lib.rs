@@ -28,7 +28,8 @@
 //!   become, with SIGHUP reloads.
 //! - [`tls`]: rustls configuration, PEM loading, the self-signed default.
 //! - [`stats`]: per-core counters summed when reported.
-//! - [`metrics`]: the Prometheus text endpoint (`--metrics`).
+//! - [`metrics`]: the Prometheus text endpoint (`--metrics`), with its token,
+//!   allow-list, concurrency bound and render cache.
 //! - [`cli`]: what the binaries share at their edge (logging, exit code 2 on
 //!   start-up errors, stop signals).
 //! - [`fuzz`]: structure-aware fuzzing of every decoder and of the session

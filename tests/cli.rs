@@ -106,6 +106,14 @@ fn port_in_use_exits_2() {
 }
 
 #[test]
+fn metrics_other_hosts_can_reach_need_a_token_or_an_allow_list() {
+    assert_fails_with(
+        &["-l", "127.0.0.1:0", "-p", "x", "--metrics", "0.0.0.0:0"],
+        "--metrics 0.0.0.0:0 is reachable from other hosts: give --metrics-token",
+    );
+}
+
+#[test]
 fn self_signed_fingerprint_is_logged() {
     let server = TestServer::start(&[]);
     assert!(server.logged("SHA-256 fingerprint"));

@@ -1,5 +1,7 @@
 //! Operator features through the real server binary: fallback for failed
-//! authentication, several users, and SIGHUP reloads.
+//! authentication (with its PROXY protocol header and write timeout), several
+//! users, SIGHUP reloads, and the metrics endpoint (its token, allow-list,
+//! concurrency bound and render cache).
 
 mod common;
 
@@ -197,30 +199,56 @@ fn sighup_reloads_the_padding_scheme() {
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
+    http_request(addr, path, "")
+}
+
+/// `GET path` with extra `headers` (each ending in CRLF); the whole response.
+fn http_request(addr: SocketAddr, path: &str, headers: &str) -> String {
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: metrics\r\n\r\n").unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: metrics\r\n{headers}\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     conn.read_to_string(&mut response).unwrap();
     response
 }
 
-#[test]
-fn metrics_endpoint_serves_prometheus_text() {
-    let server = TestServer::start(&["--metrics", "127.0.0.1:0", "--pool-type", "lockfree"]);
+/// What a connection from `conn` gets for a scrape: the bytes read until the
+/// server closed it (an error, such as a reset, ends them too).
+fn scrape_over(mut conn: std::net::TcpStream) -> Vec<u8> {
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n\r\n");
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = conn.read(&mut buf) {
+        response.extend_from_slice(&buf[..n]);
+    }
+    response
+}
+
+/// Where the server's metrics endpoint listens (from its log).
+fn metrics_addr(server: &TestServer) -> SocketAddr {
     assert!(server.wait_for_log("metrics on http://", Duration::from_secs(5)));
     let line = server
         .log_lines()
         .into_iter()
         .find(|l| l.contains("metrics on http://"))
         .expect("metrics address logged");
-    let addr: SocketAddr = line
-        .split("http://")
+    line.split("http://")
         .nth(1)
         .and_then(|rest| rest.split('/').next())
         .unwrap()
         .parse()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    let server = TestServer::start(&["--metrics", "127.0.0.1:0", "--pool-type", "lockfree"]);
+    let addr = metrics_addr(&server);
     let echo = spawn_target(TargetKind::Echo);
     run_local(async {
         let session = ClientSession::connect(&server.client_config())
@@ -262,4 +290,238 @@ fn metrics_endpoint_serves_prometheus_text() {
         }
         assert!(http_get(addr, "/nope").starts_with("HTTP/1.1 404"));
     });
+}
+
+const TOKEN_HEADER: &str = "Authorization: Bearer s3cret\r\n";
+
+#[test]
+fn metrics_need_the_bearer_token() {
+    let server = TestServer::start(&["--metrics", "127.0.0.1:0", "--metrics-token", "s3cret"]);
+    let addr = metrics_addr(&server);
+    for headers in ["", "Authorization: Bearer wrong\r\n"] {
+        let response = http_request(addr, "/metrics", headers);
+        assert!(
+            response.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+            "{response}"
+        );
+        assert!(
+            response.contains("\r\nWWW-Authenticate: Bearer\r\n"),
+            "{response}"
+        );
+        assert!(
+            !response.contains("anytls_"),
+            "nothing rendered: {response}"
+        );
+    }
+    let response = http_request(addr, "/metrics", TOKEN_HEADER);
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    for line in [
+        "anytls_sessions_open 0",
+        "anytls_metrics_refused_total{reason=\"token\"} 2",
+        "anytls_metrics_refused_total{reason=\"address\"} 0",
+        "anytls_metrics_refused_total{reason=\"busy\"} 0",
+    ] {
+        assert!(
+            response.lines().any(|l| l == line),
+            "missing {line:?} in\n{response}"
+        );
+    }
+    assert!(server.wait_for_log("metrics scrape from 127.0.0.1:", Duration::from_secs(5)));
+}
+
+#[test]
+fn metrics_from_outside_the_allow_list_are_closed_unanswered() {
+    use socket2::{Domain, Socket, Type};
+    // All of 127.0.0.0/8 is this host: scrape from 127.0.0.2 (allowed) and from
+    // 127.0.0.1 (not).
+    let server = TestServer::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--metrics-allow",
+        "127.0.0.2/32",
+    ]);
+    let addr = metrics_addr(&server);
+    let from = |source: &str| {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(&source.parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.connect(&addr.into()).unwrap();
+        scrape_over(socket.into())
+    };
+    assert_eq!(from("127.0.0.1:0"), b"", "closed without an answer");
+    let response = String::from_utf8(from("127.0.0.2:0")).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(
+        response
+            .lines()
+            .any(|l| l == "anytls_metrics_refused_total{reason=\"address\"} 1"),
+        "{response}"
+    );
+}
+
+#[test]
+fn scrapes_past_the_concurrency_bound_are_closed_at_once() {
+    let server = TestServer::start(&["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&server);
+    // 16 scrapers that send nothing hold every slot (for up to 5 s each).
+    let holders: Vec<_> = (0..16)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    let refused = scrape_over(std::net::TcpStream::connect(addr).unwrap());
+    assert_eq!(refused, b"", "the 17th is closed without an answer");
+    assert!(started.elapsed() < Duration::from_secs(2), "at once");
+    drop(holders);
+    // Until the server has seen the holders go, scrapes are still refused (and
+    // counted): count them too.
+    let mut refusals = 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        let response =
+            String::from_utf8(scrape_over(std::net::TcpStream::connect(addr).unwrap())).unwrap();
+        if response.starts_with("HTTP/1.1 200") || std::time::Instant::now() > deadline {
+            break response;
+        }
+        assert_eq!(response, "", "refused, or answered 200");
+        refusals += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let busy = format!("anytls_metrics_refused_total{{reason=\"busy\"}} {refusals}");
+    assert!(response.lines().any(|l| l == busy), "{busy} in {response}");
+    server.assert_fds_back_to_baseline();
+}
+
+#[test]
+fn scrapes_within_a_second_get_the_same_render() {
+    let server = TestServer::start(&["--metrics", "127.0.0.1:0", "--metrics-token", "s3cret"]);
+    let addr = metrics_addr(&server);
+    let refused_line = |n: u64| format!("anytls_metrics_refused_total{{reason=\"token\"}} {n}");
+    let mut refused = 0;
+    for attempt in 0.. {
+        let started = std::time::Instant::now();
+        let first = http_request(addr, "/metrics", TOKEN_HEADER);
+        // A counter changes between the two scrapes: a refused one.
+        assert!(http_get(addr, "/metrics").starts_with("HTTP/1.1 401"));
+        refused += 1;
+        let second = http_request(addr, "/metrics", TOKEN_HEADER);
+        if started.elapsed() >= Duration::from_millis(800) && attempt < 3 {
+            // Too slow a machine to tell within the second: again.
+            std::thread::sleep(Duration::from_millis(1100));
+            continue;
+        }
+        assert!(first.starts_with("HTTP/1.1 200 OK"), "{first}");
+        assert!(
+            first.lines().any(|l| l == refused_line(refused - 1)),
+            "{first}"
+        );
+        assert_eq!(first, second, "the second scrape got the cached render");
+        break;
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let later = http_request(addr, "/metrics", TOKEN_HEADER);
+    assert!(
+        later.lines().any(|l| l == refused_line(refused)),
+        "a second later the render is new: {later}"
+    );
+}
+
+/// A fallback that records what it receives on each connection and answers nothing.
+fn recording_fallback() -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = conn.read(&mut buf) {
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let _ = tx.send(seen);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// What the fallback receives when a client with a wrong password sends
+/// `message` after its preamble, and the client's source port.
+fn fallback_receives(extra: &[&str], message: &[u8]) -> (Vec<u8>, u16, u16) {
+    let (fallback, received) = recording_fallback();
+    let fallback = fallback.to_string();
+    let server = TestServer::start(&[&["--fallback", &fallback][..], extra].concat());
+    let sent = [preamble("wrong password"), message.to_vec()].concat();
+    let port = run_local(async {
+        let mut tls = connect_tls(&server.client_config()).await.unwrap();
+        let port = tls.get_ref().0.local_addr().unwrap().port();
+        tls.write_all(&sent).await.unwrap();
+        tls.flush().await.unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || server
+                .logged("handed to fallback"))
+            .await
+        );
+        // Closing ends the relay, and with it the fallback's connection.
+        let _ = tls.close().await;
+        port
+    });
+    let seen = received
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the fallback saw the connection end");
+    let rest = seen
+        .strip_suffix(&sent[..])
+        .unwrap_or_else(|| panic!("the client's bytes come last: {seen:?}"));
+    (rest.to_vec(), port, server.addr.port())
+}
+
+#[test]
+fn the_fallback_gets_a_proxy_protocol_header_naming_the_client() {
+    let message = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let (header, client, server) = fallback_receives(&["--fallback-proxy-protocol", "v1"], message);
+    assert_eq!(
+        String::from_utf8(header).unwrap(),
+        format!("PROXY TCP4 127.0.0.1 127.0.0.1 {client} {server}\r\n")
+    );
+    let (header, client, server) = fallback_receives(&["--fallback-proxy-protocol", "v2"], message);
+    let mut expected = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    expected.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+    expected.extend_from_slice(&client.to_be_bytes());
+    expected.extend_from_slice(&server.to_be_bytes());
+    assert_eq!(header, expected);
+    let (header, _, _) = fallback_receives(&[], message);
+    assert_eq!(header, b"", "no header unless asked for");
+}
+
+#[test]
+fn a_client_that_never_reads_the_fallback_is_closed_after_the_write_timeout() {
+    // A fallback that writes as fast as it can, and says when a write fails.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fallback = listener.local_addr().unwrap().to_string();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            let chunk = vec![0x55u8; 64 * 1024];
+            while conn.write_all(&chunk).is_ok() {}
+            let _ = closed_tx.send(());
+        }
+    });
+    let server = TestServer::start(&["--fallback", &fallback, "--write-timeout", "1"]);
+    run_local(async {
+        let mut tls = connect_tls(&server.client_config()).await.unwrap();
+        tls.write_all(&preamble("wrong password")).await.unwrap();
+        tls.flush().await.unwrap();
+        // Never read: the server's writes to us stall until the write timeout.
+        let closed = eventually(Duration::from_secs(15), || closed_rx.try_recv().is_ok()).await;
+        assert!(
+            closed,
+            "the relay ended within 15 s (idle timeout: 120 s, write timeout: 1 s)"
+        );
+        drop(tls);
+    });
+    server.assert_fds_back_to_baseline();
 }

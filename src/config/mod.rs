@@ -13,6 +13,7 @@ pub use options::{ConfigError, Invocation, Reloader, ServerOptions, Settled};
 
 use crate::pool::PoolConfig;
 use crate::proto::auth::Users;
+use crate::proto::proxy_protocol;
 use crate::proto::PaddingScheme;
 
 /// Default bound on TLS handshake + authentication.
@@ -103,8 +104,10 @@ pub struct ServerConfig {
     pub padding: Reloadable<PaddingScheme>,
     /// Where connections that fail authentication are handed (probe resistance).
     pub fallback: Option<SocketAddr>,
-    /// Where the Prometheus metrics endpoint listens.
-    pub metrics: Option<SocketAddr>,
+    /// The PROXY protocol header written to the fallback first, if any.
+    pub fallback_proxy_protocol: Option<proxy_protocol::Version>,
+    /// The Prometheus metrics endpoint, if any.
+    pub metrics: Option<MetricsConfig>,
     /// TLS server configuration.
     pub tls: Arc<rustls::ServerConfig>,
     /// CPU ids to run one executor on each, in order.
@@ -135,6 +138,27 @@ pub struct ServerConfig {
     pub deny_private: bool,
 }
 
+/// The metrics endpoint (`--metrics`) and who may scrape it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The bearer token scrapers must present (`--metrics-token`), if any.
+    pub token: Option<String>,
+    /// The only client ranges that may connect (`--metrics-allow`); empty: any.
+    pub allow: Vec<ipnet::IpNet>,
+}
+
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("allow", &self.allow)
+            .finish()
+    }
+}
+
 impl ServerConfig {
     /// A configuration with the defaults, one user and the given TLS config,
     /// listening on `listen` with one executor on the first allowed CPU.
@@ -146,6 +170,7 @@ impl ServerConfig {
             users: Reloadable::new(users),
             padding: Reloadable::new(PaddingScheme::default()),
             fallback: None,
+            fallback_proxy_protocol: None,
             metrics: None,
             tls,
             cpus: allowed_cpus().into_iter().take(1).collect(),

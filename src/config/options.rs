@@ -17,10 +17,13 @@ use clap::parser::ValueSource;
 use clap::ArgMatches;
 
 use super::file::{self, ConfigFile, FileError, User};
-use super::{allowed_cpus, parse_users, Limits, Reloadable, ServerConfig, UsersFileError};
+use super::{
+    allowed_cpus, parse_users, Limits, MetricsConfig, Reloadable, ServerConfig, UsersFileError,
+};
 use crate::pool::{self, PoolConfig, PoolKind};
 use crate::proto::auth::Users;
 use crate::proto::error::PaddingError;
+use crate::proto::proxy_protocol;
 use crate::proto::PaddingScheme;
 use crate::tls::{CertificateSlot, LoadedPair, ServerTls, TlsError};
 
@@ -65,6 +68,19 @@ pub enum ConfigError {
     /// An empty `--password`.
     #[error("--password must not be empty")]
     EmptyPassword,
+    /// A value that must not be empty was (the flag is named).
+    #[error("--{0} must not be empty")]
+    Empty(&'static str),
+    /// Two flags (or their config file keys) that exclude each other were both given.
+    #[error("--{0} and --{1} exclude each other: give one")]
+    Exclusive(&'static str, &'static str),
+    /// `--metrics` on an address other hosts can reach, with no token and no
+    /// allow-list: anyone could read the users' names and traffic.
+    #[error(
+        "--metrics {0} is reachable from other hosts: give --metrics-token (or \
+         --metrics-token-file) or --metrics-allow, or listen on a loopback address"
+    )]
+    MetricsExposed(SocketAddr),
     /// A file could not be read.
     #[error("cannot read {what} {}: {source}", path.display())]
     Read {
@@ -143,6 +159,11 @@ pub struct ServerOptions {
     /// that service. Without it they are closed without a reply.
     #[arg(long, value_name = "ADDR")]
     pub fallback: Option<String>,
+
+    /// Write a PROXY protocol header (v1: text, v2: binary) to the fallback before
+    /// the client's bytes, so it sees the client's address. Off by default.
+    #[arg(long, value_name = "VERSION")]
+    pub fallback_proxy_protocol: Option<proxy_protocol::Version>,
 
     /// Padding scheme file sent to clients (default: the reference's default
     /// scheme); reloaded on SIGHUP.
@@ -289,6 +310,20 @@ pub struct ServerOptions {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 
+    /// Bearer token every scrape must present (`Authorization: Bearer TOKEN`);
+    /// others are answered 401. Visible in `ps`: prefer --metrics-token-file.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "metrics_token_file")]
+    pub metrics_token: Option<String>,
+
+    /// File holding the --metrics-token (surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+
+    /// Only scrapers from this range (CIDR; repeatable) may connect to --metrics;
+    /// others are closed without an answer [default: any].
+    #[arg(long, value_name = "CIDR")]
+    pub metrics_allow: Vec<ipnet::IpNet>,
+
     /// Seconds between statistics log lines (0 turns them off).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub stats_interval: u64,
@@ -412,7 +447,8 @@ impl ServerOptions {
             users: users.clone(),
             padding: padding.clone(),
             fallback,
-            metrics: self.metrics,
+            fallback_proxy_protocol: self.fallback_proxy_protocol,
+            metrics: self.metrics_config()?,
             tls: tls.config,
             cpus: self.cpus()?,
             handshake_timeout: seconds("handshake-timeout", self.handshake_timeout)?,
@@ -510,6 +546,8 @@ impl ServerOptions {
         );
         fill_some!(
             fallback <- fallback,
+            metrics_token <- metrics_token,
+            metrics_token_file <- metrics_token_file,
             cores <- cores,
             max_outbound_connections <- max_outbound_connections,
             max_pending <- max_pending,
@@ -534,6 +572,12 @@ impl ServerOptions {
                 })?);
             }
         }
+        if given("metrics_token") || given("metrics_token_file") {
+            // One token, from the command line: the file's other spelling is not
+            // taken beside it.
+            merged.metrics_token = self.metrics_token.clone();
+            merged.metrics_token_file = self.metrics_token_file.clone();
+        }
         if !given("pool_type") {
             if let Some(text) = file.pool_type {
                 merged.pool_type = text.parse().map_err(|why| ConfigError::FileValue {
@@ -542,17 +586,23 @@ impl ServerOptions {
                 })?;
             }
         }
+        if !given("fallback_proxy_protocol") {
+            if let Some(text) = file.fallback_proxy_protocol {
+                merged.fallback_proxy_protocol =
+                    Some(text.parse().map_err(|why| ConfigError::FileValue {
+                        key: "fallback_proxy_protocol",
+                        why,
+                    })?);
+            }
+        }
         if !given("deny") {
             if let Some(ranges) = file.deny {
-                merged.deny = ranges
-                    .iter()
-                    .map(|text| {
-                        text.parse().map_err(|e| ConfigError::FileValue {
-                            key: "deny",
-                            why: format!("{text}: {e}"),
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
+                merged.deny = ranges_of("deny", &ranges)?;
+            }
+        }
+        if !given("metrics_allow") {
+            if let Some(ranges) = file.metrics_allow {
+                merged.metrics_allow = ranges_of("metrics_allow", &ranges)?;
             }
         }
         if merged.cert.is_some() != merged.key.is_some() {
@@ -602,6 +652,52 @@ impl ServerOptions {
                 self.synack_deadline_ms,
             )?),
         })
+    }
+
+    /// The metrics endpoint with its token (read from its file) and allow-list,
+    /// refused on an address other hosts reach unless one of them guards it.
+    fn metrics_config(&self) -> Result<Option<MetricsConfig>, ConfigError> {
+        let Some(listen) = self.metrics else {
+            return Ok(None);
+        };
+        let token = match (&self.metrics_token, &self.metrics_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Exclusive(
+                    "metrics-token",
+                    "metrics-token-file",
+                ))
+            }
+            (Some(token), None) => Some(token.clone()),
+            (None, Some(path)) => Some(
+                String::from_utf8(read("metrics token file", path)?)
+                    .map_err(|e| ConfigError::Read {
+                        what: "metrics token file",
+                        path: path.clone(),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        if token.as_deref() == Some("") {
+            return Err(ConfigError::Empty(if self.metrics_token.is_some() {
+                "metrics-token"
+            } else {
+                "metrics-token-file"
+            }));
+        }
+        if !listen.ip().to_canonical().is_loopback()
+            && token.is_none()
+            && self.metrics_allow.is_empty()
+        {
+            return Err(ConfigError::MetricsExposed(listen));
+        }
+        Ok(Some(MetricsConfig {
+            listen,
+            token,
+            allow: self.metrics_allow.clone(),
+        }))
     }
 
     /// The CPUs to run on: the first `--cores` of those this process may use.
@@ -767,6 +863,19 @@ fn resolve(flag: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| invalid("resolves to no address".to_owned()))
 }
 
+/// The CIDR ranges of the config file's `key`.
+fn ranges_of(key: &'static str, texts: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    texts
+        .iter()
+        .map(|text| {
+            text.parse().map_err(|e| ConfigError::FileValue {
+                key,
+                why: format!("{text}: {e}"),
+            })
+        })
+        .collect()
+}
+
 fn at_least_one<T: PartialOrd + From<u8>>(flag: &'static str, value: T) -> Result<T, ConfigError> {
     if value < T::from(1) {
         return Err(ConfigError::Zero(flag));
@@ -809,10 +918,11 @@ mod tests {
 
     /// The command line `argv` (after the program name) over the config `toml`.
     fn invocation(argv: &[&str], toml: &str) -> Invocation {
+        static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
             "anytls-merge-{}-{}.toml",
             std::process::id(),
-            argv.len()
+            FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::write(&path, toml).unwrap();
         let mut args = vec!["anytls-server", "--config", path.to_str().unwrap()];
@@ -936,6 +1046,117 @@ mod tests {
             flags.options.settle(1024).err().map(|e| e.to_string()),
             Some("--password must not be empty".to_owned())
         );
+    }
+
+    #[test]
+    fn metrics_other_hosts_reach_need_a_token_or_an_allow_list() {
+        for listen in ["0.0.0.0:9100", "[::]:9100", "192.0.2.1:9100"] {
+            assert_eq!(
+                error(&["--metrics", listen]),
+                format!(
+                    "--metrics {listen} is reachable from other hosts: give --metrics-token \
+                     (or --metrics-token-file) or --metrics-allow, or listen on a loopback address"
+                )
+            );
+        }
+        let metrics = |flags: &[&str]| options(flags).settle(1024).unwrap().config.metrics;
+        for listen in ["127.0.0.1:9100", "[::1]:9100", "[::ffff:127.0.0.1]:9100"] {
+            let open = metrics(&["--metrics", listen]).unwrap();
+            assert_eq!((open.token, open.allow), (None, Vec::new()));
+        }
+        let guarded = metrics(&["--metrics", "0.0.0.0:9100", "--metrics-token", "t"]).unwrap();
+        assert_eq!(guarded.token.as_deref(), Some("t"));
+        let allowed = metrics(&["--metrics", "[::]:9100", "--metrics-allow", "10.0.0.0/8"]);
+        assert_eq!(allowed.unwrap().allow, ["10.0.0.0/8".parse().unwrap()]);
+        assert!(metrics(&[]).is_none());
+        assert_eq!(
+            error(&["--metrics", "127.0.0.1:0", "--metrics-token", ""]),
+            "--metrics-token must not be empty"
+        );
+        let dir = std::env::temp_dir().join(format!("anytls-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (token, blank) = (dir.join("token"), dir.join("blank"));
+        std::fs::write(&token, " s3cret\n").unwrap();
+        std::fs::write(&blank, "\n").unwrap();
+        let from_file = metrics(&[
+            "--metrics",
+            "0.0.0.0:9100",
+            "--metrics-token-file",
+            token.to_str().unwrap(),
+        ]);
+        assert_eq!(from_file.unwrap().token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            error(&[
+                "--metrics",
+                "127.0.0.1:0",
+                "--metrics-token-file",
+                blank.to_str().unwrap()
+            ]),
+            "--metrics-token-file must not be empty"
+        );
+        assert!(error(&[
+            "--metrics",
+            "127.0.0.1:0",
+            "--metrics-token-file",
+            "/nonexistent/token"
+        ])
+        .starts_with("cannot read metrics token file /nonexistent/token"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_file_gives_the_metrics_guard_and_the_proxy_protocol() {
+        let dir = std::env::temp_dir().join(format!("anytls-token-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "from-file\n").unwrap();
+        let toml = format!(
+            "users = [{{ name = \"a\", password = \"a\" }}]\n\
+             metrics = \"0.0.0.0:9100\"\n\
+             metrics_token_file = {:?}\n\
+             metrics_allow = [\"10.0.0.0/8\", \"::1/128\"]\n\
+             fallback = \"127.0.0.1:80\"\n\
+             fallback_proxy_protocol = \"v2\"\n",
+            token.to_str().unwrap()
+        );
+        let config = invocation(&[], &toml).settle(1024).unwrap().config;
+        let metrics = config.metrics.unwrap();
+        assert_eq!(metrics.token.as_deref(), Some("from-file"));
+        assert_eq!(metrics.allow.len(), 2);
+        assert_eq!(
+            config.fallback_proxy_protocol,
+            Some(proxy_protocol::Version::V2)
+        );
+        // The command line's token replaces the file's, whichever its spelling.
+        let (options, _) = invocation(&["--metrics-token", "cli"], &toml)
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            (options.metrics_token.as_deref(), options.metrics_token_file),
+            (Some("cli"), None)
+        );
+        let (options, _) = invocation(&["--fallback-proxy-protocol", "v1"], &toml)
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            options.fallback_proxy_protocol,
+            Some(proxy_protocol::Version::V1)
+        );
+        let users = "users = [{ name = \"a\", password = \"a\" }]\n";
+        let error = |toml: &str| match invocation(&[], &format!("{users}{toml}")).settle(1024) {
+            Ok(_) => panic!("{toml} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(error("fallback_proxy_protocol = \"v3\"\n")
+            .starts_with("config fallback_proxy_protocol: unknown PROXY protocol version \"v3\""));
+        assert!(error("metrics_allow = [\"nope\"]\n").starts_with("config metrics_allow: nope:"));
+        assert_eq!(
+            error(
+                "metrics = \"127.0.0.1:0\"\nmetrics_token = \"a\"\nmetrics_token_file = \"/t\"\n"
+            ),
+            "--metrics-token and --metrics-token-file exclude each other: give one"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

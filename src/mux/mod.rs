@@ -2,7 +2,8 @@
 //! of frame and read buffers, a coalescing frame write queue that hands TLS one
 //! vectored write, a read buffer held only while bytes are buffered, the TCP
 //! transport under TLS (vectored sends, read-ahead), a bounded byte pipe per
-//! stream, a one-shot event, an `Rc`-based read/write split, and timeouts.
+//! stream, a one-shot event, an `Rc`-based read/write split, timeouts and a
+//! once-per-interval throttle.
 //!
 //! Everything here lives on one executor thread (`Rc`, `Cell`, `RefCell`): no locks,
 //! no atomics.
@@ -23,7 +24,7 @@ pub use pipe::{Pipe, PipeClosed};
 pub use queue::{write_loop, Shaper, WriteQueue, CONTROL_HIGH_WATER, QUEUE_HIGH_WATER};
 pub use read_buffer::{read_frames, FramesEnd, ReadBuffer};
 pub use split::{split, ReadHalf, WriteHalf};
-pub use time::{check_period, timeout};
+pub use time::{check_period, timeout, Throttle};
 pub use transport::{
     reset_on_close, reset_on_close_if_delivered, set_send_buffer, unacknowledged, Transport,
 };

@@ -46,6 +46,11 @@ impl Transport {
         }
     }
 
+    /// The local address of the connection (the one its peer connected to).
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr().map_err(io::Error::from)
+    }
+
     /// Copies read-ahead bytes into `buf`; hands the buffer back once drained.
     fn take_ahead(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.end - self.start);

@@ -10,6 +10,8 @@
 //! - [`addr`]: SOCKS5-form target addresses.
 //! - [`uot`]: UDP over TCP v2 requests and datagrams.
 //! - [`rate`]: a token bucket (time passed in), for datagram rates.
+//! - [`proxy_protocol`]: the PROXY protocol header (v1, v2) written to the
+//!   fallback before a rejected client's bytes.
 //! - [`session`]: the server session's rules as a state machine (frames and time
 //!   in, actions out); [`client_session`]: the client session's.
 //! - [`error`]: one error enum per kind of input.
@@ -31,6 +33,7 @@ pub mod client_session;
 pub mod error;
 pub mod frame;
 pub mod padding;
+pub mod proxy_protocol;
 pub mod rate;
 pub mod session;
 pub mod settings;

@@ -2,7 +2,7 @@
 //! core-local state (resolver, outbound pool, counters, shutdown event). Built once
 //! per core by [`crate::server`] and handed to each session.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use log::warn;
 
 use crate::config::ServerConfig;
 use crate::limits::{PendingLimits, SessionLimits};
-use crate::mux::Event;
+use crate::mux::{Event, Throttle};
 use crate::pool::dial::Resolver;
 use crate::pool::CorePool;
 use crate::stats::{CoreCounters, Limit, Stats, UserCounters};
@@ -33,7 +33,7 @@ pub(crate) struct CoreContext {
     /// Connections not yet authenticated (or handed to the fallback), over all cores.
     pub pending: Arc<PendingLimits>,
     /// When each limit was last logged (once per interval, not per connection).
-    last_limit_log: [Cell<Option<Instant>>; Limit::ALL.len()],
+    last_limit_log: [Throttle; Limit::ALL.len()],
     stats: Stats,
     index: usize,
     users: RefCell<HashMap<String, Arc<UserCounters>>>,
@@ -74,13 +74,7 @@ impl CoreContext {
     /// [`LIMIT_LOG_INTERVAL`] for this kind, so a flood cannot flood the log.
     pub fn limit_reached(&self, limit: Limit, what: impl FnOnce() -> String) {
         self.counters().limit_hit(limit);
-        let now = Instant::now();
-        let last = &self.last_limit_log[limit as usize];
-        if last
-            .get()
-            .is_none_or(|at| now.duration_since(at) >= LIMIT_LOG_INTERVAL)
-        {
-            last.set(Some(now));
+        if self.last_limit_log[limit as usize].pass(Instant::now(), LIMIT_LOG_INTERVAL) {
             warn!(
                 "{} ({} reached; logged at most every {LIMIT_LOG_INTERVAL:?})",
                 what(),

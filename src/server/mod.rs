@@ -50,10 +50,14 @@ impl Server {
     pub fn start(config: ServerConfig) -> Result<Server, StartError> {
         let stats = Stats::new(config.cpus.len());
         let pool = SharedPool::new(config.pool.clone(), config.cpus.len());
-        let metrics = match config.metrics {
-            Some(addr) => Some(
-                runtime::bind_single(addr).map_err(|source| StartError::Bind { addr, source })?,
-            ),
+        let metrics = match &config.metrics {
+            Some(metrics) => {
+                let addr = metrics.listen;
+                Some(
+                    runtime::bind_single(addr)
+                        .map_err(|source| StartError::Bind { addr, source })?,
+                )
+            }
             None => None,
         };
         let metrics_addr = metrics
@@ -157,12 +161,13 @@ async fn serve_core(index: usize, listener: TcpListener, stop: Rc<Event>, shared
             .and_then(|s| s.local_addr().ok()?.as_socket()),
     );
     let policy = TargetPolicy::new(&config.deny, config.deny_private, own);
-    if let Some(socket) = metrics {
+    if let (Some(socket), Some(settings)) = (metrics, config.metrics.clone()) {
         let sources = Arc::new(metrics::Sources {
             stats: stats.clone(),
             pool: shared_pool.clone(),
         });
-        glommio::spawn_local(metrics::serve(runtime::adopt_listener(socket), sources)).detach();
+        let listener = runtime::adopt_listener(socket);
+        glommio::spawn_local(metrics::serve(listener, sources, settings)).detach();
     }
     let pool = shared_pool.core(index);
     let maintenance = glommio::spawn_local(pool.clone().maintain());

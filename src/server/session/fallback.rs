@@ -1,8 +1,16 @@
 //! Probe resistance: a connection that fails authentication is handed, with every
 //! byte already read after TLS, to an ordinary TCP service (a web server), and
 //! relayed both ways, so a prober sees that service and nothing of AnyTLS.
+//!
+//! With `--fallback-proxy-protocol` a PROXY protocol header naming the client and
+//! the address it connected to goes first ([`crate::proto::proxy_protocol`]).
+//! Reads on either side end the relay after the session idle timeout, and every
+//! write (to the client or to the fallback) after `--write-timeout` without
+//! completing, so a peer that never reads cannot hold the connection.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use futures_rustls::server::TlsStream;
@@ -10,10 +18,12 @@ use glommio::net::TcpStream;
 use log::debug;
 
 use crate::mux::{self, timeout};
+use crate::proto::proxy_protocol;
 use crate::server::context::CoreContext;
 
-/// Relays `tls` (after writing `read` upstream) to the fallback service until
-/// either side ends or nothing moves for the session idle timeout.
+/// Relays `tls` (after writing the PROXY header, if configured, and `read`
+/// upstream) to the fallback service until either side ends, nothing arrives for
+/// the session idle timeout, or a write makes no progress for the write timeout.
 pub(crate) async fn relay(
     tls: TlsStream<crate::mux::Transport>,
     read: Vec<u8>,
@@ -27,32 +37,59 @@ pub(crate) async fn relay(
         Some(Err(e)) => return debug!("{peer}: fallback {fallback} unreachable: {e}"),
         None => return debug!("{peer}: fallback {fallback} did not answer within {limit:?}"),
     };
-    if upstream.write_all(&read).await.is_err() {
-        return;
+    let mut first = Vec::with_capacity(proxy_protocol::V1_MAX + read.len());
+    if let Some(version) = core.config.fallback_proxy_protocol {
+        match tls.get_ref().0.local_addr() {
+            Ok(local) => proxy_protocol::encode(version, peer, local, &mut first),
+            Err(e) => return debug!("{peer}: no local address for the PROXY header: {e}"),
+        }
     }
+    first.extend_from_slice(&read);
+    // Neither is needed past the first write: free them before the relay's long wait.
+    drop(read);
+    let write = core.config.write_timeout;
+    if !within(write, upstream.write_all(&first)).await {
+        return debug!("{peer}: fallback {fallback} did not take the first bytes within {write:?}");
+    }
+    drop(first);
     let idle = core.config.session_idle_timeout;
     let (mut from_client, mut to_client) = mux::split(tls);
     let (mut from_upstream, mut to_upstream) = mux::split(upstream);
     let up = async {
         let mut buf = vec![0u8; 16 * 1024];
-        while let Some(Ok(n)) = timeout(idle, from_client.read(&mut buf)).await {
-            if n == 0 || to_upstream.write_all(&buf[..n]).await.is_err() {
-                break;
+        loop {
+            let n = match timeout(idle, from_client.read(&mut buf)).await {
+                None => return "the client sent nothing for the idle timeout",
+                Some(Ok(0) | Err(_)) => return "the client closed or failed",
+                Some(Ok(n)) => n,
+            };
+            if !within(write, to_upstream.write_all(&buf[..n])).await {
+                return "a write to the fallback failed or timed out";
             }
         }
     };
     let down = async {
         let mut buf = vec![0u8; 16 * 1024];
-        while let Some(Ok(n)) = timeout(idle, from_upstream.read(&mut buf)).await {
-            if n == 0
-                || to_client.write_all(&buf[..n]).await.is_err()
-                || to_client.flush().await.is_err()
+        let why = loop {
+            let n = match timeout(idle, from_upstream.read(&mut buf)).await {
+                None => break "the fallback sent nothing for the idle timeout",
+                Some(Ok(0) | Err(_)) => break "the fallback closed or failed",
+                Some(Ok(n)) => n,
+            };
+            if !within(write, to_client.write_all(&buf[..n])).await
+                || !within(write, to_client.flush()).await
             {
-                break;
+                break "a write to the client failed or timed out";
             }
-        }
-        let _ = to_client.close().await;
+        };
+        within(write, to_client.close()).await;
+        why
     };
-    future::or(up, down).await;
-    debug!("{peer}: fallback relay to {fallback} ended");
+    let why = future::or(up, down).await;
+    debug!("{peer}: fallback relay to {fallback} ended: {why}");
+}
+
+/// Whether `write` completed within `limit`.
+async fn within(limit: Duration, write: impl Future<Output = std::io::Result<()>>) -> bool {
+    matches!(timeout(limit, write).await, Some(Ok(())))
 }
