@@ -66,6 +66,7 @@ fn a_client_that_never_reads_its_answers_is_no_longer_read() {
         drop(tls);
         (sent, grown)
     });
+    eprintln!("the server read {sent} bytes of the attack and grew by {grown} KiB");
     assert!(
         sent < ATTACK_BYTES,
         "the server read all {sent} bytes of a client that read none of its answers"
