@@ -21,6 +21,8 @@ pub struct SessionLimits {
     by_user: DashMap<String, usize>,
     by_address: DashMap<IpAddr, usize>,
     outbound_by_user: DashMap<String, usize>,
+    /// Bytes each user's sessions hold for their targets, over all cores.
+    held_by_user: DashMap<String, Arc<AtomicUsize>>,
 }
 
 /// One outbound connection counted against its user's share until dropped.
@@ -34,6 +36,7 @@ pub struct SessionSlot {
     limits: Arc<SessionLimits>,
     user: String,
     address: IpAddr,
+    held: Arc<AtomicUsize>,
 }
 
 impl SessionLimits {
@@ -45,6 +48,7 @@ impl SessionLimits {
             by_user: DashMap::new(),
             by_address: DashMap::new(),
             outbound_by_user: DashMap::new(),
+            held_by_user: DashMap::new(),
         })
     }
 
@@ -90,10 +94,16 @@ impl SessionLimits {
             give(&self.by_address, &address);
             return Err(Limit::SessionsPerUser);
         }
+        let held = self
+            .held_by_user
+            .entry(user.to_owned())
+            .or_default()
+            .clone();
         Ok(SessionSlot {
             limits: self.clone(),
             user: user.to_owned(),
             address,
+            held,
         })
     }
 
@@ -196,10 +206,22 @@ impl Drop for OutboundShare {
     }
 }
 
+impl SessionSlot {
+    /// What all sessions of this slot's user hold for their targets, over all
+    /// cores: each session adds and takes back its own part.
+    pub fn user_held(&self) -> Arc<AtomicUsize> {
+        self.held.clone()
+    }
+}
+
 impl Drop for SessionSlot {
     fn drop(&mut self) {
         give(&self.limits.by_user, &self.user);
         give(&self.limits.by_address, &self.address);
+        // The map's and this slot's: no other session of the user holds it.
+        self.limits
+            .held_by_user
+            .remove_if(&self.user, |_, held| Arc::strong_count(held) <= 2);
     }
 }
 

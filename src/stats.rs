@@ -72,11 +72,17 @@ pub enum Limit {
     /// A UDP-over-TCP datagram dropped: its association sent more than
     /// `--max-datagrams-per-sec`.
     DatagramRate,
+    /// A session stopped reading: its user's sessions (all cores) held
+    /// `--max-buffered-per-user-mib` for their targets.
+    UserBuffer,
+    /// A session stopped reading: its core's sessions held their share of
+    /// `--max-buffered-total-mib` for their targets.
+    ServerBuffer,
 }
 
 impl Limit {
     /// Every limit, in counter order.
-    pub const ALL: [Limit; 15] = [
+    pub const ALL: [Limit; 17] = [
         Limit::StreamsPerSession,
         Limit::DialingPerSession,
         Limit::UotPerSession,
@@ -92,6 +98,8 @@ impl Limit {
         Limit::PendingPerSubnet,
         Limit::OutboundShare,
         Limit::DatagramRate,
+        Limit::UserBuffer,
+        Limit::ServerBuffer,
     ];
 
     /// Its name in the stats line and in metrics labels.
@@ -112,6 +120,8 @@ impl Limit {
             Limit::PendingPerSubnet => "pending_per_subnet",
             Limit::OutboundShare => "outbound_share",
             Limit::DatagramRate => "datagram_rate",
+            Limit::UserBuffer => "buffered_per_user",
+            Limit::ServerBuffer => "buffered_total",
         }
     }
 }

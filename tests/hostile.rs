@@ -231,3 +231,147 @@ fn one_user_cannot_take_every_outbound_connection() {
     assert!(server.wait_for_log("outbound_share", Duration::from_secs(3)));
     server.assert_fds_back_to_baseline();
 }
+
+/// Targets that never read, across 12 sessions of one user: each session stays
+/// within its own budget (1 MiB), and all of them within the user's (2 MiB; what
+/// the kernel queues for the targets is read from /proc/net/tcp); another user
+/// is served meanwhile.
+#[test]
+fn stalled_targets_across_sessions_stay_within_the_users_budget() {
+    use std::rc::Rc;
+    let server = TestServer::start(&[
+        "-p",
+        "second-password",
+        "--max-buffered-per-session-kib",
+        "1024",
+        "--max-buffered-per-user-mib",
+        "2",
+        "--outbound-send-buffer-kib",
+        "256",
+        "--stream-stall-timeout",
+        "3",
+        "--stats-interval",
+        "1",
+    ]);
+    let (target, peers) = never_reading_target();
+    let echo = spawn_target(TargetKind::Echo);
+    let first = server.client_config();
+    let mut second = server.client_config();
+    second.password = anytls::proto::auth::PasswordHash::of("second-password");
+    let queued = run_local(async {
+        let (mut sessions, mut streams) = (Vec::new(), Vec::new());
+        for _ in 0..12 {
+            let session = anytls::client::ClientSession::connect(&first)
+                .await
+                .unwrap();
+            for _ in 0..2 {
+                let stream = Rc::new(
+                    session
+                        .open_stream(&anytls::proto::Address::Ip(target))
+                        .unwrap(),
+                );
+                assert_eq!(stream.established().await, Ok(()));
+                streams.push(stream);
+            }
+            sessions.push(session);
+        }
+        // Every stream is open before any pushes: a session past its own budget
+        // stops reading, SYNs included.
+        for stream in &streams {
+            let writer = stream.clone();
+            glommio::spawn_local(async move {
+                let _ = writer.write_all(&pattern(0, 1 << 20)).await;
+            })
+            .detach();
+        }
+        glommio::timer::sleep(Duration::from_millis(1500)).await;
+        let queued: usize = peers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| tcp_send_queue(*p))
+            .sum();
+        let other = anytls::client::ClientSession::connect(&second)
+            .await
+            .unwrap();
+        let stream = other
+            .open_stream(&anytls::proto::Address::Ip(echo))
+            .unwrap();
+        stream_echoes(&stream, b"another user uploads").await;
+        queued
+    });
+    eprintln!("the kernel queued {queued} bytes for the stalled targets of one user");
+    // 12 sessions could hold 12 MiB by their own budgets; the user may 2 MiB
+    // (ours and the kernel's together).
+    assert!(
+        queued <= 2 << 20,
+        "one user's sessions made the kernel hold {queued} bytes for targets (user budget 2 MiB)"
+    );
+    assert!(server.wait_for_log("buffered_per_user", Duration::from_secs(3)));
+    // Sessions whose client closed while they were paused still deliver what
+    // they hold until their targets stall for the stall timeout (each stream in
+    // turn), then close.
+    server.assert_fds_back_to_baseline_within(Duration::from_secs(20));
+}
+
+/// A session whose client reads nothing while 64 UDP associations receive
+/// bursts: the server stops taking the datagrams once its queue to the client
+/// is full, and what the kernel then keeps in the associations' receive buffers
+/// stays within the session's share, not 64 x 2 MiB.
+#[test]
+fn udp_receive_buffers_of_a_session_stay_within_its_share() {
+    use anytls::proto::uot::{encode_datagram, Request, UOT_V2_NAME};
+    let server = TestServer::start(&[
+        "--max-buffered-per-session-kib",
+        "1024",
+        "--max-uot-per-session",
+        "64",
+        "--write-timeout",
+        "60",
+    ]);
+    let (blaster, sources) = udp_blaster(300, 1400);
+    let config = server.client_config();
+    let queued = run_local(async {
+        let mut tls = connect_tls(&config).await.unwrap();
+        let mut wire = preamble(PASSWORD);
+        wire.extend_from_slice(&settings_frame(&default_md5()));
+        for i in 0..64u32 {
+            let mut first = Vec::new();
+            anytls::proto::Address::Domain(UOT_V2_NAME.into(), 0)
+                .encode(&mut first)
+                .unwrap();
+            Request {
+                is_connect: true,
+                destination: anytls::proto::Address::Ip(blaster),
+            }
+            .encode(&mut first)
+            .unwrap();
+            encode_datagram(None, b"go", &mut first).unwrap();
+            frame::encode(Command::Syn, 2 * i + 1, &[], &mut wire).unwrap();
+            frame::encode(Command::Push, 2 * i + 1, &first, &mut wire).unwrap();
+        }
+        tls.write_all(&wire).await.unwrap();
+        tls.flush().await.unwrap();
+        let asked = eventually(Duration::from_secs(3), || {
+            sources.lock().unwrap().len() == 64
+        })
+        .await;
+        assert!(asked, "every association sent its datagram");
+        glommio::timer::sleep(Duration::from_millis(1500)).await;
+        let queued: usize = sources
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|source| udp_receive_queue(*source))
+            .sum();
+        drop(tls);
+        queued
+    });
+    eprintln!("the associations' receive queues held {queued} bytes");
+    assert!(
+        queued <= 5 << 20,
+        "one session's UDP sockets held {queued} bytes in the kernel (share 1 MiB)"
+    );
+    server.assert_serves();
+    server.assert_fds_back_to_baseline();
+}

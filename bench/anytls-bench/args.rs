@@ -180,6 +180,10 @@ pub enum Command {
     /// if the descriptors do not return exactly to the baseline, or if RSS ends
     /// above the baseline plus --rss-tolerance-mib.
     Soak(crate::soak::SoakArgs),
+    /// What sessions over their upload budget cost a server: many sessions push
+    /// to targets that never read; the server's CPU and another session's
+    /// heartbeat time over the next 10 s.
+    StallCost(crate::stall_cost::StallCostArgs),
     /// The relay's own figures through an anytls-rs server in this process.
     ///
     /// The server on --server-cpu, the generator and its targets on --cpus. Four
@@ -214,7 +218,7 @@ pub struct CompareArgs {
     /// Server A's command line. {port} and {password} are filled in; words are
     /// split at whitespace (no shell quoting) [default: anytls-server next to
     /// this program, "-l 127.0.0.1:{port} -p {password} --cores 1
-    /// --max-sessions-per-ip 1000000 --max-sessions-per-user 1000000"].
+    /// --max-sessions-per-ip 1000000 --max-sessions-per-user 1000000 --max-pending-per-subnet 1000000"].
     #[arg(long, value_name = "CMD")]
     pub a_cmd: Option<String>,
 

@@ -29,6 +29,7 @@ mod relay;
 mod report;
 mod scenarios;
 mod soak;
+mod stall_cost;
 mod stats;
 mod targets;
 mod workers;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
     let outcome = match args.command.take() {
         Some(Command::Compare(compare)) => compare::run(compare),
         Some(Command::Soak(soak)) => soak::run(soak),
+        Some(Command::StallCost(stall)) => stall_cost::run(stall),
         Some(Command::Relay(relay)) => relay::run(relay),
         Some(Command::PoolE2e(pool)) => pool_e2e::run(pool),
         Some(Command::Serve(serve)) => inproc::serve(serve),

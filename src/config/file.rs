@@ -88,6 +88,8 @@ pub struct ConfigFile {
     pub max_dialing_per_session: Option<usize>,
     pub max_uot_per_session: Option<usize>,
     pub max_buffered_per_session_kib: Option<u64>,
+    pub max_buffered_per_user_mib: Option<u64>,
+    pub max_buffered_total_mib: Option<u64>,
     pub max_sessions_per_user: Option<usize>,
     pub max_sessions_per_ip: Option<usize>,
     pub max_pending: Option<usize>,

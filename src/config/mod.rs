@@ -56,6 +56,10 @@ pub struct Limits {
     /// Bytes one session may hold for its targets, over all its streams: in its
     /// upload buffers plus what the outbound sockets' kernel queues hold unacknowledged.
     pub buffered_per_session: usize,
+    /// Bytes all sessions of one user may hold for their targets, over all cores.
+    pub buffered_per_user: usize,
+    /// Bytes all sessions may hold for their targets, each core its share.
+    pub buffered_total: usize,
     /// Sessions one user may have open at once, over all cores.
     pub sessions_per_user: usize,
     /// Sessions one client address may have open at once, over all cores.
@@ -82,6 +86,8 @@ impl Default for Limits {
             dialing_per_session: 256,
             uot_per_session: 64,
             buffered_per_session: 8 << 20,
+            buffered_per_user: 64 << 20,
+            buffered_total: 1 << 30,
             sessions_per_user: 4096,
             sessions_per_address: 1024,
             pending: DEFAULT_MAX_PENDING,

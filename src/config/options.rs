@@ -233,6 +233,17 @@ pub struct ServerOptions {
     #[arg(long, value_name = "KIB", default_value_t = (Limits::default().buffered_per_session / 1024) as u64)]
     pub max_buffered_per_session_kib: u64,
 
+    /// MiB all sessions of one user may hold for their targets (all cores, ours
+    /// and the kernel's); past it the user's sessions stop reading, and streams
+    /// whose targets take nothing for --stream-stall-timeout are closed.
+    #[arg(long, value_name = "MIB", default_value_t = (Limits::default().buffered_per_user >> 20) as u64)]
+    pub max_buffered_per_user_mib: u64,
+
+    /// MiB all sessions may hold for their targets, each core its share; past
+    /// it a core's sessions stop reading the same way.
+    #[arg(long, value_name = "MIB", default_value_t = (Limits::default().buffered_total >> 20) as u64)]
+    pub max_buffered_total_mib: u64,
+
     /// Sessions one user may have open at once (all cores); past it a new
     /// connection is closed after authentication.
     #[arg(long, value_name = "N", default_value_t = Limits::default().sessions_per_user)]
@@ -533,6 +544,8 @@ impl ServerOptions {
             max_dialing_per_session,
             max_uot_per_session,
             max_buffered_per_session_kib,
+            max_buffered_per_user_mib,
+            max_buffered_total_mib,
             max_sessions_per_user,
             max_sessions_per_ip,
             max_pending_per_subnet,
@@ -640,6 +653,14 @@ impl ServerOptions {
                     "max-buffered-per-session-kib",
                     self.max_buffered_per_session_kib,
                 )?,
+            )?,
+            buffered_per_user: at_least_one(
+                "max-buffered-per-user-mib",
+                mebibytes("max-buffered-per-user-mib", self.max_buffered_per_user_mib)?,
+            )?,
+            buffered_total: at_least_one(
+                "max-buffered-total-mib",
+                mebibytes("max-buffered-total-mib", self.max_buffered_total_mib)?,
             )?,
             sessions_per_user: at_least_one("max-sessions-per-user", self.max_sessions_per_user)?,
             sessions_per_address: at_least_one("max-sessions-per-ip", self.max_sessions_per_ip)?,
@@ -896,6 +917,13 @@ fn kibibytes(flag: &'static str, kib: u64) -> Result<usize, ConfigError> {
         .ok()
         .and_then(|kib| kib.checked_mul(1024))
         .ok_or(ConfigError::TooLarge { flag, value: kib })
+}
+
+fn mebibytes(flag: &'static str, mib: u64) -> Result<usize, ConfigError> {
+    usize::try_from(mib)
+        .ok()
+        .and_then(|mib| mib.checked_mul(1 << 20))
+        .ok_or(ConfigError::TooLarge { flag, value: mib })
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ use glommio::net::TcpStream;
 
 use super::buffers::{give_frame_buffer, take_frame_buffer};
 
+/// `TCP_CLOSE` of the kernel's `tcp_states.h` (not in the libc crate).
+const TCP_CLOSE: u8 = 7;
 /// Reads asking for at least this much go straight to the socket.
 const DIRECT_READ: usize = 8 * 1024;
 
@@ -69,6 +71,12 @@ impl Transport {
         reset_on_close(&self.tcp)
     }
 
+    /// Whether the peer reset the connection (its state is CLOSE): nothing more
+    /// can come, whatever is left unread.
+    pub fn peer_reset(&self) -> bool {
+        tcp_state(&self.tcp) == Some(TCP_CLOSE)
+    }
+
     /// One non-blocking `sendmsg` of every slice.
     fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         with_socket(&self.tcp, |socket| {
@@ -88,6 +96,33 @@ fn with_socket<T>(tcp: &TcpStream, f: impl FnOnce(socket2::SockRef<'_>) -> T) ->
 /// Caps `tcp`'s kernel send buffer at `bytes` (which turns off its autotuning).
 pub fn set_send_buffer(tcp: &TcpStream, bytes: usize) -> io::Result<()> {
     with_socket(tcp, |socket| socket.set_send_buffer_size(bytes))
+}
+
+/// The kernel's TCP state of `tcp` (`TCP_INFO`'s `tcpi_state`: 1 ESTABLISHED,
+/// 7 CLOSE, 8 CLOSE_WAIT, ...).
+pub fn tcp_state(tcp: &TcpStream) -> Option<u8> {
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    #[allow(unsafe_code)]
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that
+    // large; the descriptor belongs to `tcp`, open for this call.
+    let status = unsafe {
+        libc::getsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if status < 0 {
+        return None;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: zeroed is a valid tcp_info (integers only), and the kernel wrote
+    // the rest.
+    let info = unsafe { info.assume_init() };
+    Some(info.tcpi_state)
 }
 
 /// Bytes written to `tcp` that its peer has not acknowledged yet (`SIOCOUTQ`).

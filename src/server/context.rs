@@ -2,7 +2,7 @@
 //! core-local state (resolver, outbound pool, counters, shutdown event). Built once
 //! per core by [`crate::server`] and handed to each session.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -32,6 +32,8 @@ pub(crate) struct CoreContext {
     pub sessions: Arc<SessionLimits>,
     /// Connections not yet authenticated (or handed to the fallback), over all cores.
     pub pending: Arc<PendingLimits>,
+    /// What this core's sessions hold for their targets (see `Session::upload_held`).
+    pub upload_held: Cell<usize>,
     /// When each limit was last logged (once per interval, not per connection).
     last_limit_log: [Throttle; Limit::ALL.len()],
     stats: Stats,
@@ -58,11 +60,17 @@ impl CoreContext {
             shutdown: Event::default(),
             sessions,
             pending,
+            upload_held: Cell::new(0),
             last_limit_log: Default::default(),
             stats,
             index,
             users: RefCell::default(),
         }
+    }
+
+    /// This core's share of `--max-buffered-total-mib`.
+    pub fn buffered_share(&self) -> usize {
+        self.config.limits.buffered_total / self.config.cpus.len().max(1)
     }
 
     /// This core's counters.

@@ -104,7 +104,12 @@ impl TestServer {
 
     /// Waits (at most 10 s) for the server's fd count to return to its start value.
     pub fn assert_fds_back_to_baseline(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.assert_fds_back_to_baseline_within(Duration::from_secs(10));
+    }
+
+    /// Waits (at most `limit`) for the server's fd count to return to its start value.
+    pub fn assert_fds_back_to_baseline_within(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
         let mut now = self.fd_count();
         while now != self.baseline_fds && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -681,6 +686,32 @@ pub fn silent_target() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
 /// IPv4 TCP socket bound to `local`, owned by a process or orphaned; `None` once
 /// the kernel holds no such socket.
 pub fn tcp_socket_state(local: SocketAddr) -> Option<u8> {
+    tcp_socket(local).map(|(state, _)| state)
+}
+
+/// Bytes the IPv4 TCP socket bound to `local` has sent or queued and its peer
+/// has not acknowledged (0 once there is no such socket).
+pub fn tcp_send_queue(local: SocketAddr) -> usize {
+    tcp_socket(local).map_or(0, |(_, queued)| queued)
+}
+
+/// State and send queue of the socket bound to `local`, from /proc/net/tcp.
+fn tcp_socket(local: SocketAddr) -> Option<(u8, usize)> {
+    proc_net_socket("/proc/net/tcp", local).map(|(state, tx, _)| (state, tx))
+}
+
+/// Bytes waiting in the receive queue of the IPv4 UDP socket on `local`'s port,
+/// bound to `local`'s address or to the wildcard (0 once there is none).
+pub fn udp_receive_queue(local: SocketAddr) -> usize {
+    let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), local.port());
+    proc_net_socket("/proc/net/udp", local)
+        .or_else(|| proc_net_socket("/proc/net/udp", any))
+        .map_or(0, |(_, _, rx)| rx)
+}
+
+/// State, send queue and receive queue of the IPv4 socket bound to `local` in
+/// one of /proc/net's tables.
+fn proc_net_socket(table: &str, local: SocketAddr) -> Option<(u8, usize, usize)> {
     let SocketAddr::V4(v4) = local else {
         return None;
     };
@@ -689,13 +720,37 @@ pub fn tcp_socket_state(local: SocketAddr) -> Option<u8> {
         u32::from_le_bytes(v4.ip().octets()),
         v4.port()
     );
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let table = std::fs::read_to_string(table).unwrap_or_default();
     table.lines().skip(1).find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let local = fields.nth(1)?;
-        let state = fields.nth(1)?;
-        (local == wanted).then(|| u8::from_str_radix(state, 16).ok())?
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&wanted.as_str()) {
+            return None;
+        }
+        let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
+        let (tx, rx) = fields.get(4)?.split_once(':')?;
+        let queue = |hex| usize::from_str_radix(hex, 16).ok();
+        Some((state, queue(tx)?, queue(rx)?))
     })
+}
+
+/// A UDP target that answers every datagram with `replies` datagrams of `size`
+/// bytes, and records the address each came from.
+pub fn udp_blaster(replies: usize, size: usize) -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let sources = Arc::new(Mutex::new(Vec::new()));
+    let seen = sources.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let reply = vec![0x5au8; size];
+        while let Ok((_, from)) = socket.recv_from(&mut buf) {
+            seen.lock().unwrap().push(from);
+            for _ in 0..replies {
+                let _ = socket.send_to(&reply, from);
+            }
+        }
+    });
+    (addr, sources)
 }
 
 /// A target that accepts and never reads (its receive buffer a few KiB), so what

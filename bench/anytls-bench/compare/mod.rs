@@ -113,14 +113,17 @@ fn sides(args: &CompareArgs) -> Result<Vec<Side>, String> {
                 ));
             }
             // Every generated session comes from 127.0.0.1 with one password; the
-            // reference has no per-address or per-user cap, so ours are lifted for
-            // the idle-session runs (5,000 and 20,000 sessions).
+            // reference has no per-address, per-user or pending-per-subnet cap, so
+            // ours are lifted for the idle-session runs (5,000 and 20,000
+            // sessions, opened many at a time).
             let flags = [
                 "--cores",
                 "1",
                 "--max-sessions-per-ip",
                 "1000000",
                 "--max-sessions-per-user",
+                "1000000",
+                "--max-pending-per-subnet",
                 "1000000",
             ];
             default_argv(&server, &flags)

@@ -17,6 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -128,7 +129,7 @@ pub(crate) async fn serve_connection(
     counters.sessions_open.add(1);
     counters.sessions_total.add(1);
     debug!("{peer}: session opened for user {user}");
-    let session = Rc::new(Session::new(core.clone(), peer, user));
+    let session = Rc::new(Session::new(core.clone(), peer, user, slot.user_held()));
     // Split before the session's future is made, so the TLS connection lives in
     // its own allocation rather than inside the task.
     let (reader, writer) = mux::split(tls);
@@ -146,6 +147,8 @@ pub(crate) async fn serve_connection(
 enum SessionEnd {
     #[error("client closed the connection")]
     ClientClosed,
+    #[error("client reset the connection while its session was not reading")]
+    ClientReset,
     #[error("read failed: {0}")]
     ReadFailed(std::io::Error),
     #[error("write failed: {0}")]
@@ -216,15 +219,12 @@ impl StreamEntry {
         self.reset.set();
     }
 
-    /// Makes the coming close of the target connection an RST if the target has
-    /// not acknowledged every byte sent to it, so that no orphaned socket keeps
-    /// them in kernel memory after the stream's accounting is gone.
-    fn reset_target_if_undelivered(&self) {
-        self.with_target(|tcp| {
-            if !matches!(mux::unacknowledged(tcp), Ok(0)) {
-                mux::reset_on_close(tcp);
-            }
-        });
+    /// Makes the coming close of the target connection an RST: the session is
+    /// ending, and whatever the target has not acknowledged is dropped at once
+    /// instead of staying with an orphaned socket after the accounting is gone
+    /// (what it did acknowledge is not lost, and no TIME_WAIT socket stays).
+    fn reset_target_on_close(&self) {
+        self.with_target(mux::reset_on_close);
     }
 }
 
@@ -245,6 +245,15 @@ pub(crate) struct Session {
     upload_held: Cell<usize>,
     /// Kernel receive buffers reserved by this session's UDP associations.
     udp_buffers: Cell<usize>,
+    /// What all sessions of this user hold for their targets, over all cores
+    /// (each session adds its [`Session::upload_held`]).
+    user_held: Arc<AtomicUsize>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.set_upload_held(0);
+    }
 }
 
 impl Session {
@@ -275,7 +284,12 @@ impl Session {
             })
     }
 
-    fn new(core: Rc<CoreContext>, peer: SocketAddr, user: String) -> Session {
+    fn new(
+        core: Rc<CoreContext>,
+        peer: SocketAddr,
+        user: String,
+        user_held: Arc<AtomicUsize>,
+    ) -> Session {
         let limits = &core.config.limits;
         let rules = SessionRules {
             streams: limits.streams_per_session,
@@ -293,6 +307,7 @@ impl Session {
             closed: Event::default(),
             upload_held: Cell::new(0),
             udp_buffers: Cell::new(0),
+            user_held,
         }
     }
 
@@ -320,7 +335,7 @@ impl Session {
         let connection = reader.downgrade();
         let reading = async {
             let end = future::or(
-                future::or(self.read_loop(reader, leftover), self.watchdog()),
+                future::or(self.read_loop(reader, leftover), self.watchdog(&connection)),
                 async {
                     self.core.shutdown.wait().await;
                     SessionEnd::Shutdown
@@ -359,7 +374,7 @@ impl Session {
         self.queue.close();
         let streams = self.rules.borrow_mut().end_all();
         for stream in streams {
-            stream.reset_target_if_undelivered();
+            stream.reset_target_on_close();
             stream.upload.abort();
         }
     }
@@ -442,8 +457,8 @@ impl Session {
             return;
         };
         stream.held.set(stream.held.get() + data.len());
-        self.upload_held.set(self.upload_held.get() + data.len());
-        if self.upload_held.get() > self.core.config.limits.buffered_per_session {
+        self.set_upload_held(self.upload_held.get() + data.len());
+        if self.over_upload_budget().is_some() {
             self.wait_for_upload_budget().await;
         }
         if !over_limit {
@@ -479,32 +494,62 @@ impl Session {
             }
             total += held;
         }
-        self.upload_held.set(total);
+        self.set_upload_held(total);
     }
 
     /// Forgets what a stream that ended still counted.
     fn release_upload(&self, stream: &StreamEntry) {
         let held = stream.held.replace(0);
-        self.upload_held
-            .set(self.upload_held.get().saturating_sub(held));
+        self.set_upload_held(self.upload_held.get().saturating_sub(held));
     }
 
-    /// Called when the session holds more than its budget for its targets: stops
-    /// reading until the targets take enough. While no target takes a byte for
-    /// `stream_stall_timeout`, the streams holding most are closed until the
-    /// session is under its budget again, so the session can go on.
-    async fn wait_for_upload_budget(&self) {
-        let budget = self.core.config.limits.buffered_per_session;
-        self.recount_upload();
-        if self.upload_held.get() <= budget {
-            return;
+    /// Sets [`Session::upload_held`], and this session's part of its core's and
+    /// its user's totals with it.
+    fn set_upload_held(&self, held: usize) {
+        let before = self.upload_held.replace(held);
+        let totals = &self.core.upload_held;
+        totals.set((totals.get() + held).saturating_sub(before));
+        if held >= before {
+            self.user_held.fetch_add(held - before, Ordering::Relaxed);
+        } else {
+            self.user_held.fetch_sub(before - held, Ordering::Relaxed);
         }
-        self.core.counters().limit_hit(Limit::SessionBuffer);
-        debug!(
-            "{}: streams hold {} bytes for their targets (budget {budget}); reading paused",
-            self.peer,
-            self.upload_held.get()
-        );
+    }
+
+    /// Which budget for targets' bytes is passed now, if any: the session's, its
+    /// user's (all cores) or its core's share of the server's.
+    fn over_upload_budget(&self) -> Option<Limit> {
+        let limits = &self.core.config.limits;
+        if self.upload_held.get() > limits.buffered_per_session {
+            Some(Limit::SessionBuffer)
+        } else if self.user_held.load(Ordering::Relaxed) > limits.buffered_per_user {
+            Some(Limit::UserBuffer)
+        } else if self.core.upload_held.get() > self.core.buffered_share() {
+            Some(Limit::ServerBuffer)
+        } else {
+            None
+        }
+    }
+
+    /// Called when the session, its user or its core holds more than its budget
+    /// for targets: stops reading until the targets take enough. While no target
+    /// takes a byte for `stream_stall_timeout`, the streams holding bytes are
+    /// closed until every budget is met again, so the session can go on.
+    async fn wait_for_upload_budget(&self) {
+        self.recount_upload();
+        let Some(limit) = self.over_upload_budget() else {
+            return;
+        };
+        self.core.limit_reached(limit, || {
+            format!(
+                "{}: session of user {}: streams hold {} bytes for their targets (user {}, core {}); reading paused",
+                self.peer,
+                self.user,
+                self.upload_held.get(),
+                self.user_held.load(Ordering::Relaxed),
+                self.core.upload_held.get()
+            )
+        });
         let stall_limit = self.core.config.stream_stall_timeout;
         let mut round = Instant::now();
         let mut poll = UPLOAD_BUDGET_POLL;
@@ -513,7 +558,7 @@ impl Session {
             glommio::timer::sleep(poll.min(round_ends).max(UPLOAD_BUDGET_POLL)).await;
             let before = self.upload_held.get();
             self.recount_upload();
-            if self.upload_held.get() <= budget {
+            if self.over_upload_budget().is_none() {
                 return;
             }
             poll = if self.upload_held.get() < before {
@@ -535,7 +580,7 @@ impl Session {
         for (id, stream) in self.open_streams() {
             if stream.held.get() > 0 && stream.last_delivery.get() < since {
                 debug!(
-                    "{}: stream {id}: its target took no byte for {stalled_for:?} with the session over its budget; closing it",
+                    "{}: stream {id}: its target took no byte for {stalled_for:?} with a budget for targets passed; closing it",
                     self.peer
                 );
                 stream.reset();
@@ -543,9 +588,10 @@ impl Session {
         }
     }
 
-    /// Ends the session when it has been idle too long or its writer is stuck, and
-    /// resets streams that moved no byte for the stream idle timeout.
-    async fn watchdog(&self) -> SessionEnd {
+    /// Ends the session when it has been idle too long, its writer is stuck, or
+    /// its client reset the connection (seen even while reading is paused for a
+    /// budget), and resets streams that moved no byte for the stream idle timeout.
+    async fn watchdog(&self, client: &Weak<RefCell<TlsStream<Transport>>>) -> SessionEnd {
         let config = &self.core.config;
         let shortest = config
             .session_idle_timeout
@@ -563,6 +609,28 @@ impl Session {
                 .is_some_and(|since| since.elapsed() >= config.write_timeout)
             {
                 return SessionEnd::WriteStalled(config.write_timeout);
+            }
+            let reset = client.upgrade().and_then(|tls| {
+                tls.try_borrow()
+                    .ok()
+                    .map(|tls| tls.get_ref().0.peer_reset())
+            });
+            if reset == Some(true) {
+                return SessionEnd::ClientReset;
+            }
+            if self.upload_held.get() > 0 {
+                // Keeps this session's part of its user's and its core's totals
+                // fresh, and frees what stalled targets hold while those are
+                // passed (this session may have stopped sending).
+                self.recount_upload();
+                let shared = matches!(
+                    self.over_upload_budget(),
+                    Some(Limit::UserBuffer | Limit::ServerBuffer)
+                );
+                let stall = config.stream_stall_timeout;
+                if let (true, Some(since)) = (shared, Instant::now().checked_sub(stall)) {
+                    self.reset_stalled_uploads(since, stall);
+                }
             }
             for (id, stream) in self.open_streams() {
                 if stream.last_activity.get().elapsed() >= config.stream_idle_timeout {
