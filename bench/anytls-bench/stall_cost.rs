@@ -38,6 +38,17 @@ pub struct StallCostArgs {
     /// Streams per session, each pushing 64 KiB to a target that never reads.
     #[arg(long, default_value_t = 256)]
     pub streams: usize,
+    /// CPU the server is pinned to (with taskset); pin this program elsewhere.
+    #[arg(long, value_name = "CPU")]
+    pub server_cpu: Option<usize>,
+    /// More flags for the server, split at whitespace.
+    #[arg(
+        long,
+        value_name = "FLAGS",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    pub server_flags: String,
 }
 
 /// A listener whose connections are accepted and never read.
@@ -65,18 +76,24 @@ pub fn run(args: StallCostArgs) -> Result<bool, String> {
         server_bin,
         sessions,
         streams,
+        server_cpu,
+        server_flags,
     } = args;
     let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_err(|e| format!("descriptor limit: {e}"))?;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).ok();
-    let mut child = Command::new(&server_bin)
+    let mut command = match server_cpu {
+        Some(cpu) => {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-c", &cpu.to_string(), &server_bin]);
+            taskset
+        }
+        None => Command::new(&server_bin),
+    };
+    let mut child = command
         .args(["-l", "127.0.0.1:0", "-p", PASSWORD, "--cores", "1"])
-        .args([
-            "--max-sessions-per-ip",
-            "100000",
-            "--max-pending-per-subnet",
-            "100000",
-        ])
+        .args(["--stats-interval", "5"])
+        .args(server_flags.split_whitespace())
         .env("RUST_LOG", "warn,anytls::server=info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -85,12 +102,23 @@ pub fn run(args: StallCostArgs) -> Result<bool, String> {
         .map_err(|e| format!("{server_bin}: {e}"))?;
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let server: SocketAddr = loop {
-        let line = lines.next().expect("a listening line").unwrap();
+        let Some(Ok(line)) = lines.next() else {
+            return Err(format!("{server_bin} exited before it listened"));
+        };
         if let Some((_, rest)) = line.split_once("listening on ") {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
-    std::thread::spawn(move || lines.for_each(drop));
+    // The server's last statistics line says which budgets its sessions reached.
+    let last_stats = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stats = last_stats.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("[Server Stats]") {
+                *stats.lock().expect("stats line") = line;
+            }
+        }
+    });
     let target = never_reading_target();
     let config = ClientConfig::new(
         server,
@@ -104,16 +132,18 @@ pub fn run(args: StallCostArgs) -> Result<bool, String> {
         .expect("executor")
         .run(async move {
             let payload = Rc::new(vec![0x42u8; PUSH]);
-            let mut held = Vec::new();
+            let (mut held, mut open) = (Vec::new(), Vec::new());
             for _ in 0..sessions {
                 let session = ClientSession::connect(&config).await.expect("session");
                 for _ in 0..streams {
+                    // Kept open to the end: a stream dropped would end with FIN.
                     let stream = Rc::new(session.open_stream(&Address::Ip(target)).unwrap());
-                    let (stream, payload) = (stream.clone(), payload.clone());
+                    let (writer, payload) = (stream.clone(), payload.clone());
                     glommio::spawn_local(async move {
-                        let _ = stream.write_all(&payload).await;
+                        let _ = writer.write_all(&payload).await;
                     })
                     .detach();
+                    open.push(stream);
                 }
                 held.push(session);
             }
@@ -132,6 +162,7 @@ pub fn run(args: StallCostArgs) -> Result<bool, String> {
             }
             let used = procfs::process_cpu(pid).unwrap_or_default() - cpu_before;
             let cpu = used.as_secs_f64() / started.elapsed().as_secs_f64();
+            drop(open);
             drop(held);
             (cpu, beats)
         });
@@ -148,5 +179,6 @@ pub fn run(args: StallCostArgs) -> Result<bool, String> {
         max.as_secs_f64() * 1e3,
         beats.len()
     );
+    println!("  {}", last_stats.lock().expect("stats line"));
     Ok(true)
 }
