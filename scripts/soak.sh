@@ -10,8 +10,11 @@
 # well-behaved clients (goal 0), streams served, hostile actions, the server's
 # baseline/peak/final RSS and fds. Loopback only; stops by itself.
 # Exits non-zero if a well-behaved client saw an error, if the server's fds do
-# not come back exactly to the baseline, or if its RSS ends more than
-# SOAK_RSS_TOLERANCE_MIB (default 16) above the baseline.
+# not come back exactly to the baseline, if its RSS ends more than
+# SOAK_RSS_TOLERANCE_MIB (default 16) above the baseline or peaks more than 256
+# MiB above it, if the host's kernel TCP memory peaks 512 MiB above its baseline
+# or an orphaned socket remains, or if the well-behaved short requests' p99
+# passes 1 s.
 # Usage: scripts/soak.sh [SECONDS]   (default 600; 20 is a quick check)
 set -euo pipefail
 cd "$(dirname "$0")/.."

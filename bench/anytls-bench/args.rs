@@ -175,10 +175,14 @@ pub enum Command {
     /// every byte; abrupt disconnects and hostile authenticated clients (SYN
     /// floods, many UDP associations, refused and never-reading targets, many
     /// sessions, bad first PSH, rule-breaking frames, 1-byte TLS records, wrong
-    /// passwords) run beside them. The server's RSS and open descriptors are read
-    /// from /proc/PID every second. Exits 1 if a well-behaved client saw an error,
-    /// if the descriptors do not return exactly to the baseline, or if RSS ends
-    /// above the baseline plus --rss-tolerance-mib.
+    /// passwords, answers never read, unauthenticated floods, empty-datagram
+    /// floods, streams ended with bytes undelivered) run beside them. The
+    /// server's RSS and open descriptors and the host's TCP memory are read from
+    /// /proc every second. Exits 1 if a well-behaved client saw an error, if the
+    /// descriptors do not return exactly to the baseline, if RSS ends above the
+    /// baseline plus --rss-tolerance-mib or peaks above --peak-rss-tolerance-mib,
+    /// if TCP memory peaks above --tcp-mem-tolerance-mib or an orphaned socket
+    /// remains, or if the short requests' p99 passes --short-p99-limit-ms.
     Soak(crate::soak::SoakArgs),
     /// What sessions over their upload budget cost a server: many sessions push
     /// to targets that never read; the server's CPU and another session's

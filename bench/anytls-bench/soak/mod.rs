@@ -88,6 +88,12 @@ pub struct SoakArgs {
     #[arg(long, value_name = "MIB", default_value_t = 256.0)]
     pub peak_rss_tolerance_mib: f64,
 
+    /// Milliseconds the well-behaved short requests' 99th percentile may take
+    /// (dial or session reuse, request, whole response), hostile clients and
+    /// all.
+    #[arg(long, value_name = "MS", default_value_t = 1000.0)]
+    pub short_p99_limit_ms: f64,
+
     /// MiB the host's kernel TCP memory (/proc/net/sockstat, both ends of every
     /// loopback connection) may exceed the baseline by at its peak; at the end it
     /// must be back within a tenth of it, and no orphaned socket may remain.
@@ -484,6 +490,15 @@ pub fn run(args: SoakArgs) -> Result<bool, String> {
             "{} errors seen by well-behaved clients (goal 0)",
             tally.errors
         ));
+    }
+    if let Some(p99) = tally.short_quantile(0.99) {
+        if p99.as_secs_f64() * 1e3 > args.short_p99_limit_ms {
+            failures.push(format!(
+                "well-behaved short requests: p99 {:.1} ms, above {} ms",
+                p99.as_secs_f64() * 1e3,
+                args.short_p99_limit_ms
+            ));
+        }
     }
     for kind in well::KINDS {
         if tally.served.get(kind).is_none_or(|s| s.streams == 0) {

@@ -41,6 +41,8 @@ pub struct Tally {
     pub sessions_dialed: u64,
     /// Per action (abrupt disconnects and hostile), named counters.
     pub actions: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    /// How long each well-behaved short request/response took, in microseconds.
+    pub short_us: Vec<u32>,
 }
 
 impl Tally {
@@ -58,6 +60,7 @@ impl Tally {
         }
         self.messages_dropped += other.messages_dropped;
         self.sessions_dialed += other.sessions_dialed;
+        self.short_us.extend(other.short_us);
         for (action, counters) in other.actions {
             let mine = self.actions.entry(action).or_default();
             for (name, n) in counters {
@@ -77,6 +80,16 @@ impl Tally {
     }
 
     /// The clients' part of the summary.
+    /// The `q` quantile (0..=1) of the short requests' times, if any ran.
+    pub fn short_quantile(&self, q: f64) -> Option<std::time::Duration> {
+        let mut sorted = self.short_us.clone();
+        sorted.sort_unstable();
+        let at = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+        sorted
+            .get(at)
+            .map(|&us| std::time::Duration::from_micros(u64::from(us)))
+    }
+
     pub fn report(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "well-behaved clients (warm-up included):");
@@ -90,6 +103,19 @@ impl Tally {
                 out,
                 "    ... {more} more distinct messages, {} errors not itemised",
                 self.messages_dropped
+            );
+        }
+        if let (Some(p50), Some(p99), Some(max)) = (
+            self.short_quantile(0.5),
+            self.short_quantile(0.99),
+            self.short_quantile(1.0),
+        ) {
+            let _ = writeln!(
+                out,
+                "  short request/response (dial or reuse, request, whole response): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3,
+                max.as_secs_f64() * 1e3
             );
         }
         let total: u64 = self.served.values().map(|s| s.streams).sum();
@@ -147,6 +173,12 @@ impl Rec {
     }
 
     /// A well-behaved stream of `kind` served.
+    /// A short request/response took `took`.
+    pub fn short_took(&self, took: std::time::Duration) {
+        let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+        self.tally.borrow_mut().short_us.push(us);
+    }
+
     pub fn served(&self, kind: &'static str, bytes: u64, datagrams: u64) {
         let mut tally = self.tally.borrow_mut();
         let s = tally.served.entry(kind).or_default();

@@ -104,12 +104,18 @@ impl Clients {
         glommio::timer::sleep(Duration::from_millis(lane as u64 * 37 % 500)).await;
         while !stop.is_set() {
             let limit = self.plan.op_timeout;
+            let started = Instant::now();
             let outcome = match timeout(limit, self.op(kind, &mut rng)).await {
                 Some(outcome) => outcome,
                 None => Err(format!("timeout: no completion within {limit:?}")),
             };
             match outcome {
-                Ok((bytes, datagrams)) => self.rec.served(kind, bytes, datagrams),
+                Ok((bytes, datagrams)) => {
+                    if kind == "short" {
+                        self.rec.short_took(started.elapsed());
+                    }
+                    self.rec.served(kind, bytes, datagrams)
+                }
                 Err(message) => self.rec.error(kind, &message),
             }
             let _ = unless(stop, glommio::timer::sleep(pause_of(kind))).await;
