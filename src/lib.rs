@@ -21,7 +21,14 @@
 //!   targets: off-executor name resolution with a per-core cache, the policy of
 //!   which targets are allowed, and the `Dial` seam the pool opens connections
 //!   through.
-//! - [`limits`]: sessions per user and per client address, over all cores.
+//! - [`accounts`]: the users a server accepts, each user's account (speed and
+//!   device limits, revocation) shared by its sessions on every core.
+//! - [`speed_limit`]: a user's speed limit over all cores: per-core credit, one
+//!   lock-free shared tier.
+//! - [`limits`]: sessions per user and per client address, and each user's
+//!   devices, over all cores.
+//! - [`node`]: node mode: the panel's users, settings and routes in, traffic,
+//!   online addresses and load out, on a control thread off the data path.
 //! - [`runtime`]: one pinned glommio executor per core with its `SO_REUSEPORT`
 //!   listener, the accept loop, start-up checks and errors.
 //! - [`config`]: the server's options (flags) and the checked configuration they
@@ -37,6 +44,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod accounts;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -44,10 +52,12 @@ pub mod fuzz;
 pub mod limits;
 pub mod metrics;
 pub mod mux;
+pub mod node;
 pub mod pool;
 pub mod proto;
 pub mod runtime;
 pub mod server;
+pub mod speed_limit;
 pub mod stats;
 pub mod tls;
 

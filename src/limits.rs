@@ -4,6 +4,7 @@
 //! handed to the fallback) per client subnet and in total. Taken once per
 //! connection, not on the data path.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +24,20 @@ pub struct SessionLimits {
     outbound_by_user: DashMap<String, usize>,
     /// Bytes each user's sessions hold for their targets, over all cores.
     held_by_user: DashMap<String, Arc<AtomicUsize>>,
+    /// The client addresses each user is online from here, with sessions per address.
+    devices: DashMap<String, HashMap<IpAddr, usize>>,
+    /// What the panel says of each device-limited user over the fleet.
+    fleet: DashMap<String, FleetDevices>,
+}
+
+/// A user's devices over the fleet, as the panel last said (node mode).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetDevices {
+    /// Distinct addresses online over every node (the panel's `alivelist`),
+    /// this node's reported ones included.
+    pub online: usize,
+    /// This node's addresses the panel was told of before that count.
+    pub reported: HashSet<IpAddr>,
 }
 
 /// One outbound connection counted against its user's share until dropped.
@@ -49,6 +64,8 @@ impl SessionLimits {
             by_address: DashMap::new(),
             outbound_by_user: DashMap::new(),
             held_by_user: DashMap::new(),
+            devices: DashMap::new(),
+            fleet: DashMap::new(),
         })
     }
 
@@ -85,14 +102,28 @@ impl SessionLimits {
         self.outbound_by_user.get(user).map_or(0, |n| *n)
     }
 
-    /// Counts a new session of `user` from `address`, or says which cap it would pass.
-    pub fn admit(self: &Arc<Self>, user: &str, address: IpAddr) -> Result<SessionSlot, Limit> {
+    /// Counts a new session of `user` from `address`, or says which cap it would
+    /// pass. With a `device_limit`, a session from an address the user is not
+    /// online from here is refused once the user's devices (the fleet's, and
+    /// this node's not yet reported) reach it; one from an address already online
+    /// never is.
+    pub fn admit(
+        self: &Arc<Self>,
+        user: &str,
+        address: IpAddr,
+        device_limit: Option<u32>,
+    ) -> Result<SessionSlot, Limit> {
         if !take(&self.by_address, address, self.per_address) {
             return Err(Limit::SessionsPerAddress);
         }
         if !take(&self.by_user, user.to_owned(), self.per_user) {
             give(&self.by_address, &address);
             return Err(Limit::SessionsPerUser);
+        }
+        if !self.take_device(user, address, device_limit) {
+            give(&self.by_user, &user.to_owned());
+            give(&self.by_address, &address);
+            return Err(Limit::Devices);
         }
         let held = self
             .held_by_user
@@ -110,6 +141,61 @@ impl SessionLimits {
     /// Sessions `user` has open now.
     pub fn sessions_of(&self, user: &str) -> usize {
         self.by_user.get(user).map_or(0, |n| *n)
+    }
+
+    fn take_device(&self, user: &str, address: IpAddr, limit: Option<u32>) -> bool {
+        let mut devices = self.devices.entry(user.to_owned()).or_default();
+        if let Some(sessions) = devices.get_mut(&address) {
+            *sessions += 1;
+            return true;
+        }
+        if let Some(limit) = limit {
+            let fleet = self.fleet.get(user).map(|f| f.clone()).unwrap_or_default();
+            let unreported = devices
+                .keys()
+                .filter(|ip| !fleet.reported.contains(ip))
+                .count();
+            let new = usize::from(!fleet.reported.contains(&address));
+            if fleet.online + unreported + new > limit as usize {
+                drop(devices);
+                self.devices.remove_if(user, |_, d| d.is_empty());
+                return false;
+            }
+        }
+        devices.insert(address, 1);
+        true
+    }
+
+    fn give_device(&self, user: &str, address: &IpAddr) {
+        if let Some(mut devices) = self.devices.get_mut(user) {
+            if let Some(sessions) = devices.get_mut(address) {
+                *sessions -= 1;
+                if *sessions == 0 {
+                    devices.remove(address);
+                }
+            }
+        }
+        self.devices.remove_if(user, |_, d| d.is_empty());
+    }
+
+    /// The client addresses each user is online from here now, sorted.
+    pub fn online_addresses(&self) -> BTreeMap<String, Vec<IpAddr>> {
+        self.devices
+            .iter()
+            .map(|entry| {
+                let mut ips: Vec<IpAddr> = entry.value().keys().copied().collect();
+                ips.sort_unstable();
+                (entry.key().clone(), ips)
+            })
+            .collect()
+    }
+
+    /// Replaces what the panel says of the users' devices over the fleet.
+    pub fn set_fleet(&self, fleet: HashMap<String, FleetDevices>) {
+        self.fleet.retain(|user, _| fleet.contains_key(user));
+        for (user, devices) in fleet {
+            self.fleet.insert(user, devices);
+        }
     }
 }
 
@@ -218,6 +304,7 @@ impl Drop for SessionSlot {
     fn drop(&mut self) {
         give(&self.limits.by_user, &self.user);
         give(&self.limits.by_address, &self.address);
+        self.limits.give_device(&self.user, &self.address);
         // The map's and this slot's: no other session of the user holds it.
         self.limits
             .held_by_user
@@ -233,7 +320,7 @@ mod tests {
     fn one_user_holds_at_most_its_share_of_outbound_connections() {
         let limits = SessionLimits::new(10, 10);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let _alice = limits.admit("alice", a).unwrap();
+        let _alice = limits.admit("alice", a, None).unwrap();
         let held: Vec<_> = (0..7)
             .map(|_| limits.take_outbound("alice", 8).unwrap())
             .collect();
@@ -242,7 +329,7 @@ mod tests {
             Some(Limit::OutboundShare),
             "alone, a user leaves an eighth"
         );
-        let _bob = limits.admit("bob", a).unwrap();
+        let _bob = limits.admit("bob", a, None).unwrap();
         let bobs: Vec<_> = (0..4)
             .map(|_| limits.take_outbound("bob", 8).unwrap())
             .collect();
@@ -261,6 +348,42 @@ mod tests {
             "with two users, half each"
         );
         assert_eq!((again.len(), bobs.len()), (4, 4));
+    }
+
+    #[test]
+    fn devices_are_counted_over_the_fleet_and_known_addresses_always_pass() {
+        let limits = SessionLimits::new(100, 100);
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        let first = limits.admit("u", ip(1), Some(2)).unwrap();
+        let again = limits.admit("u", ip(1), Some(2)).unwrap();
+        let _second = limits.admit("u", ip(2), Some(2)).unwrap();
+        assert_eq!(
+            limits.admit("u", ip(3), Some(2)).err(),
+            Some(Limit::Devices)
+        );
+        assert!(
+            limits.admit("u", ip(2), Some(2)).is_ok(),
+            "an address already online is never refused"
+        );
+        assert!(limits.admit("other", ip(3), Some(2)).is_ok());
+        drop((first, again));
+        let third = limits.admit("u", ip(3), Some(2));
+        assert!(third.is_ok(), "a device left");
+        assert_eq!(limits.online_addresses()["u"], vec![ip(2), ip(3)]);
+        // The panel counts 2 devices of "v" elsewhere: none more fits a limit of 2,
+        // but an address it was told of (counted in those 2) comes back.
+        let fleet = FleetDevices {
+            online: 2,
+            reported: HashSet::from([ip(9)]),
+        };
+        limits.set_fleet(HashMap::from([("v".to_owned(), fleet)]));
+        assert_eq!(
+            limits.admit("v", ip(8), Some(2)).err(),
+            Some(Limit::Devices)
+        );
+        assert!(limits.admit("v", ip(9), Some(2)).is_ok());
+        assert!(limits.admit("v", ip(8), None).is_ok(), "no limit, no count");
+        assert!(limits.by_user.get("w").is_none());
     }
 
     #[test]
@@ -295,19 +418,19 @@ mod tests {
         let limits = SessionLimits::new(3, 2);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let first = limits.admit("alice", a).unwrap();
-        let _second = limits.admit("alice", a).unwrap();
+        let first = limits.admit("alice", a, None).unwrap();
+        let _second = limits.admit("alice", a, None).unwrap();
         assert_eq!(
-            limits.admit("bob", a).err(),
+            limits.admit("bob", a, None).err(),
             Some(Limit::SessionsPerAddress)
         );
-        let _third = limits.admit("alice", b).unwrap();
-        assert_eq!(limits.admit("alice", b).err(), Some(Limit::SessionsPerUser));
+        let _third = limits.admit("alice", b, None).unwrap();
+        assert_eq!(limits.admit("alice", b, None).err(), Some(Limit::SessionsPerUser));
         assert_eq!(limits.sessions_of("alice"), 3);
         drop(first);
         assert_eq!(limits.sessions_of("alice"), 2);
         assert!(
-            limits.admit("bob", a).is_ok(),
+            limits.admit("bob", a, None).is_ok(),
             "a freed slot is usable again"
         );
         assert!(

@@ -78,11 +78,16 @@ pub enum Limit {
     /// A session stopped reading: its core's sessions held their share of
     /// `--max-buffered-total-mib` for their targets.
     ServerBuffer,
+    /// A connection closed after authentication: its user was online from its
+    /// device limit of other addresses (over the fleet, in node mode).
+    Devices,
+    /// A stream or datagram refused: the panel's routes block its target.
+    Route,
 }
 
 impl Limit {
     /// Every limit, in counter order.
-    pub const ALL: [Limit; 17] = [
+    pub const ALL: [Limit; 19] = [
         Limit::StreamsPerSession,
         Limit::DialingPerSession,
         Limit::UotPerSession,
@@ -100,6 +105,8 @@ impl Limit {
         Limit::DatagramRate,
         Limit::UserBuffer,
         Limit::ServerBuffer,
+        Limit::Devices,
+        Limit::Route,
     ];
 
     /// Its name in the stats line and in metrics labels.
@@ -122,6 +129,8 @@ impl Limit {
             Limit::DatagramRate => "datagram_rate",
             Limit::UserBuffer => "buffered_per_user",
             Limit::ServerBuffer => "buffered_total",
+            Limit::Devices => "device_limit",
+            Limit::Route => "route_blocked",
         }
     }
 }

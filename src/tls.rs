@@ -136,7 +136,12 @@ impl LoadedPair {
 
     /// A self-signed certificate for `localhost`, made in memory.
     pub fn self_signed() -> Result<LoadedPair, TlsError> {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        Self::self_signed_for("localhost")
+    }
+
+    /// A self-signed certificate for `name`, made in memory.
+    pub fn self_signed_for(name: &str) -> Result<LoadedPair, TlsError> {
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()])?;
         let key = PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
         Self::from_der(vec![certified.cert.der().clone()], key)
     }

@@ -46,13 +46,40 @@ pub enum FileError {
 }
 
 /// One user: the name shows in logs and stats, the password authenticates.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Shown in logs and `[User Stats]`.
     pub name: String,
     /// What the client hashes.
     pub password: String,
+    /// Megabits per second each way over all the user's sessions (absent or 0: none).
+    #[serde(default)]
+    pub speed_limit_mbps: Option<u64>,
+    /// Distinct client addresses the user may be online from (absent or 0: any).
+    #[serde(default)]
+    pub device_limit: Option<u32>,
+}
+
+impl User {
+    /// A user with no limits.
+    pub fn new(name: &str, password: &str) -> User {
+        User {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            ..User::default()
+        }
+    }
+
+    /// The account this user becomes.
+    pub fn spec(&self) -> crate::accounts::AccountSpec {
+        crate::accounts::AccountSpec {
+            name: self.name.clone(),
+            password: self.password.clone(),
+            speed_limit: crate::speed_limit::mbps_to_bytes(self.speed_limit_mbps.unwrap_or(0)),
+            device_limit: self.device_limit.unwrap_or(0),
+        }
+    }
 }
 
 /// What a config file may say. Every field is optional; a field left out keeps
@@ -75,6 +102,11 @@ pub struct ConfigFile {
     pub metrics_token_file: Option<PathBuf>,
     pub metrics_allow: Option<Vec<String>>,
     pub public_host: Option<String>,
+    pub panel_url: Option<String>,
+    pub panel_token: Option<String>,
+    pub panel_token_file: Option<PathBuf>,
+    pub node_id: Option<u64>,
+    pub panel_state_file: Option<PathBuf>,
     pub cores: Option<usize>,
     pub stats_interval: Option<u64>,
     pub handshake_timeout: Option<u64>,

@@ -9,10 +9,11 @@ mod file;
 mod options;
 
 pub use file::{ConfigFile, FileError, User};
-pub use options::{ConfigError, Invocation, Reloader, ServerOptions, Settled};
+pub use options::{ConfigError, Invocation, NodeSettings, Reloader, ServerOptions, Settled};
 
+use crate::accounts::{AccountSpec, Accounts};
+use crate::node::routes::RouteRules;
 use crate::pool::PoolConfig;
-use crate::proto::auth::Users;
 use crate::proto::proxy_protocol;
 use crate::proto::PaddingScheme;
 
@@ -104,8 +105,10 @@ impl Default for Limits {
 pub struct ServerConfig {
     /// Address every core's listener binds (port 0 picks one port for all).
     pub listen: SocketAddr,
-    /// Accepted credentials (replaced on SIGHUP).
-    pub users: Reloadable<Users>,
+    /// Accepted users (replaced on SIGHUP, or by the panel).
+    pub users: Reloadable<Accounts>,
+    /// Targets the panel's routes block (node mode; none otherwise).
+    pub routes: Reloadable<RouteRules>,
     /// The padding scheme clients are told to use (replaced on SIGHUP).
     pub padding: Reloadable<PaddingScheme>,
     /// Where connections that fail authentication are handed (probe resistance).
@@ -169,11 +172,12 @@ impl ServerConfig {
     /// A configuration with the defaults, one user and the given TLS config,
     /// listening on `listen` with one executor on the first allowed CPU.
     pub fn new(listen: SocketAddr, password: &str, tls: Arc<rustls::ServerConfig>) -> Self {
-        let mut users = Users::default();
-        users.add("default", password);
+        let users = Accounts::new(&[AccountSpec::new("default", password)])
+            .expect("one user with a password");
         ServerConfig {
             listen,
             users: Reloadable::new(users),
+            routes: Reloadable::new(RouteRules::default()),
             padding: Reloadable::new(PaddingScheme::default()),
             fallback: None,
             fallback_proxy_protocol: None,
@@ -272,10 +276,7 @@ pub fn parse_users(text: &str) -> Result<Vec<User>, UsersFileError> {
         if !names.insert(name.to_owned()) {
             return Err(UsersFileError::Duplicate(index + 1, name.to_owned()));
         }
-        users.push(User {
-            name: name.to_owned(),
-            password: password.to_owned(),
-        });
+        users.push(User::new(name, password));
     }
     if users.is_empty() {
         return Err(UsersFileError::Empty);

@@ -21,7 +21,7 @@ use super::{
     allowed_cpus, parse_users, Limits, MetricsConfig, Reloadable, ServerConfig, UsersFileError,
 };
 use crate::pool::{self, PoolConfig, PoolKind};
-use crate::proto::auth::Users;
+use crate::accounts::{Accounts, Changes};
 use crate::proto::error::PaddingError;
 use crate::proto::proxy_protocol;
 use crate::proto::PaddingScheme;
@@ -68,6 +68,12 @@ pub enum ConfigError {
     /// An empty `--password`.
     #[error("--password must not be empty")]
     EmptyPassword,
+    /// The users cannot be told apart (two share a name or a password).
+    #[error("{0}")]
+    Accounts(#[from] crate::accounts::AccountsError),
+    /// Node mode lacks one of the panel's settings.
+    #[error("node mode (--panel-url) needs --{0}")]
+    NodeNeeds(&'static str),
     /// A value that must not be empty was (the flag is named).
     #[error("--{0} must not be empty")]
     Empty(&'static str),
@@ -139,7 +145,7 @@ pub struct ServerOptions {
 
     /// Password clients authenticate with; repeat for several users
     /// (named password-1, password-2, ...).
-    #[arg(short = 'p', long = "password", required_unless_present_any = ["users", "config"])]
+    #[arg(short = 'p', long = "password", required_unless_present_any = ["users", "config", "panel_url"])]
     pub password: Vec<String>,
 
     /// Users from the config file's `users = [{ name, password }]`.
@@ -351,6 +357,32 @@ pub struct ServerOptions {
     /// Also print the share links as QR codes (on standard output).
     #[arg(long)]
     pub qr: bool,
+
+    /// Node mode: the panel's base URL (Xboard, V2board: what V2bX calls
+    /// ApiHost); the node calls URL/api/v1/server/UniProxy/... for its port,
+    /// SNI, padding scheme, routes and users, and reports traffic, online
+    /// addresses and load there. Flags and the config file give the rest.
+    #[arg(long, value_name = "URL", requires = "node_id")]
+    pub panel_url: Option<String>,
+
+    /// The panel's server token (Xboard: server_token). Visible in `ps`: prefer
+    /// --panel-token-file or the environment.
+    #[arg(long, value_name = "TOKEN", env = "ANYTLS_PANEL_TOKEN", hide_env_values = true, conflicts_with = "panel_token_file")]
+    pub panel_token: Option<String>,
+
+    /// File holding the --panel-token (surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE")]
+    pub panel_token_file: Option<PathBuf>,
+
+    /// This node's id in the panel.
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<u64>,
+
+    /// Where node mode keeps the traffic not yet pushed, so a restart loses
+    /// nothing [default: anytls-node-ID.json in $STATE_DIRECTORY, or else in
+    /// the working directory].
+    #[arg(long, value_name = "FILE")]
+    pub panel_state_file: Option<PathBuf>,
 }
 
 /// The options as the command line gave them, and which flags it gave, so that
@@ -425,6 +457,32 @@ pub struct Settled {
     pub print_links: bool,
     /// `--qr`: print QR codes of the links too.
     pub qr: bool,
+    /// Node mode: where the panel is and who this node is.
+    pub node: Option<NodeSettings>,
+}
+
+/// Node mode's settings (`--panel-url`, `--panel-token`, `--node-id`).
+#[derive(Clone)]
+pub struct NodeSettings {
+    /// The panel's base URL, without a trailing `/`.
+    pub panel_url: String,
+    /// The panel's server token.
+    pub token: String,
+    /// This node's id.
+    pub node_id: u64,
+    /// Where the traffic not yet pushed is kept.
+    pub state_file: PathBuf,
+}
+
+impl std::fmt::Debug for NodeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSettings")
+            .field("panel_url", &self.panel_url)
+            .field("token", &"<hidden>")
+            .field("node_id", &self.node_id)
+            .field("state_file", &self.state_file)
+            .finish()
+    }
 }
 
 impl ServerOptions {
@@ -445,7 +503,8 @@ impl ServerOptions {
             ),
         };
         let (certificate, fingerprint) = (tls.certificate.clone(), tls.fingerprint.clone());
-        let users = self.load_users()?;
+        let (users, _) = self.load_users(&Accounts::default())?;
+        let node = self.node()?;
         let fallback = self
             .fallback
             .as_deref()
@@ -456,6 +515,7 @@ impl ServerOptions {
         let config = ServerConfig {
             listen,
             users: users.clone(),
+            routes: Reloadable::new(crate::node::routes::RouteRules::default()),
             padding: padding.clone(),
             fallback,
             fallback_proxy_protocol: self.fallback_proxy_protocol,
@@ -496,6 +556,7 @@ impl ServerOptions {
             reloader,
             stats_interval: self.stats_interval,
             credentials: self.credentials()?,
+            node,
             public_host: self.public_host.clone(),
             self_signed: self.cert.is_none(),
             print_links: self.print_links,
@@ -568,6 +629,11 @@ impl ServerOptions {
             key <- key_path,
             padding_scheme <- padding_scheme_file,
             public_host <- public_host,
+            panel_url <- panel_url,
+            panel_token <- panel_token,
+            panel_token_file <- panel_token_file,
+            node_id <- node_id,
+            panel_state_file <- panel_state_file,
         );
         if !given("password") && !given("users") {
             merged.named_users = file.users.unwrap_or_default();
@@ -584,6 +650,10 @@ impl ServerOptions {
                     why: format!("{text}: {e}"),
                 })?);
             }
+        }
+        if given("panel_token") || given("panel_token_file") {
+            merged.panel_token = self.panel_token.clone();
+            merged.panel_token_file = self.panel_token_file.clone();
         }
         if given("metrics_token") || given("metrics_token_file") {
             // One token, from the command line: the file's other spelling is not
@@ -744,10 +814,7 @@ impl ServerOptions {
             } else {
                 format!("password-{}", index + 1)
             };
-            credentials.push(User {
-                name,
-                password: password.clone(),
-            });
+            credentials.push(User::new(&name, password));
         }
         credentials.extend(self.named_users.iter().cloned());
         if let Some(path) = &self.users {
@@ -765,19 +832,59 @@ impl ServerOptions {
         if credentials.iter().any(|user| user.password.is_empty()) {
             return Err(ConfigError::EmptyPassword);
         }
-        if credentials.is_empty() {
+        if credentials.is_empty() && self.panel_url.is_none() {
             return Err(ConfigError::NoUsers);
         }
         Ok(credentials)
     }
 
-    /// The users, as the server checks them (password hashes).
-    fn load_users(&self) -> Result<Users, ConfigError> {
-        let mut users = Users::default();
-        for user in self.credentials()? {
-            users.add(&user.name, &user.password);
+    /// The users as accounts succeeding `current` (see [`Accounts::succeeded_by`]).
+    fn load_users(&self, current: &Accounts) -> Result<(Accounts, Changes), ConfigError> {
+        let specs: Vec<_> = self.credentials()?.iter().map(User::spec).collect();
+        Ok(current.succeeded_by(&specs)?)
+    }
+
+    /// Node mode's settings, if `--panel-url` was given.
+    fn node(&self) -> Result<Option<NodeSettings>, ConfigError> {
+        let Some(url) = &self.panel_url else {
+            return Ok(None);
+        };
+        let node_id = self.node_id.ok_or(ConfigError::NodeNeeds("node-id"))?;
+        let token = match (&self.panel_token, &self.panel_token_file) {
+            (Some(token), _) => token.clone(),
+            (None, Some(path)) => String::from_utf8_lossy(&read("panel token file", path)?)
+                .trim()
+                .to_owned(),
+            (None, None) => return Err(ConfigError::NodeNeeds("panel-token or --panel-token-file")),
+        };
+        if token.is_empty() {
+            return Err(ConfigError::Empty("panel-token"));
         }
-        Ok(users)
+        let parsed = url::Url::parse(url).map_err(|e| ConfigError::FileValue {
+            key: "panel_url",
+            why: format!("{url}: {e}"),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ConfigError::FileValue {
+                key: "panel_url",
+                why: format!("{url}: not an http:// or https:// URL"),
+            });
+        }
+        let state_file = self.panel_state_file.clone().unwrap_or_else(|| {
+            let dir = std::env::var_os("STATE_DIRECTORY")
+                .map(|dirs| {
+                    let first = dirs.to_string_lossy().split(':').next().unwrap_or(".").to_owned();
+                    PathBuf::from(first)
+                })
+                .unwrap_or_else(|| PathBuf::from("."));
+            dir.join(format!("anytls-node-{node_id}.json"))
+        });
+        Ok(Some(NodeSettings {
+            panel_url: url.trim_end_matches('/').to_owned(),
+            token,
+            node_id,
+            state_file,
+        }))
     }
 
     /// The padding scheme from `--padding-scheme`, or the default.
@@ -807,7 +914,7 @@ impl ServerOptions {
 /// and the log says why; sessions already open go on.
 pub struct Reloader {
     invocation: Invocation,
-    users: Reloadable<Users>,
+    users: Reloadable<Accounts>,
     padding: Reloadable<PaddingScheme>,
     certificate: Arc<CertificateSlot>,
     /// The fingerprint of the certificate handshakes present now.
@@ -815,6 +922,19 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    /// Serves a new self-signed certificate for `name` (node mode: the panel's
+    /// server name); the line to log about it.
+    pub fn serve_self_signed_for(&self, name: &str) -> Result<String, ConfigError> {
+        let pair = LoadedPair::self_signed_for(name)?;
+        let note = format!(
+            "self-signed certificate for {name}, SHA-256 fingerprint {} (clients need insecure=1 or this pin)",
+            pair.fingerprint
+        );
+        *self.fingerprint.lock().expect("fingerprint poisoned") = pair.fingerprint.clone();
+        self.certificate.replace(pair);
+        Ok(note)
+    }
+
     /// Reloads; new sessions use what loaded.
     pub fn reload(&self) {
         let options = match self.invocation.resolve() {
@@ -824,14 +944,26 @@ impl Reloader {
                 return;
             }
         };
-        match options.load_users() {
-            Ok(loaded) => {
-                info!("SIGHUP: reloaded {} user(s)", loaded.len());
-                self.users.store(loaded);
+        if options.panel_url.is_some() {
+            // The panel owns the users and the padding scheme.
+            info!("SIGHUP: in node mode the users and the padding scheme come from the panel");
+        } else {
+            match options.load_users(&self.users.load()) {
+                Ok((loaded, changes)) => {
+                    info!(
+                        "SIGHUP: reloaded {} user(s): {} added, {} removed (their sessions are closed), {} with new limits",
+                        loaded.len(),
+                        changes.added,
+                        changes.removed,
+                        changes.limits_changed
+                    );
+                    self.users.store(loaded);
+                }
+                Err(why) => warn!("SIGHUP: keeping the current users: {why}"),
             }
-            Err(why) => warn!("SIGHUP: keeping the current users: {why}"),
         }
         match options.load_padding() {
+            _ if options.panel_url.is_some() => {}
             Ok(loaded) => {
                 if loaded.md5_hex() != self.padding.load().md5_hex() {
                     info!(

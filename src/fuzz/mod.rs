@@ -56,7 +56,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 
 use crate::proto::addr::Address;
-use crate::proto::auth::{self, PasswordHash, Users};
+use crate::accounts::{AccountSpec, Accounts};
+use crate::proto::auth::{self, PasswordHash};
 use crate::proto::error::{AddrError, PaddingError, UotError};
 use crate::proto::frame::{self, Command, HEADER_LEN, MAX_DATA_LEN};
 use crate::proto::padding::{self, PaddingScheme, Step};
@@ -72,7 +73,7 @@ pub enum Target {
     Address,
     /// [`Settings::decode`].
     Settings,
-    /// [`auth::decode_preamble`] and [`Users::authenticate`].
+    /// [`auth::decode_preamble`] and [`Accounts::authenticate`].
     Auth,
     /// [`uot::Request::decode`].
     UotRequest,
@@ -1464,13 +1465,14 @@ fn check_settings(input: &[u8], stats: &mut CaseStats) -> Result<String, String>
     Ok(format!("ok pairs={count} v={version}{cr}"))
 }
 
-fn users() -> &'static Users {
-    static USERS: OnceLock<Users> = OnceLock::new();
+fn users() -> &'static Accounts {
+    static USERS: OnceLock<Accounts> = OnceLock::new();
     USERS.get_or_init(|| {
-        let mut users = Users::default();
-        users.add("alice", "alice-pass");
-        users.add("bob", "bob-pass");
-        users
+        Accounts::new(&[
+            AccountSpec::new("alice", "alice-pass"),
+            AccountSpec::new("bob", "bob-pass"),
+        ])
+        .expect("two users")
     })
 }
 
@@ -1535,7 +1537,7 @@ fn check_auth(input: &[u8], rng: &mut SmallRng, stats: &mut CaseStats) -> Result
         auth::decode_preamble(&input[..preamble.len]) == Some(preamble),
         "extension: the preamble alone decodes differently"
     );
-    let user = users().authenticate(&preamble.hash);
+    let user = users().authenticate(&preamble.hash).map(|a| a.name());
     let expected = if preamble.hash == PasswordHash::of("alice-pass") {
         Some("alice")
     } else if preamble.hash == PasswordHash::of("bob-pass") {

@@ -1,5 +1,5 @@
 //! The authentication preamble: `sha256(password) | padding0 len u16 | padding0`
-//! (docs/protocol.md §2), and the constant-time check against the configured users.
+//! (docs/protocol.md §2), and the password hash with its constant-time equality.
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -11,9 +11,17 @@ pub const FIXED_LEN: usize = HASH_LEN + 2;
 /// The longest possible preamble.
 pub const MAX_PREAMBLE_LEN: usize = FIXED_LEN + u16::MAX as usize;
 
-/// `sha256(password)`, the credential a client presents.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// `sha256(password)`, the credential a client presents. Equality is
+/// constant-time, so comparing a presented hash says nothing about how much of
+/// it matched.
+#[derive(Clone, Copy, Eq, Hash)]
 pub struct PasswordHash(pub [u8; HASH_LEN]);
+
+impl PartialEq for PasswordHash {
+    fn eq(&self, other: &PasswordHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
 
 impl PasswordHash {
     /// Hashes a password.
@@ -39,7 +47,7 @@ pub struct Preamble {
 
 /// Decodes the preamble from the front of `input`; `None` means more bytes are needed.
 /// Any 34+ bytes form a structurally valid preamble: whether it authenticates is
-/// [`Users::authenticate`]'s question.
+/// [`crate::accounts::Accounts::authenticate`]'s question.
 pub fn decode_preamble(input: &[u8]) -> Option<Preamble> {
     let fixed = input.get(..FIXED_LEN)?;
     let padding_len = u16::from_be_bytes([fixed[HASH_LEN], fixed[HASH_LEN + 1]]) as usize;
@@ -59,42 +67,6 @@ pub fn encode_preamble(hash: &PasswordHash, padding_len: u16, out: &mut Vec<u8>)
     out.extend_from_slice(&hash.0);
     out.extend_from_slice(&padding_len.to_be_bytes());
     out.resize(out.len() + padding_len as usize, 0);
-}
-
-/// The users a server accepts: a name (for logs and stats) and a password hash each.
-#[derive(Clone, Debug, Default)]
-pub struct Users {
-    entries: Vec<(String, PasswordHash)>,
-}
-
-impl Users {
-    /// Adds a user.
-    pub fn add(&mut self, name: &str, password: &str) {
-        self.entries
-            .push((name.to_owned(), PasswordHash::of(password)));
-    }
-
-    /// Number of users.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether no user is configured.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The name of the user whose hash matches, comparing against every user in
-    /// constant time so the answer's timing does not depend on which (if any) matched.
-    pub fn authenticate(&self, presented: &PasswordHash) -> Option<&str> {
-        let mut found = None;
-        for (name, hash) in &self.entries {
-            if bool::from(hash.0.ct_eq(&presented.0)) {
-                found = Some(name.as_str());
-            }
-        }
-        found
-    }
 }
 
 #[cfg(test)]
@@ -138,23 +110,7 @@ mod tests {
     }
 
     #[test]
-    fn users_match_only_their_password() {
-        let mut users = Users::default();
-        users.add("alice", "a-pass");
-        users.add("bob", "b-pass");
-        assert_eq!(users.authenticate(&PasswordHash::of("b-pass")), Some("bob"));
-        assert_eq!(
-            users.authenticate(&PasswordHash::of("a-pass")),
-            Some("alice")
-        );
-        assert_eq!(users.authenticate(&PasswordHash::of("wrong")), None);
-        assert_eq!(Users::default().authenticate(&PasswordHash::of("")), None);
-    }
-
-    #[test]
     fn garbage_hash_fails_authentication() {
-        let mut users = Users::default();
-        users.add("u", "p");
         let garbage = [0xA5u8; FIXED_LEN];
         let preamble = decode_preamble(&garbage);
         // 0xA5A5 bytes of padding are announced, so this is still incomplete.
@@ -162,6 +118,6 @@ mod tests {
         let mut complete = garbage.to_vec();
         complete.resize(FIXED_LEN + 0xA5A5, 0);
         let preamble = decode_preamble(&complete).unwrap();
-        assert_eq!(users.authenticate(&preamble.hash), None);
+        assert_ne!(preamble.hash, PasswordHash::of("p"));
     }
 }

@@ -110,8 +110,9 @@ pub struct ServerSession<T> {
     streams: HashMap<u32, Stream<T>>,
     settings_received: bool,
     version: u32,
-    /// The md5 of the padding scheme last sent to the client.
-    padding_sent: Option<String>,
+    /// The md5 of the padding scheme the client is known to have: the one it
+    /// announced, or the last one sent to it.
+    padding_known: Option<String>,
     server_settings_sent: bool,
     /// The id of the stream refused last.
     last_refused: Option<u32>,
@@ -129,7 +130,7 @@ impl<T: Clone> ServerSession<T> {
             streams: HashMap::new(),
             settings_received: false,
             version: 0,
-            padding_sent: None,
+            padding_known: None,
             server_settings_sent: false,
             last_refused: None,
             dialing: 0,
@@ -219,12 +220,12 @@ impl<T: Clone> ServerSession<T> {
         let settings = Settings::decode(data).unwrap_or_default();
         self.settings_received = true;
         self.version = settings.version();
-        let stale = settings.get("padding-md5") != Some(padding_md5)
-            && self.padding_sent.as_deref() != Some(padding_md5);
-        let update = stale.then(|| {
-            self.padding_sent = Some(padding_md5.to_owned());
-            Action::Send(Command::UpdatePaddingScheme, 0, Payload::PaddingScheme)
-        });
+        let update = if settings.get("padding-md5") == Some(padding_md5) {
+            self.padding_known = Some(padding_md5.to_owned());
+            None
+        } else {
+            self.padding_changed(padding_md5)
+        };
         let announce =
             self.version >= 2 && !std::mem::replace(&mut self.server_settings_sent, true);
         let server_settings = announce.then_some(Action::Send(
@@ -233,6 +234,28 @@ impl<T: Clone> ServerSession<T> {
             Payload::ServerSettings,
         ));
         actions(update, server_settings)
+    }
+
+    /// The server's padding scheme is now the one of `padding_md5`: the update to
+    /// send the client, unless it has that scheme already (or has not said
+    /// which it has yet: its Settings will be answered).
+    pub fn on_padding_changed(&mut self, padding_md5: &str) -> Option<Action<'static, T>> {
+        if !self.settings_received || self.ended {
+            return None;
+        }
+        self.padding_changed(padding_md5)
+    }
+
+    fn padding_changed<'a>(&mut self, padding_md5: &str) -> Option<Action<'a, T>> {
+        if self.padding_known.as_deref() == Some(padding_md5) {
+            return None;
+        }
+        self.padding_known = Some(padding_md5.to_owned());
+        Some(Action::Send(
+            Command::UpdatePaddingScheme,
+            0,
+            Payload::PaddingScheme,
+        ))
     }
 
     fn on_syn<'a>(&mut self, id: u32, open: impl FnOnce(u32) -> T) -> Actions<'a, T> {
@@ -426,6 +449,35 @@ mod tests {
             "unreadable settings count as empty: no version (v1 rules), stale padding"
         );
         assert_eq!(garbage.version(), 0);
+    }
+
+    #[test]
+    fn a_new_scheme_goes_once_to_clients_that_lack_it() {
+        let mut before_settings = ServerSession::<u32>::new(rules(), Instant::now());
+        assert_eq!(
+            before_settings.on_padding_changed("new-md5"),
+            None,
+            "its Settings will be answered"
+        );
+        let mut session = ready(2);
+        assert_eq!(session.on_padding_changed(MD5), None, "it has this one");
+        assert_eq!(
+            session.on_padding_changed("new-md5"),
+            Some(Action::Send(
+                Command::UpdatePaddingScheme,
+                0,
+                Payload::PaddingScheme
+            ))
+        );
+        assert_eq!(session.on_padding_changed("new-md5"), None, "sent once");
+        let text = settings(2, "new-md5");
+        assert_eq!(
+            session
+                .on_frame(&frame(Command::Settings, 0, &text), "new-md5", |id| id)
+                .count(),
+            0,
+            "a client announcing it is not sent it again"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::limits::{PendingLimits, SessionLimits};
 use crate::mux::{Event, Throttle};
 use crate::pool::dial::Resolver;
 use crate::pool::CorePool;
+use crate::speed_limit::CoreCredit;
 use crate::stats::{CoreCounters, Limit, Stats, UserCounters};
 
 /// A limit reached is logged at most this often per core and kind.
@@ -38,7 +39,15 @@ pub(crate) struct CoreContext {
     last_limit_log: [Throttle; Limit::ALL.len()],
     stats: Stats,
     index: usize,
-    users: RefCell<HashMap<String, Arc<UserCounters>>>,
+    users: RefCell<HashMap<String, Rc<CoreUser>>>,
+}
+
+/// What one core keeps for one user, shared by the user's sessions on it.
+pub(crate) struct CoreUser {
+    /// The user's traffic on this core.
+    pub counters: Arc<UserCounters>,
+    /// This core's part of the user's speed limit not spent yet.
+    pub credit: CoreCredit,
 }
 
 impl CoreContext {
@@ -91,15 +100,16 @@ impl CoreContext {
         }
     }
 
-    /// This core's counters for `user`.
-    pub fn user_counters(&self, user: &str) -> Arc<UserCounters> {
-        if let Some(counters) = self.users.borrow().get(user) {
-            return counters.clone();
+    /// What this core keeps for `user`.
+    pub fn user(&self, user: &str) -> Rc<CoreUser> {
+        if let Some(kept) = self.users.borrow().get(user) {
+            return kept.clone();
         }
-        let counters = self.stats.register_user(user);
-        self.users
-            .borrow_mut()
-            .insert(user.to_owned(), counters.clone());
-        counters
+        let kept = Rc::new(CoreUser {
+            counters: self.stats.register_user(user),
+            credit: CoreCredit::default(),
+        });
+        self.users.borrow_mut().insert(user.to_owned(), kept.clone());
+        kept
     }
 }

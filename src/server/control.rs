@@ -13,6 +13,7 @@ use signal_hook::iterator::Signals;
 
 use super::links::{self, LinkSource};
 use super::Server;
+use crate::node::{Node, Served};
 use crate::cli::{return_free_memory, Fatal};
 use crate::config::{Invocation, Settled};
 use crate::runtime::preflight;
@@ -38,8 +39,8 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
         }
     };
     let Settled {
-        config,
-        certificate_note,
+        mut config,
+        mut certificate_note,
         reloader,
         stats_interval,
         credentials,
@@ -47,6 +48,7 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
         self_signed,
         print_links,
         qr,
+        node,
     } = invocation.settle(descriptor_limit)?;
     let links = LinkSource {
         credentials,
@@ -69,6 +71,41 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
     // Handlers are registered before any executor thread starts.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let signal_handle = signals.handle();
+    let (sender, received) = mpsc::channel();
+    let forwarder = std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if sender.send(signal).is_err() {
+                return;
+            }
+        }
+    });
+    let node = match node {
+        Some(settings) => {
+            let mut node = Node::new(settings)?;
+            // Until the panel answers only a stop signal is acted on.
+            let wait = |pause: Duration| match received.recv_timeout(pause) {
+                Ok(SIGHUP) | Err(RecvTimeoutError::Timeout) => true,
+                Ok(_) | Err(RecvTimeoutError::Disconnected) => false,
+            };
+            let Some(first) = node.first_contact(wait)? else {
+                signal_handle.close();
+                forwarder.join().ok();
+                info!("signal received before the panel answered: stopped");
+                return Ok(());
+            };
+            config.listen.set_port(first.config.server_port as u16);
+            if let Some(padding) = first.padding {
+                config.padding.store(padding);
+            }
+            config.routes.store(first.routes);
+            config.users.store(first.users);
+            if let (true, Some(name)) = (self_signed, first.config.tls_server_name()) {
+                certificate_note = reloader.serve_self_signed_for(&name)?;
+            }
+            Some(node)
+        }
+        None => None,
+    };
     let server = Server::start(config)?;
     info!("{certificate_note}");
     server.log_started();
@@ -83,13 +120,20 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
         }
         Err(why) => info!("{why}"),
     }
-    let (sender, received) = mpsc::channel();
-    let forwarder = std::thread::spawn(move || {
-        for signal in signals.forever() {
-            if sender.send(signal).is_err() {
-                return;
-            }
-        }
+    let node = node.map(|node| {
+        let served = Served {
+            users: server.config().users.clone(),
+            padding: server.config().padding.clone(),
+            routes: server.config().routes.clone(),
+            stats: server.stats().clone(),
+            sessions: server.sessions().clone(),
+        };
+        let (stop, stopped) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("anytls-node".into())
+            .spawn(move || node.run(served, stopped))
+            .expect("the node thread starts");
+        (stop, thread)
     });
     let report_every = (stats_interval > 0).then(|| Duration::from_secs(stats_interval));
     let mut next_report = report_every.map(|every| Instant::now() + every);
@@ -119,6 +163,11 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
     forwarder.join().ok();
     info!("signal received: closing sessions");
     server.shutdown();
+    if let Some((stop, thread)) = node {
+        info!("pushing the traffic not yet pushed to the panel");
+        stop.send(()).ok();
+        thread.join().ok();
+    }
     info!("stopped");
     Ok(())
 }

@@ -88,14 +88,8 @@ mod tests {
     fn source(public_host: Option<&str>, self_signed: bool) -> LinkSource {
         LinkSource {
             credentials: vec![
-                User {
-                    name: "alice".into(),
-                    password: "a/b@c".into(),
-                },
-                User {
-                    name: "bob".into(),
-                    password: "b".into(),
-                },
+                User::new("alice", "a/b@c"),
+                User::new("bob", "b"),
             ],
             public_host: public_host.map(str::to_owned),
             self_signed,

@@ -38,7 +38,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// A running server.
 pub struct Server {
+    config: Arc<ServerConfig>,
     stats: Stats,
+    sessions: Arc<SessionLimits>,
     pool: Arc<SharedPool>,
     executors: Executors,
     metrics_addr: Option<SocketAddr>,
@@ -67,6 +69,7 @@ impl Server {
         let metrics = Arc::new(Mutex::new(metrics));
         let cpus = config.cpus.clone();
         let config = Arc::new(config);
+        let shared_config = config.clone();
         let sessions = SessionLimits::new(
             config.limits.sessions_per_user,
             config.limits.sessions_per_address,
@@ -76,7 +79,7 @@ impl Server {
             config.clone(),
             stats.clone(),
             pool.clone(),
-            sessions,
+            sessions.clone(),
             pending,
         );
         let executors = Executors::start(
@@ -98,7 +101,9 @@ impl Server {
             },
         )?;
         Ok(Server {
+            config: shared_config,
             stats,
+            sessions,
             pool,
             executors,
             metrics_addr,
@@ -116,9 +121,20 @@ impl Server {
         self.executors.local_addr()
     }
 
+    /// The configuration it runs with (its reloadable parts may be replaced).
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
     /// The server's counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Sessions per user and client address, and the addresses each user is
+    /// online from (node mode reports them and sets the fleet's counts).
+    pub fn sessions(&self) -> &Arc<SessionLimits> {
+        &self.sessions
     }
 
     /// The outbound connection pool (for its stats and status lines).

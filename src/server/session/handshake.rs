@@ -2,13 +2,14 @@
 //! within the handshake timeout.
 //!
 //! The decision is taken once the preamble's fixed part (the 32-byte hash and the
-//! padding length) is complete, comparing against every user in constant time: a
+//! padding length) is complete, looking the hash up with constant-time equality: a
 //! real client sends its whole preamble in one write, while a prober's request
 //! (an HTTP request, say) is never a valid preamble, and waiting for the padding
 //! length such bytes announce would leave the prober hanging where a web server
 //! answers. A rejected connection keeps every byte read after TLS, for the
 //! fallback.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncReadExt};
@@ -18,6 +19,7 @@ use glommio::net::TcpStream;
 use crate::mux::Transport;
 
 use super::READ_CHUNK;
+use crate::accounts::Account;
 use crate::mux::timeout;
 use crate::mux::ReadBuffer;
 use crate::proto::auth::{decode_preamble, PasswordHash, FIXED_LEN, HASH_LEN};
@@ -29,10 +31,10 @@ const PREAMBLE_READ: usize = 2 * 1024;
 
 /// How admission ended.
 pub(crate) enum Admission {
-    /// Authenticated: the user's name and the bytes read past the preamble.
+    /// Authenticated: the user's account and the bytes read past the preamble.
     Accepted {
         tls: TlsStream<Transport>,
-        user: String,
+        account: Arc<Account>,
         leftover: ReadBuffer,
     },
     /// TLS completed but authentication did not (wrong password, or no complete
@@ -60,9 +62,9 @@ pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(1));
     match timeout(left, read_preamble(&mut tls, &mut read, core)).await {
-        Some(Ok(Some((user, used)))) => Admission::Accepted {
+        Some(Ok(Some((account, used)))) => Admission::Accepted {
             tls,
-            user,
+            account,
             leftover: ReadBuffer::with_filled(READ_CHUNK, &read[used..]),
         },
         Some(Ok(None)) => Admission::Rejected {
@@ -91,7 +93,7 @@ async fn handshake(tcp: TcpStream, core: &CoreContext) -> std::io::Result<TlsStr
     start.into_stream(config).await
 }
 
-/// Reads until the preamble can be judged: `Some((user, preamble length))` once a
+/// Reads until the preamble can be judged: `Some((account, preamble length))` once a
 /// matching preamble is complete, `None` as soon as the hash is known to be wrong.
 /// Reads are small and `read` grows only by what the client sent, so a
 /// connection not yet authenticated holds no session buffer.
@@ -99,19 +101,19 @@ async fn read_preamble<R: AsyncRead + Unpin>(
     reader: &mut R,
     read: &mut Vec<u8>,
     core: &CoreContext,
-) -> Result<Option<(String, usize)>, String> {
+) -> Result<Option<(Arc<Account>, usize)>, String> {
     let mut user = None;
     let mut chunk = [0u8; PREAMBLE_READ];
     loop {
         if user.is_none() && read.len() >= FIXED_LEN {
             let hash: [u8; HASH_LEN] = read[..HASH_LEN].try_into().expect("length checked");
             match core.config.users.load().authenticate(&PasswordHash(hash)) {
-                Some(name) => user = Some(name.to_owned()),
+                Some(account) => user = Some(account.clone()),
                 None => return Ok(None),
             }
         }
-        if let (Some(name), Some(preamble)) = (&user, decode_preamble(read)) {
-            return Ok(Some((name.clone(), preamble.len)));
+        if let (Some(account), Some(preamble)) = (&user, decode_preamble(read)) {
+            return Ok(Some((account.clone(), preamble.len)));
         }
         match reader.read(&mut chunk).await {
             Ok(0) => return Err("connection closed before authentication".into()),

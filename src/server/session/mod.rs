@@ -26,15 +26,19 @@ use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use log::{debug, info};
 
+use crate::accounts::Account;
 use crate::limits::{OutboundShare, PendingSlot};
 use crate::mux::{
     self, timeout, Event, FramesEnd, Pipe, ReadBuffer, ReadHalf, Transport, WriteHalf, WriteQueue,
 };
+use crate::node::routes::Protocol;
 use crate::proto::frame::{Command, Frame};
+use crate::proto::Address;
 use crate::proto::session::{Action, Payload, Refusal, ServerSession, SessionRules};
 use crate::proto::Settings;
-use crate::server::context::CoreContext;
-use crate::stats::{Limit, UserCounters};
+use crate::server::context::{CoreContext, CoreUser};
+use crate::speed_limit::Direction;
+use crate::stats::Limit;
 use handshake::Admission;
 
 /// Free space offered to TLS per read.
@@ -52,6 +56,8 @@ const UPLOAD_BUDGET_POLL_MAX: Duration = Duration::from_millis(320);
 /// The reason a client reads for a stream past its user's outbound share.
 const OUTBOUND_SHARE_REACHED: &str =
     "outbound connection limit reached for this user (others are using the server)";
+/// The reason a client reads for a stream whose target the panel's routes block.
+pub(super) const ROUTE_BLOCKED: &str = "target blocked by the server's routes";
 /// Bound on flushing the last frames (an Alert) when a session ends.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -94,12 +100,12 @@ pub(crate) async fn serve_connection(
     core: Rc<CoreContext>,
 ) {
     let counters = core.counters();
-    let (tls, user, leftover) = match handshake::admit(tcp, &core).await {
+    let (tls, account, leftover) = match handshake::admit(tcp, &core).await {
         Admission::Accepted {
             tls,
-            user,
+            account,
             leftover,
-        } => (tls, user, leftover),
+        } => (tls, account, leftover),
         Admission::Rejected { tls, read, why } => {
             counters.auth_failures.add(1);
             match core.config.fallback {
@@ -119,7 +125,15 @@ pub(crate) async fn serve_connection(
         }
     };
     drop(pending);
-    let slot = match core.sessions.admit(&user, peer.ip()) {
+    let user = account.name().to_owned();
+    if account.is_revoked() {
+        debug!("{peer}: user {user} was removed during the handshake; connection closed");
+        return;
+    }
+    let slot = match core
+        .sessions
+        .admit(&user, peer.ip(), account.device_limit())
+    {
         Ok(slot) => slot,
         Err(limit) => {
             core.limit_reached(limit, || format!("{peer}: session of user {user} refused"));
@@ -129,7 +143,7 @@ pub(crate) async fn serve_connection(
     counters.sessions_open.add(1);
     counters.sessions_total.add(1);
     debug!("{peer}: session opened for user {user}");
-    let session = Rc::new(Session::new(core.clone(), peer, user, slot.user_held()));
+    let session = Rc::new(Session::new(core.clone(), peer, account, slot.user_held()));
     // Split before the session's future is made, so the TLS connection lives in
     // its own allocation rather than inside the task.
     let (reader, writer) = mux::split(tls);
@@ -161,6 +175,8 @@ enum SessionEnd {
     WriteStalled(Duration),
     #[error("server shutting down")]
     Shutdown,
+    #[error("the user was removed (or its password changed)")]
+    Revoked,
 }
 
 /// Per-stream state the reader shares with the stream's task.
@@ -233,8 +249,10 @@ pub(crate) struct Session {
     core: Rc<CoreContext>,
     peer: SocketAddr,
     user: String,
-    /// This user's traffic counters on this core.
-    user_counters: Arc<UserCounters>,
+    /// The user's account: limits shared over cores, revocation.
+    account: Arc<Account>,
+    /// What this core keeps for the user: traffic counters, speed credit.
+    core_user: Rc<CoreUser>,
     queue: WriteQueue,
     /// The protocol's rules and the streams it has open (borrowed only between awaits).
     rules: RefCell<ServerSession<Rc<StreamEntry>>>,
@@ -267,6 +285,27 @@ impl Session {
         StreamEnd::Refused
     }
 
+    /// Whether the routes block `target` for stream `id` (counted and logged if so).
+    pub(super) fn blocked(&self, target: &Address, protocol: Protocol, id: u32) -> bool {
+        let routes = self.core.config.routes.load();
+        if routes.is_empty() {
+            return false;
+        }
+        let blocked = match target {
+            Address::Domain(name, port) => routes.blocks_name(name, *port, protocol),
+            Address::Ip(addr) => routes.blocks_ip(addr.ip(), addr.port(), protocol),
+        };
+        if blocked {
+            self.core.limit_reached(Limit::Route, || {
+                format!(
+                    "{}: stream {id} of user {} to {target} refused by the routes",
+                    self.peer, self.user
+                )
+            });
+        }
+        blocked
+    }
+
     /// Counts an outbound connection for stream `id` against its user's fair
     /// share of the server's outbound cap, or refuses the stream past it.
     pub(super) fn take_outbound_share(&self, id: u32) -> Result<OutboundShare, StreamEnd> {
@@ -287,9 +326,10 @@ impl Session {
     fn new(
         core: Rc<CoreContext>,
         peer: SocketAddr,
-        user: String,
+        account: Arc<Account>,
         user_held: Arc<AtomicUsize>,
     ) -> Session {
+        let user = account.name().to_owned();
         let limits = &core.config.limits;
         let rules = SessionRules {
             streams: limits.streams_per_session,
@@ -298,7 +338,8 @@ impl Session {
             idle_timeout: core.config.session_idle_timeout,
         };
         Session {
-            user_counters: core.user_counters(&user),
+            core_user: core.user(&user),
+            account,
             core,
             peer,
             user,
@@ -427,7 +468,12 @@ impl Session {
                 Action::Open(id, entry) => {
                     glommio::spawn_local(stream::run(self.clone(), id, entry)).detach();
                 }
-                Action::Data(id, entry, data) => self.push_upload(id, &entry, data).await,
+                Action::Data(id, entry, data) => {
+                    self.push_upload(id, &entry, data).await;
+                    // Past the user's speed limit the session is not read:
+                    // the client's excess waits in its own buffers.
+                    self.throttle(Direction::Up, data.len()).await;
+                }
                 Action::Finish(_, entry) => entry.upload.finish(),
                 Action::Refuse(id, refusal) => {
                     self.core.counters().limit_hit(match refusal {
@@ -479,6 +525,26 @@ impl Session {
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Counts `bytes` moved `direction` against the user's speed limit (shared
+    /// over all its sessions and cores) and waits as long as it says; the
+    /// caller reads nothing more meanwhile.
+    pub(super) async fn throttle(&self, direction: Direction, bytes: usize) {
+        let speed = self.account.speed();
+        if let Some(wait) = speed.take(&self.core_user.credit, direction, bytes, Instant::now()) {
+            glommio::timer::sleep(wait).await;
+        }
+    }
+
+    /// Sends the client the server's padding scheme if it changed (SIGHUP, the
+    /// panel) since the client last had it.
+    fn announce_padding(&self) {
+        let padding = self.core.config.padding.load();
+        let update = self.rules.borrow_mut().on_padding_changed(padding.md5_hex());
+        if let Some(Action::Send(command, id, _)) = update {
+            self.queue.push_frame(command, id, padding.text().as_bytes());
         }
     }
 
@@ -618,6 +684,10 @@ impl Session {
             if reset == Some(true) {
                 return SessionEnd::ClientReset;
             }
+            if self.account.is_revoked() {
+                return SessionEnd::Revoked;
+            }
+            self.announce_padding();
             if self.upload_held.get() > 0 {
                 // Keeps this session's part of its user's and its core's totals
                 // fresh, and frees what stalled targets hold while those are

@@ -11,7 +11,9 @@ use log::debug;
 
 use super::{Session, StreamEnd, StreamEntry};
 use crate::mux::{self, timeout};
+use crate::node::routes::Protocol;
 use crate::proto::{uot, Address, Command};
+use crate::speed_limit::Direction;
 use crate::stats::Limit;
 
 /// Upload buffer capacity a stream keeps between writes to its target; the
@@ -119,6 +121,9 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> StreamEnd
             );
         }
     }
+    if session.blocked(&target, Protocol::Tcp, id) {
+        return session.refuse(id, super::ROUTE_BLOCKED);
+    }
     let _share = match session.take_outbound_share(id) {
         Ok(share) => share,
         Err(refused) => return refused,
@@ -180,7 +185,7 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> StreamEnd
                     return StreamEnd::TargetFinished;
                 }
                 counters.bytes_up.add(buf.len() as u64);
-                session.user_counters.bytes_up.add(buf.len() as u64);
+                session.core_user.counters.bytes_up.add(buf.len() as u64);
                 entry.last_activity.set(Instant::now());
                 // `take_all` hands this allocation to the pipe: a backlog's large
                 // one is freed here so that no stream keeps its peak for life.
@@ -204,8 +209,10 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> StreamEnd
                         return StreamEnd::ClientFinished;
                     }
                     counters.bytes_down.add(n as u64);
-                    session.user_counters.bytes_down.add(n as u64);
+                    session.core_user.counters.bytes_down.add(n as u64);
                     entry.last_activity.set(Instant::now());
+                    // Past the user's speed limit the target is not read.
+                    session.throttle(Direction::Down, n).await;
                 }
             }
         }

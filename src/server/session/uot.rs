@@ -19,12 +19,14 @@ use std::time::Instant;
 use futures_lite::future;
 use log::{debug, warn};
 
-use super::{Session, StreamEnd, StreamEntry};
+use super::{Session, StreamEnd, StreamEntry, ROUTE_BLOCKED};
 use crate::mux;
+use crate::node::routes::Protocol;
 use crate::pool::dial::is_descriptor_exhaustion;
 use crate::proto::rate::TokenBucket;
 use crate::proto::uot::{self, Request};
 use crate::proto::{Address, Command};
+use crate::speed_limit::Direction;
 use crate::stats::Limit;
 
 /// Largest UDP payload.
@@ -88,6 +90,9 @@ pub(super) async fn serve(
         buf.extend_from_slice(&chunk);
     };
     let core = &session.core;
+    if session.blocked(&request.destination, Protocol::Udp, id) {
+        return session.refuse(id, ROUTE_BLOCKED);
+    }
     let fixed = if request.is_connect {
         match core
             .resolver
@@ -176,6 +181,9 @@ pub(super) async fn serve(
                         }
                         let to = match (fixed, &datagram.address) {
                             (Some(addr), _) => addr,
+                            (None, Some(address)) if session.blocked(address, Protocol::Udp, id) => {
+                                continue;
+                            }
                             (None, Some(address)) => {
                                 match core.resolver.resolve(address, &session.user).await {
                                     // Prefer an address of the socket's family.
@@ -199,7 +207,7 @@ pub(super) async fn serve(
                         match sent {
                             Ok(n) => {
                                 counters.bytes_up.add(n as u64);
-                                session.user_counters.bytes_up.add(n as u64);
+                                session.core_user.counters.bytes_up.add(n as u64);
                             }
                             Err(e) => debug!("{peer}: stream {id}: send to {to}: {e}"),
                         }
@@ -239,7 +247,8 @@ pub(super) async fn serve(
                 return StreamEnd::ClientFinished;
             }
             counters.bytes_down.add(n as u64);
-            session.user_counters.bytes_down.add(n as u64);
+            session.core_user.counters.bytes_down.add(n as u64);
+            session.throttle(Direction::Down, n).await;
         }
     };
     let idle_limit = core.config.uot_idle_timeout;
