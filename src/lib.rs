@@ -22,6 +22,9 @@
 //!   which targets are allowed, and the `Dial` seam the pool opens connections
 //!   through.
 //! - [`limits`]: sessions per user and per client address, over all cores.
+//! - [`node`]: node mode, serving what an Xboard panel (UniProxy API) gives:
+//!   its routes as target rules ([`node::routes`]) and the host's load for its
+//!   status call ([`node::host`]). No sockets, no clock, no executor.
 //! - [`runtime`]: one pinned glommio executor per core with its `SO_REUSEPORT`
 //!   listener, the accept loop, start-up checks and errors.
 //! - [`config`]: the server's options (flags) and the checked configuration they
@@ -44,6 +47,7 @@ pub mod fuzz;
 pub mod limits;
 pub mod metrics;
 pub mod mux;
+pub mod node;
 pub mod pool;
 pub mod proto;
 pub mod runtime;
