@@ -26,7 +26,7 @@
 //! | `regexp:^ads\.` | every name the pattern matches (anywhere in the name unless anchored) |
 //! | `example` (no prefix, not an address) | like `keyword:example`, as in Xray |
 //! | `1.2.3.4`, `10.0.0.0/8`, `2001:db8::/32`, `ip:…` | a target address in that range |
-//! | `port:25`, `port:6881-6889`, `port:25,465` | every target on those ports, names and addresses alike |
+//! | `port:25`, `port:6881-6889`, `port:25,465` | every target on those ports, names and addresses alike (the comma form only in a list item: the text form's commas separate items) |
 //! | `protocol:tcp`, `protocol:udp` | every TCP stream, or every UDP-over-TCP association |
 //!
 //! Names are compared without regard to ASCII case and without a trailing dot, on
@@ -220,67 +220,58 @@ enum Item {
     Protocol(Protocol),
 }
 
-/// What the item prefixes of Xray's syntax this module does not support need.
+/// Why items naming rule data files (geosite, geoip, ext) are left out.
 const NO_RULE_DATA: &str = "no geosite/geoip rule data here";
 
+/// One trimmed, non-empty item of a `block` route.
 fn parse_item(item: &str) -> Result<Item, Ignored> {
-    if let Some((prefix, value)) = item.split_once(':') {
-        let value = value.trim();
-        match prefix.trim().to_ascii_lowercase().as_str() {
-            "domain" => {
-                let domain = normalize_rule_name(value.trim_start_matches('.'));
-                return nonempty(item, domain).map(Item::Suffix);
-            }
-            "full" => return nonempty(item, normalize_rule_name(value)).map(Item::Full),
-            "keyword" => return nonempty(item, value.to_ascii_lowercase()).map(Item::Keyword),
-            "regexp" => {
-                if value.is_empty() {
-                    return Err(Ignored::Empty(item.to_owned()));
-                }
-                return compile_pattern(value)
-                    .map(|regex| Item::Regex(value.to_owned(), regex))
-                    .map_err(|reason| Ignored::BadRegex {
-                        item: item.to_owned(),
-                        reason,
-                    });
-            }
-            "ip" => return parse_net(value).ok_or_else(|| Ignored::BadIp(item.to_owned())),
-            "port" => {
-                return parse_ports(value)
-                    .map(Item::Ports)
-                    .ok_or_else(|| Ignored::BadPort(item.to_owned()))
-            }
-            "protocol" => {
-                return match value.to_ascii_lowercase().as_str() {
-                    "tcp" => Ok(Item::Protocol(Protocol::Tcp)),
-                    "udp" => Ok(Item::Protocol(Protocol::Udp)),
-                    _ => Err(Ignored::Unsupported {
-                        item: item.to_owned(),
-                        why: "only protocol:tcp and protocol:udp; sniffed protocols are not detected",
-                    }),
-                }
-            }
-            "geosite" | "geoip" | "ext" | "ext-domain" | "ext-ip" => {
-                return Err(Ignored::Unsupported {
-                    item: item.to_owned(),
-                    why: NO_RULE_DATA,
-                })
-            }
-            "dotless" => {
-                return Err(Ignored::Unsupported {
-                    item: item.to_owned(),
-                    why: "use regexp:",
-                })
-            }
-            // Not a prefix: an IPv6 address, or a word with a colon in it.
-            _ => {}
+    let Some((prefix, value)) = item.split_once(':') else {
+        return Ok(bare(item));
+    };
+    let value = value.trim();
+    let unsupported = |why| Ignored::Unsupported {
+        item: item.to_owned(),
+        why,
+    };
+    match prefix.trim().to_ascii_lowercase().as_str() {
+        "domain" => {
+            let domain = normalize_rule_name(value.trim_start_matches('.'));
+            nonempty(item, domain).map(Item::Suffix)
         }
+        "full" => nonempty(item, normalize_rule_name(value)).map(Item::Full),
+        "keyword" => nonempty(item, value.to_ascii_lowercase()).map(Item::Keyword),
+        "regexp" => {
+            let pattern = nonempty(item, value.to_owned())?;
+            match compile_pattern(&pattern) {
+                Ok(regex) => Ok(Item::Regex(pattern, regex)),
+                Err(reason) => Err(Ignored::BadRegex {
+                    item: item.to_owned(),
+                    reason,
+                }),
+            }
+        }
+        "ip" => parse_net(value).ok_or_else(|| Ignored::BadIp(item.to_owned())),
+        "port" => parse_ports(value)
+            .map(Item::Ports)
+            .ok_or_else(|| Ignored::BadPort(item.to_owned())),
+        "protocol" => match value.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Item::Protocol(Protocol::Tcp)),
+            "udp" => Ok(Item::Protocol(Protocol::Udp)),
+            _ => Err(unsupported(
+                "only protocol:tcp and protocol:udp; sniffed protocols are not detected",
+            )),
+        },
+        "geosite" | "geoip" | "ext" | "ext-domain" | "ext-ip" => Err(unsupported(NO_RULE_DATA)),
+        "dotless" => Err(unsupported("use regexp:")),
+        // Not a prefix: an IPv6 address, or a word with a colon in it.
+        _ => Ok(bare(item)),
     }
-    if let Some(net) = parse_net(item) {
-        return Ok(net);
-    }
-    // A bare word is a substring of the name, as in Xray's domain lists.
-    Ok(Item::Keyword(item.to_ascii_lowercase()))
+}
+
+/// An item without a prefix: an address or range, else a substring of the name
+/// (as in Xray's domain lists).
+fn bare(item: &str) -> Item {
+    parse_net(item).unwrap_or_else(|| Item::Keyword(item.to_ascii_lowercase()))
 }
 
 fn nonempty(item: &str, value: String) -> Result<String, Ignored> {
@@ -433,7 +424,9 @@ impl<T: Copy + Eq + std::hash::Hash> Ranges<T> {
     }
 
     fn contains(&self, mask: impl Fn(u8) -> T) -> bool {
-        self.by_len.iter().any(|(len, set)| set.contains(&mask(*len)))
+        self.by_len
+            .iter()
+            .any(|(len, set)| set.contains(&mask(*len)))
     }
 
     fn len(&self) -> usize {
@@ -486,7 +479,8 @@ impl RouteRules {
         let mut seen_keywords = FxHashSet::<Box<str>>::default();
         let mut seen_patterns = FxHashSet::<String>::default();
         for route in routes {
-            let mut report = |why: Ignored| ignored.push(format!("route {}: {why}; ignored", route.id));
+            let mut report =
+                |why: Ignored| ignored.push(format!("route {}: {why}; ignored", route.id));
             let action = route.action.trim();
             if action.is_empty() {
                 report(Ignored::NoAction);
@@ -567,7 +561,10 @@ impl RouteRules {
         self.full.contains(name)
             || self.under_suffix(name)
             || self.keywords.matches(name)
-            || self.regexes.iter().any(|regex| regex.is_match(name.as_bytes()))
+            || self
+                .regexes
+                .iter()
+                .any(|regex| regex.is_match(name.as_bytes()))
     }
 
     /// Whether a target address (given as one, or one a name resolved to) on
@@ -614,7 +611,9 @@ impl RouteRules {
             Protocol::Udp if self.udp => return true,
             _ => {}
         }
-        self.ports.as_ref().is_some_and(|ports| ports.contains(port))
+        self.ports
+            .as_ref()
+            .is_some_and(|ports| ports.contains(port))
     }
 
     fn blocks_v4(&self, bits: u32) -> bool {
@@ -795,7 +794,10 @@ mod tests {
         assert!(!rules.blocks_name("x.ad-1.com", 80, Tcp));
         assert!(rules.blocks_name("x.adserver9.com", 80, Tcp));
         assert!(!rules.blocks_name("x.badserver9.com", 80, Tcp));
-        assert!(rules.blocks_name("", 80, Tcp), "^\\s*$ matches the empty name");
+        assert!(
+            rules.blocks_name("", 80, Tcp),
+            "^\\s*$ matches the empty name"
+        );
     }
 
     #[test]
@@ -828,10 +830,22 @@ mod tests {
     #[test]
     fn bare_and_prefixed_ipv4_ranges_block_addresses() {
         let rules = compile(&["1.2.3.4", "10.0.0.0/8", "ip:192.168.1.0/24", "ip:8.8.8.8"]);
-        for blocked in ["1.2.3.4", "10.0.0.1", "10.255.255.255", "192.168.1.77", "8.8.8.8"] {
+        for blocked in [
+            "1.2.3.4",
+            "10.0.0.1",
+            "10.255.255.255",
+            "192.168.1.77",
+            "8.8.8.8",
+        ] {
             assert!(rules.blocks_ip(ip(blocked), 443, Tcp), "{blocked}");
         }
-        for allowed in ["1.2.3.5", "11.0.0.1", "192.168.2.1", "8.8.4.4", "9.255.255.255"] {
+        for allowed in [
+            "1.2.3.5",
+            "11.0.0.1",
+            "192.168.2.1",
+            "8.8.4.4",
+            "9.255.255.255",
+        ] {
             assert!(!rules.blocks_ip(ip(allowed), 443, Tcp), "{allowed}");
         }
         assert_eq!(rules.len(), 4);
@@ -863,7 +877,11 @@ mod tests {
     fn the_whole_address_space_can_be_blocked() {
         let rules = compile(&["0.0.0.0/0"]);
         assert!(rules.blocks_ip(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)), 80, Tcp));
-        assert!(!rules.blocks_ip(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)), 80, Tcp));
+        assert!(!rules.blocks_ip(
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            80,
+            Tcp
+        ));
         let v6 = compile(&["::/0"]);
         assert!(v6.blocks_ip(ip("2001:db8::1"), 80, Tcp));
     }
@@ -871,9 +889,15 @@ mod tests {
     #[test]
     fn address_rules_do_not_apply_to_names_nor_name_rules_to_addresses() {
         let rules = compile(&["1.2.3.4", "domain:example.com", "keyword:1.2"]);
-        assert!(rules.blocks_name("1.2.3.4.nip.io", 80, Tcp), "keyword:1.2 is in the name");
+        assert!(
+            rules.blocks_name("1.2.3.4.nip.io", 80, Tcp),
+            "keyword:1.2 is in the name"
+        );
         assert!(!rules.blocks_name("one.two", 80, Tcp));
-        assert!(!rules.blocks_ip(ip("1.2.9.9"), 80, Tcp), "keyword:1.2 is a name rule");
+        assert!(
+            !rules.blocks_ip(ip("1.2.9.9"), 80, Tcp),
+            "keyword:1.2 is a name rule"
+        );
         assert!(rules.blocks_ip(ip("1.2.3.4"), 80, Tcp));
         let ip_only = RouteRules::from_routes(&[block(1, &["1.2.3.4"])]).0;
         assert!(!ip_only.blocks_name("1.2.3.4", 80, Tcp));
@@ -936,7 +960,14 @@ mod tests {
 
     #[test]
     fn prefixes_are_read_without_regard_to_case() {
-        let rules = compile(&["DOMAIN:a.com", "Full:b.com", "KeyWord:zzz", "RegExp:^r\\.", "IP:1.1.1.1", "PORT:9"]);
+        let rules = compile(&[
+            "DOMAIN:a.com",
+            "Full:b.com",
+            "KeyWord:zzz",
+            "RegExp:^r\\.",
+            "IP:1.1.1.1",
+            "PORT:9",
+        ]);
         assert!(rules.blocks_name("x.a.com", 1, Tcp));
         assert!(rules.blocks_name("b.com", 1, Tcp));
         assert!(rules.blocks_name("azzzb", 1, Tcp));
@@ -981,7 +1012,10 @@ mod tests {
         );
         assert_eq!(rules.len(), 1);
         assert!(rules.blocks_name("ok.com", 80, Tcp));
-        assert!(!rules.blocks_name("cn", 80, Tcp), "geosite:cn is no keyword");
+        assert!(
+            !rules.blocks_name("cn", 80, Tcp),
+            "geosite:cn is no keyword"
+        );
         assert!(!rules.blocks_name("example.cn", 80, Tcp));
     }
 
@@ -1034,8 +1068,26 @@ mod tests {
     #[test]
     fn duplicates_count_once() {
         let (rules, _) = RouteRules::from_routes(&[
-            block(1, &["domain:a.com", "keyword:k", "regexp:^r", "1.1.1.1", "port:1-2"]),
-            block(2, &["domain:A.com.", "keyword:K", "regexp:^r", "1.1.1.1/32", "port:1-2"]),
+            block(
+                1,
+                &[
+                    "domain:a.com",
+                    "keyword:k",
+                    "regexp:^r",
+                    "1.1.1.1",
+                    "port:1-2",
+                ],
+            ),
+            block(
+                2,
+                &[
+                    "domain:A.com.",
+                    "keyword:K",
+                    "regexp:^r",
+                    "1.1.1.1/32",
+                    "port:1-2",
+                ],
+            ),
         ]);
         assert_eq!(rules.len(), 5);
     }
@@ -1053,7 +1105,17 @@ mod tests {
 
     #[test]
     fn debug_shows_counts() {
-        let rules = compile(&["domain:a.com", "domain:b.com", "full:c.com", "keyword:k", "regexp:r", "1.1.1.1", "::1", "port:5-6", "protocol:udp"]);
+        let rules = compile(&[
+            "domain:a.com",
+            "domain:b.com",
+            "full:c.com",
+            "keyword:k",
+            "regexp:r",
+            "1.1.1.1",
+            "::1",
+            "port:5-6",
+            "protocol:udp",
+        ]);
         assert_eq!(
             format!("{rules:?}"),
             "RouteRules { domains: 2, full: 1, keywords: 1, regexps: 1, ip_ranges: 2, port_ranges: [(5, 6)], tcp: false, udp: true }"
@@ -1067,14 +1129,22 @@ mod tests {
         assert!(rules.blocks_name(&long, 80, Tcp));
         assert!(!rules.blocks_name(&format!("{}.Example.ORG", "A".repeat(300)), 80, Tcp));
         let mut buf = [0; 256];
-        assert!(matches!(normalize_target("a.b", &mut buf), Cow::Borrowed("a.b")));
-        assert!(matches!(normalize_target("A.b.", &mut buf), Cow::Borrowed("a.b")));
+        assert!(matches!(
+            normalize_target("a.b", &mut buf),
+            Cow::Borrowed("a.b")
+        ));
+        assert!(matches!(
+            normalize_target("A.b.", &mut buf),
+            Cow::Borrowed("a.b")
+        ));
         assert!(matches!(normalize_target(&long, &mut buf), Cow::Owned(_)));
     }
 
     #[test]
     fn ten_thousand_domain_rules_are_answered() {
-        let items: Vec<String> = (0..10_000).map(|i| format!("domain:site{i}.example")).collect();
+        let items: Vec<String> = (0..10_000)
+            .map(|i| format!("domain:site{i}.example"))
+            .collect();
         let items: Vec<&str> = items.iter().map(String::as_str).collect();
         let rules = compile(&items);
         assert_eq!(rules.len(), 10_000);
@@ -1129,9 +1199,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(object.r#match.items(), ["domain:a.com", "port:25"]);
-        let null: Route =
-            serde_json::from_str(r#"{"id": 4, "match": null, "action": null, "action_value": null}"#)
-                .unwrap();
+        let null: Route = serde_json::from_str(
+            r#"{"id": 4, "match": null, "action": null, "action_value": null}"#,
+        )
+        .unwrap();
         assert_eq!(null.r#match, RouteMatch::default());
         assert!(null.r#match.items().is_empty());
         assert_eq!(null.action, "");
@@ -1143,7 +1214,10 @@ mod tests {
         assert_eq!(ignored, ["route 4: no action; ignored"]);
         assert!(rules.blocks_name("x.a.com", 443, Tcp));
         assert!(rules.blocks_name("abc", 443, Tcp), "keyword:b");
-        assert!(rules.blocks_name("aa", 443, Tcp), "the list item's comma is kept");
+        assert!(
+            rules.blocks_name("aa", 443, Tcp),
+            "the list item's comma is kept"
+        );
         assert!(rules.blocks_name("c.com", 443, Tcp));
         assert!(rules.blocks_ip(ip("1.1.1.1"), 25, Tcp));
         assert_eq!(rules.len(), 5);
@@ -1157,9 +1231,10 @@ mod tests {
         .unwrap();
         assert_eq!(route.id, 12);
         assert_eq!(route.action_value.as_deref(), Some("53"));
-        let route: Route =
-            serde_json::from_str(r#"{"id": null, "match": [], "action": "dns", "action_value": "8.8.8.8"}"#)
-                .unwrap();
+        let route: Route = serde_json::from_str(
+            r#"{"id": null, "match": [], "action": "dns", "action_value": "8.8.8.8"}"#,
+        )
+        .unwrap();
         assert_eq!(route.id, 0);
         assert_eq!(route.action_value.as_deref(), Some("8.8.8.8"));
         assert!(serde_json::from_str::<Route>(r#"{"id": "twelve"}"#).is_err());
