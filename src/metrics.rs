@@ -155,6 +155,13 @@ impl Collector for Sources {
         )?;
         single(
             e,
+            "anytls_padding_updates",
+            "Padding schemes sent to clients that lacked the server's.",
+            Counter,
+            total.padding_updates,
+        )?;
+        single(
+            e,
             "anytls_fallbacks",
             "Failed authentications handed to the fallback.",
             Counter,

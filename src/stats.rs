@@ -30,6 +30,8 @@ pub struct CoreCounters {
     pub handshake_failures: Counter,
     /// Rejected connections handed to the fallback service.
     pub fallbacks: Counter,
+    /// Padding schemes sent to clients that lacked the server's.
+    pub padding_updates: Counter,
     /// Times each per-client limit was reached, by [`Limit`].
     pub limit_hits: [Counter; Limit::ALL.len()],
 }
@@ -239,6 +241,7 @@ impl Stats {
             total.auth_failures += core.auth_failures.get();
             total.handshake_failures += core.handshake_failures.get();
             total.fallbacks += core.fallbacks.get();
+            total.padding_updates += core.padding_updates.get();
             for (sum, hits) in total.limit_hits.iter_mut().zip(&core.limit_hits) {
                 *sum += hits.get();
             }
@@ -260,6 +263,7 @@ pub struct StatsSnapshot {
     pub auth_failures: u64,
     pub handshake_failures: u64,
     pub fallbacks: u64,
+    pub padding_updates: u64,
     /// By [`Limit`], in [`Limit::ALL`] order.
     pub limit_hits: [u64; Limit::ALL.len()],
 }

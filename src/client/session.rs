@@ -80,7 +80,11 @@ impl ClientConfig {
 
 /// Connects TCP and completes the TLS handshake, nothing more.
 pub async fn connect_tls(config: &ClientConfig) -> io::Result<TlsStream<mux::Transport>> {
-    let tcp = TcpStream::connect(config.server).await?;
+    tls_over(TcpStream::connect(config.server).await?, config).await
+}
+
+/// Completes the TLS handshake over a TCP connection already made to the server.
+async fn tls_over(tcp: TcpStream, config: &ClientConfig) -> io::Result<TlsStream<mux::Transport>> {
     tcp.set_nodelay(true)?;
     futures_rustls::TlsConnector::from(config.tls.clone())
         .connect(config.server_name.clone(), mux::Transport::new(tcp))
@@ -131,7 +135,13 @@ impl ClientSession {
     /// Connects, authenticates and queues Settings. Settings leave together with the
     /// first stream's SYN and address (packet 1), as the reference client does.
     pub async fn connect(config: &ClientConfig) -> io::Result<ClientSession> {
-        let mut tls = connect_tls(config).await?;
+        Self::connect_over(TcpStream::connect(config.server).await?, config).await
+    }
+
+    /// As [`ClientSession::connect`], over a TCP connection the caller made to
+    /// `config.server` (from an address of its choosing, say).
+    pub async fn connect_over(tcp: TcpStream, config: &ClientConfig) -> io::Result<ClientSession> {
+        let mut tls = tls_over(tcp, config).await?;
         let scheme = config.padding.borrow().clone();
         let mut preamble = Vec::new();
         let padding0 = scheme.preamble_padding(&mut SmallRng::from_entropy());

@@ -457,7 +457,10 @@ impl Session {
                     let server_settings;
                     let data: &[u8] = match payload {
                         Payload::Empty => &[],
-                        Payload::PaddingScheme => padding.text().as_bytes(),
+                        Payload::PaddingScheme => {
+                            self.core.counters().padding_updates.add(1);
+                            padding.text().as_bytes()
+                        }
                         Payload::ServerSettings => {
                             server_settings = Settings::server().encode();
                             &server_settings
@@ -544,6 +547,7 @@ impl Session {
         let padding = self.core.config.padding.load();
         let update = self.rules.borrow_mut().on_padding_changed(padding.md5_hex());
         if let Some(Action::Send(command, id, _)) = update {
+            self.core.counters().padding_updates.add(1);
             self.queue.push_frame(command, id, padding.text().as_bytes());
         }
     }
