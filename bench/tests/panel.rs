@@ -760,7 +760,8 @@ fn http_limits_and_sigterm() {
         "POST",
         &format!("{API}/push?{NODE1}"),
         &[("Content-Length", "67108865")],
-        b"",
+        // The start of the body: the answer must not be lost to a reset.
+        &vec![b'x'; 256 * 1024],
     );
     let too_big = client.read_reply().expect("an answer to a 64 MiB + 1 body");
     assert_eq!(too_big.status, 413);

@@ -8,8 +8,9 @@
 //! otherwise transfer-coded bodies (411). Every refusal closes the connection.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The largest request body accepted (64 MiB); a longer one gets 413.
 pub const MAX_BODY: u64 = 64 << 20;
@@ -19,6 +20,12 @@ const MAX_HEAD: usize = 64 << 10;
 
 /// The most header fields one request may have.
 const MAX_HEADERS: usize = 64;
+
+/// The most bytes read and dropped after a refusal.
+const DRAIN_LIMIT: usize = 4 << 20;
+
+/// The longest a refused connection is drained.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// One parsed request.
 #[derive(Debug)]
@@ -207,6 +214,24 @@ impl Connection {
         let rest = self.buf.split_off(length as usize);
         request.body = std::mem::replace(&mut self.buf, rest);
         Next::Request(request)
+    }
+
+    /// Ends the connection after a refusal: stops writing, then reads and
+    /// drops what the client still sends for a moment (at most
+    /// [`DRAIN_LIMIT`] bytes, [`DRAIN_TIME`]), so that closing with unread
+    /// bytes does not reset the connection before the client reads the answer.
+    pub fn drain_and_close(mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = self.stream.set_read_timeout(Some(DRAIN_TIME));
+        let deadline = Instant::now() + DRAIN_TIME;
+        let mut sink = [0u8; 16 * 1024];
+        let mut drained = 0;
+        while drained < DRAIN_LIMIT && Instant::now() < deadline {
+            match self.stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
     }
 
     /// Writes `response` (without its body for a HEAD request); whether the

@@ -10,10 +10,10 @@
 //! ```
 //!
 //! It serves `/api/v1/server/UniProxy/{config,user,push,alive,alivelist,status}`
-//! with Xboard's answers and error bodies ([`uniproxy`], [`xboard`]) from the
-//! users file and the config flags ([`inputs`], re-read when the files change),
-//! keeps what the node reports in memory, and shows it, and makes the API fail
-//! on demand, through the test controls under `/admin/` ([`admin`]).
+//! with Xboard's answers and error bodies ([`uniproxy`], [`status`],
+//! [`xboard`]) from the users file and the config flags ([`inputs`], re-read
+//! when the files change). It keeps what nodes report in memory; the test
+//! controls under `/admin/` ([`admin`]) show it and make the API fail on demand.
 //!
 //! Plain threads and blocking sockets ([`http`]): one thread per connection,
 //! at most [`MAX_CONNECTIONS`] at once (one more is answered 503 and closed),
@@ -24,6 +24,7 @@
 mod admin;
 mod http;
 mod inputs;
+mod status;
 mod uniproxy;
 mod xboard;
 
@@ -316,6 +317,7 @@ impl Panel {
                 Next::Refuse(response) => {
                     self.log("-", "-", response.status);
                     conn.send(&response, false, false);
+                    conn.drain_and_close();
                     return;
                 }
             };
