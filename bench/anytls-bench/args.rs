@@ -16,7 +16,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 ///
 /// `anytls-bench compare` runs a whole A/B comparison of two server commands
 /// (see `anytls-bench compare --help`); `soak` a soak test of a running server;
-/// `relay` and `pool-e2e` benchmark an anytls-rs server run in this process.
+/// `relay` and `pool-e2e` benchmark an anytls-rs server run in this process;
+/// `panel` stands in for an Xboard panel (node mode).
 #[derive(Parser, Debug, Clone)]
 #[command(name = "anytls-bench", version, args_conflicts_with_subcommands = true)]
 pub struct Args {
@@ -214,6 +215,15 @@ pub enum Command {
     /// The generator's own echo target, for `pool-e2e --target` (e.g. in a
     /// network namespace behind a delay, scripts/lib_delay_ns.sh).
     ServeEcho(crate::inproc::ServeEchoArgs),
+    /// A stand-in for an Xboard panel (the UniProxy node API) until killed.
+    ///
+    /// Serves /api/v1/server/UniProxy/{config,user,push,alive,alivelist,status}
+    /// as Xboard does (its answers, ETags and error bodies) from --users and
+    /// the config flags, re-reading the files when they change; keeps what
+    /// nodes report in memory and shows it under /admin/, where an outage can
+    /// also be started. Prints `panel listening on http://ADDR` once it accepts.
+    /// For the server's node-mode tests and for trying node mode.
+    Panel(crate::panel::PanelArgs),
 }
 
 /// Flags of `anytls-bench compare`.

@@ -18,11 +18,12 @@
 //! counts), [`report`] (table and JSON), [`procfs`] (CPU time, RSS, TIME_WAIT),
 //! [`compare`] (the A/B comparison), [`soak`] (the soak test), [`inproc`] (a
 //! server in this process, `serve`, `serve-echo`), [`relay`] and [`pool_e2e`]
-//! (benchmarks of that server).
+//! (benchmarks of that server), [`panel`] (a stand-in Xboard panel, `panel`).
 
 mod args;
 mod compare;
 mod inproc;
+mod panel;
 mod pool_e2e;
 mod procfs;
 mod relay;
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         Some(Command::PoolE2e(pool)) => pool_e2e::run(pool),
         Some(Command::Serve(serve)) => inproc::serve(serve),
         Some(Command::ServeEcho(echo)) => inproc::serve_echo(echo),
+        Some(Command::Panel(panel)) => panel::run(panel),
         None => run(args),
     };
     match outcome {
