@@ -131,7 +131,10 @@ impl Accounts {
     /// The accounts after `specs` replace this list: users whose name and
     /// password are unchanged keep their account (limits updated); every other
     /// account of this list is revoked. On error nothing is revoked.
-    pub fn succeeded_by(&self, specs: &[AccountSpec]) -> Result<(Accounts, Changes), AccountsError> {
+    pub fn succeeded_by(
+        &self,
+        specs: &[AccountSpec],
+    ) -> Result<(Accounts, Changes), AccountsError> {
         let now = Instant::now();
         let mut by_hash = HashMap::with_capacity(specs.len());
         let mut names = HashMap::with_capacity(specs.len());
@@ -258,7 +261,10 @@ mod tests {
             &alice,
             new.authenticate(&PasswordHash::of("a")).unwrap()
         ));
-        assert_eq!((alice.speed().rate(), alice.device_limit()), (1000, Some(3)));
+        assert_eq!(
+            (alice.speed().rate(), alice.device_limit()),
+            (1000, Some(3))
+        );
         assert!(bob.is_revoked(), "removed");
         assert!(carol.is_revoked(), "password changed");
         assert!(new.authenticate(&PasswordHash::of("c")).is_none());
@@ -298,6 +304,9 @@ mod tests {
             .unwrap();
         assert_eq!(found.name(), "99999");
         let (again, changes) = accounts.succeeded_by(&specs[1..]).unwrap();
-        assert_eq!((again.len(), changes.removed, changes.added), (99_999, 1, 0));
+        assert_eq!(
+            (again.len(), changes.removed, changes.added),
+            (99_999, 1, 0)
+        );
     }
 }

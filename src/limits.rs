@@ -425,7 +425,10 @@ mod tests {
             Some(Limit::SessionsPerAddress)
         );
         let _third = limits.admit("alice", b, None).unwrap();
-        assert_eq!(limits.admit("alice", b, None).err(), Some(Limit::SessionsPerUser));
+        assert_eq!(
+            limits.admit("alice", b, None).err(),
+            Some(Limit::SessionsPerUser)
+        );
         assert_eq!(limits.sessions_of("alice"), 3);
         drop(first);
         assert_eq!(limits.sessions_of("alice"), 2);

@@ -177,19 +177,13 @@ mod tests {
     fn one_core_gets_the_rate() {
         // 10 Mbit/s = 1.25 MB/s: 12.5 MB take 10 s, less the burst.
         let took = simulate(1_250_000, 1, 16 * 1024, 12_500_000);
-        assert!(
-            (9.9..10.05).contains(&took.as_secs_f64()),
-            "took {took:?}"
-        );
+        assert!((9.9..10.05).contains(&took.as_secs_f64()), "took {took:?}");
     }
 
     #[test]
     fn eight_cores_share_the_rate() {
         let took = simulate(1_250_000, 8, 16 * 1024, 12_500_000);
-        assert!(
-            (9.8..10.05).contains(&took.as_secs_f64()),
-            "took {took:?}"
-        );
+        assert!((9.8..10.05).contains(&took.as_secs_f64()), "took {took:?}");
     }
 
     #[test]

@@ -20,8 +20,8 @@ use super::file::{self, ConfigFile, FileError, User};
 use super::{
     allowed_cpus, parse_users, Limits, MetricsConfig, Reloadable, ServerConfig, UsersFileError,
 };
-use crate::pool::{self, PoolConfig, PoolKind};
 use crate::accounts::{Accounts, Changes};
+use crate::pool::{self, PoolConfig, PoolKind};
 use crate::proto::error::PaddingError;
 use crate::proto::proxy_protocol;
 use crate::proto::PaddingScheme;
@@ -367,7 +367,13 @@ pub struct ServerOptions {
 
     /// The panel's server token (Xboard: server_token). Visible in `ps`: prefer
     /// --panel-token-file or the environment.
-    #[arg(long, value_name = "TOKEN", env = "ANYTLS_PANEL_TOKEN", hide_env_values = true, conflicts_with = "panel_token_file")]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ANYTLS_PANEL_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "panel_token_file"
+    )]
     pub panel_token: Option<String>,
 
     /// File holding the --panel-token (surrounding whitespace ignored).
@@ -855,7 +861,9 @@ impl ServerOptions {
             (None, Some(path)) => String::from_utf8_lossy(&read("panel token file", path)?)
                 .trim()
                 .to_owned(),
-            (None, None) => return Err(ConfigError::NodeNeeds("panel-token or --panel-token-file")),
+            (None, None) => {
+                return Err(ConfigError::NodeNeeds("panel-token or --panel-token-file"))
+            }
         };
         if token.is_empty() {
             return Err(ConfigError::Empty("panel-token"));
@@ -873,7 +881,12 @@ impl ServerOptions {
         let state_file = self.panel_state_file.clone().unwrap_or_else(|| {
             let dir = std::env::var_os("STATE_DIRECTORY")
                 .map(|dirs| {
-                    let first = dirs.to_string_lossy().split(':').next().unwrap_or(".").to_owned();
+                    let first = dirs
+                        .to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or(".")
+                        .to_owned();
                     PathBuf::from(first)
                 })
                 .unwrap_or_else(|| PathBuf::from("."));

@@ -55,8 +55,8 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 
-use crate::proto::addr::Address;
 use crate::accounts::{AccountSpec, Accounts};
+use crate::proto::addr::Address;
 use crate::proto::auth::{self, PasswordHash};
 use crate::proto::error::{AddrError, PaddingError, UotError};
 use crate::proto::frame::{self, Command, HEADER_LEN, MAX_DATA_LEN};

@@ -419,10 +419,14 @@ mod tests {
             (users[1].id, users[1].speed_limit, users[1].device_limit),
             (2, 10, 3)
         );
-        assert!(serde_json::from_str::<UsersAnswer>(r#"{"users":[{"id":null,"uuid":"x"}]}"#)
-            .map(|a| a.users.unwrap()[0].id == 0)
-            .unwrap());
-        assert!(serde_json::from_str::<UsersAnswer>(r#"{"users":[{"id":[],"uuid":"x"}]}"#).is_err());
+        assert!(
+            serde_json::from_str::<UsersAnswer>(r#"{"users":[{"id":null,"uuid":"x"}]}"#)
+                .map(|a| a.users.unwrap()[0].id == 0)
+                .unwrap()
+        );
+        assert!(
+            serde_json::from_str::<UsersAnswer>(r#"{"users":[{"id":[],"uuid":"x"}]}"#).is_err()
+        );
     }
 
     #[test]
@@ -431,8 +435,12 @@ mod tests {
             br#"{"status":"success","message":"ok","data":true,"error":null}"#
         ));
         assert!(says_success(br#"{"data":true}"#));
-        assert!(says_success(br#"{"data":true,"code":0,"message":"success"}"#));
-        assert!(!says_success(br#"{"status":"fail","message":"x","data":null}"#));
+        assert!(says_success(
+            br#"{"data":true,"code":0,"message":"success"}"#
+        ));
+        assert!(!says_success(
+            br#"{"status":"fail","message":"x","data":null}"#
+        ));
         assert!(!says_success(b"<html>oops</html>"));
         assert!(!says_success(b""));
     }

@@ -190,7 +190,10 @@ mod tests {
         let later = totals(&[("1", 300, 20)]);
         assert_eq!(ledger.owed(&later), Deltas::from([("1".into(), [300, 20])]));
         ledger.accepted(&later);
-        assert!(ledger.owed(&later).is_empty(), "an accepted push is never sent again");
+        assert!(
+            ledger.owed(&later).is_empty(),
+            "an accepted push is never sent again"
+        );
     }
 
     #[test]

@@ -194,7 +194,11 @@ impl Node {
         Ok((config, users))
     }
 
-    fn first(&mut self, config: NodeConfig, users: Vec<PanelUser>) -> Result<FirstContact, NodeError> {
+    fn first(
+        &mut self,
+        config: NodeConfig,
+        users: Vec<PanelUser>,
+    ) -> Result<FirstContact, NodeError> {
         if config.server_port == 0 || config.server_port > u64::from(u16::MAX) {
             return Err(NodeError::Config(format!(
                 "server_port {} is not a port",
@@ -215,7 +219,10 @@ impl Node {
             .succeeded_by(&specs)
             .map_err(|e| NodeError::Config(e.to_string()))?;
         if users.is_empty() {
-            warn!("panel lists no users for node {} yet", self.settings.node_id);
+            warn!(
+                "panel lists no users for node {} yet",
+                self.settings.node_id
+            );
         }
         if config.cert_config.is_some() {
             info!("panel's cert_config is not used: the certificate comes from --cert/--key (or is self-signed)");
@@ -329,7 +336,9 @@ impl Node {
                         served.padding.store(scheme);
                     }
                     Ok(_) => {}
-                    Err(e) => warn!("panel: padding_scheme not used ({e}); keeping the current one"),
+                    Err(e) => {
+                        warn!("panel: padding_scheme not used ({e}); keeping the current one")
+                    }
                 }
             }
             _ => {}
@@ -424,7 +433,12 @@ impl Node {
             .into_iter()
             .map(|(user, ips)| (user, ips.into_iter().collect()))
             .collect();
-        if !served.users.load().iter().any(|a| a.device_limit().is_some()) {
+        if !served
+            .users
+            .load()
+            .iter()
+            .any(|a| a.device_limit().is_some())
+        {
             return Ok(());
         }
         let counts = self.panel.alive_list()?;
@@ -484,9 +498,8 @@ fn specs_of(users: &[PanelUser]) -> Vec<AccountSpec> {
     let specs = users
         .iter()
         .filter(|user| {
-            let fresh = !user.uuid.is_empty()
-                && ids.insert(user.id)
-                && uuids.insert(user.uuid.as_str());
+            let fresh =
+                !user.uuid.is_empty() && ids.insert(user.id) && uuids.insert(user.uuid.as_str());
             dropped += usize::from(!fresh);
             fresh
         })
@@ -498,7 +511,9 @@ fn specs_of(users: &[PanelUser]) -> Vec<AccountSpec> {
         })
         .collect();
     if dropped > 0 {
-        warn!("panel: {dropped} user(s) with an empty uuid, or an id or uuid listed before, left out");
+        warn!(
+            "panel: {dropped} user(s) with an empty uuid, or an id or uuid listed before, left out"
+        );
     }
     specs
 }

@@ -109,7 +109,9 @@ impl CoreContext {
             counters: self.stats.register_user(user),
             credit: CoreCredit::default(),
         });
-        self.users.borrow_mut().insert(user.to_owned(), kept.clone());
+        self.users
+            .borrow_mut()
+            .insert(user.to_owned(), kept.clone());
         kept
     }
 }

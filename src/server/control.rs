@@ -13,9 +13,9 @@ use signal_hook::iterator::Signals;
 
 use super::links::{self, LinkSource};
 use super::Server;
-use crate::node::{Node, Served};
 use crate::cli::{return_free_memory, Fatal};
 use crate::config::{Invocation, Settled};
+use crate::node::{Node, Served};
 use crate::runtime::preflight;
 
 /// How often memory freed by closed connections is handed back to the kernel.

@@ -87,10 +87,7 @@ mod tests {
 
     fn source(public_host: Option<&str>, self_signed: bool) -> LinkSource {
         LinkSource {
-            credentials: vec![
-                User::new("alice", "a/b@c"),
-                User::new("bob", "b"),
-            ],
+            credentials: vec![User::new("alice", "a/b@c"), User::new("bob", "b")],
             public_host: public_host.map(str::to_owned),
             self_signed,
         }

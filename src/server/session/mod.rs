@@ -33,8 +33,8 @@ use crate::mux::{
 };
 use crate::node::routes::Protocol;
 use crate::proto::frame::{Command, Frame};
-use crate::proto::Address;
 use crate::proto::session::{Action, Payload, Refusal, ServerSession, SessionRules};
+use crate::proto::Address;
 use crate::proto::Settings;
 use crate::server::context::{CoreContext, CoreUser};
 use crate::speed_limit::Direction;
@@ -545,10 +545,14 @@ impl Session {
     /// panel) since the client last had it.
     fn announce_padding(&self) {
         let padding = self.core.config.padding.load();
-        let update = self.rules.borrow_mut().on_padding_changed(padding.md5_hex());
+        let update = self
+            .rules
+            .borrow_mut()
+            .on_padding_changed(padding.md5_hex());
         if let Some(Action::Send(command, id, _)) = update {
             self.core.counters().padding_updates.add(1);
-            self.queue.push_frame(command, id, padding.text().as_bytes());
+            self.queue
+                .push_frame(command, id, padding.text().as_bytes());
         }
     }
 

@@ -181,7 +181,9 @@ pub(super) async fn serve(
                         }
                         let to = match (fixed, &datagram.address) {
                             (Some(addr), _) => addr,
-                            (None, Some(address)) if session.blocked(address, Protocol::Udp, id) => {
+                            (None, Some(address))
+                                if session.blocked(address, Protocol::Udp, id) =>
+                            {
                                 continue;
                             }
                             (None, Some(address)) => {
