@@ -119,20 +119,20 @@ fn no_target_socket_outlives_its_stream_with_bytes_undelivered() {
             panic!("two connections");
         };
         assert_eq!(
-            tcp_socket_state(of_closed),
+            tcp_socket_state_to(of_closed, target),
             None,
             "the closed session's target socket was reset, not orphaned"
         );
         assert!(
-            tcp_socket_state(draining).is_some(),
+            tcp_socket_state_to(draining, target).is_some(),
             "the finished stream still drains to its target"
         );
         // Nothing moves: after the stall timeout it is reset too.
         let gone = eventually(Duration::from_secs(5), || {
-            tcp_socket_state(draining).is_none()
+            tcp_socket_state_to(draining, target).is_none()
         })
         .await;
-        assert!(gone, "state {:?}", tcp_socket_state(draining));
+        assert!(gone, "state {:?}", tcp_socket_state_to(draining, target));
         finished.heartbeat().await.expect("the session goes on");
     });
     server.assert_serves();

@@ -712,18 +712,47 @@ pub fn udp_receive_queue(local: SocketAddr) -> usize {
 /// State, send queue and receive queue of the IPv4 socket bound to `local` in
 /// one of /proc/net's tables.
 fn proc_net_socket(table: &str, local: SocketAddr) -> Option<(u8, usize, usize)> {
-    let SocketAddr::V4(v4) = local else {
+    proc_net_socket_to(table, local, None)
+}
+
+/// As [`tcp_socket_state`], for the socket from `local` to `remote` only (a
+/// socket that reuses the port after ours is gone is someone else's).
+pub fn tcp_socket_state_to(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
+    proc_net_socket_to("/proc/net/tcp", local, Some(remote)).map(|(state, _, _)| state)
+}
+
+/// `/proc/net/tcp`'s form of an IPv4 socket address.
+fn proc_net_address(addr: SocketAddr) -> Option<String> {
+    let SocketAddr::V4(v4) = addr else {
         return None;
     };
-    let wanted = format!(
+    Some(format!(
         "{:08X}:{:04X}",
         u32::from_le_bytes(v4.ip().octets()),
         v4.port()
-    );
+    ))
+}
+
+fn proc_net_socket_to(
+    table: &str,
+    local: SocketAddr,
+    remote: Option<SocketAddr>,
+) -> Option<(u8, usize, usize)> {
+    let wanted = proc_net_address(local)?;
+    let wanted_remote = match remote {
+        Some(remote) => Some(proc_net_address(remote)?),
+        None => None,
+    };
     let table = std::fs::read_to_string(table).unwrap_or_default();
     table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.get(1) != Some(&wanted.as_str()) {
+            return None;
+        }
+        if wanted_remote
+            .as_deref()
+            .is_some_and(|r| fields.get(2) != Some(&r))
+        {
             return None;
         }
         let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
