@@ -33,6 +33,7 @@
 //!   listener, the accept loop, start-up checks and errors.
 //! - [`config`]: the server's options (flags) and the checked configuration they
 //!   become, with SIGHUP reloads.
+//! - [`reloadable`]: a value every core reads and the control plane replaces.
 //! - [`tls`]: rustls configuration, PEM loading, the self-signed default.
 //! - [`stats`]: per-core counters summed when reported.
 //! - [`metrics`]: the Prometheus text endpoint (`--metrics`), with its token,
@@ -55,6 +56,7 @@ pub mod mux;
 pub mod node;
 pub mod pool;
 pub mod proto;
+pub mod reloadable;
 pub mod runtime;
 pub mod server;
 pub mod speed_limit;

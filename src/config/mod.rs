@@ -2,14 +2,15 @@
 //! `options`: how an operator's flags become one.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod file;
 mod options;
 
+pub use crate::reloadable::Reloadable;
 pub use file::{ConfigFile, FileError, User};
-pub use options::{ConfigError, Invocation, NodeSettings, Reloader, ServerOptions, Settled};
+pub use options::{ConfigError, Invocation, Reloader, ServerOptions, Settled};
 
 use crate::accounts::{AccountSpec, Accounts};
 use crate::node::routes::RouteRules;
@@ -215,35 +216,6 @@ pub fn allowed_cpus() -> Vec<usize> {
     cpus
 }
 
-/// A value every core reads and an operator may replace while the server runs
-/// (SIGHUP). Readers take a cheap `Arc` snapshot; a replacement is seen by every
-/// connection that starts after it.
-#[derive(Debug)]
-pub struct Reloadable<T>(Arc<RwLock<Arc<T>>>);
-
-impl<T> Clone for Reloadable<T> {
-    fn clone(&self) -> Self {
-        Reloadable(self.0.clone())
-    }
-}
-
-impl<T> Reloadable<T> {
-    /// Wraps the first value.
-    pub fn new(value: T) -> Self {
-        Reloadable(Arc::new(RwLock::new(Arc::new(value))))
-    }
-
-    /// The current value.
-    pub fn load(&self) -> Arc<T> {
-        self.0.read().expect("reloadable lock poisoned").clone()
-    }
-
-    /// Replaces the value for everyone from now on.
-    pub fn store(&self, value: T) {
-        *self.0.write().expect("reloadable lock poisoned") = Arc::new(value);
-    }
-}
-
 /// A users file could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UsersFileError {
@@ -303,13 +275,5 @@ mod tests {
         );
         assert_eq!(parse_users("# none\n"), Err(UsersFileError::Empty));
         assert_eq!(parse_users(":pw"), Err(UsersFileError::Malformed(1)));
-    }
-
-    #[test]
-    fn reloadable_swaps_for_new_readers() {
-        let value = Reloadable::new(1);
-        let before = value.load();
-        value.store(2);
-        assert_eq!((*before, *value.load()), (1, 2));
     }
 }

@@ -21,6 +21,7 @@ use super::{
     allowed_cpus, parse_users, Limits, MetricsConfig, Reloadable, ServerConfig, UsersFileError,
 };
 use crate::accounts::{Accounts, Changes};
+use crate::node::NodeSettings;
 use crate::pool::{self, PoolConfig, PoolKind};
 use crate::proto::error::PaddingError;
 use crate::proto::proxy_protocol;
@@ -465,30 +466,6 @@ pub struct Settled {
     pub qr: bool,
     /// Node mode: where the panel is and who this node is.
     pub node: Option<NodeSettings>,
-}
-
-/// Node mode's settings (`--panel-url`, `--panel-token`, `--node-id`).
-#[derive(Clone)]
-pub struct NodeSettings {
-    /// The panel's base URL, without a trailing `/`.
-    pub panel_url: String,
-    /// The panel's server token.
-    pub token: String,
-    /// This node's id.
-    pub node_id: u64,
-    /// Where the traffic not yet pushed is kept.
-    pub state_file: PathBuf,
-}
-
-impl std::fmt::Debug for NodeSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeSettings")
-            .field("panel_url", &self.panel_url)
-            .field("token", &"<hidden>")
-            .field("node_id", &self.node_id)
-            .field("state_file", &self.state_file)
-            .finish()
-    }
 }
 
 impl ServerOptions {

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -129,7 +130,7 @@ impl StateFile {
         })
     }
 
-    /// Writes the file atomically: a temporary file beside it, fsync, rename,
+    /// Writes the file (mode 0600) atomically: a temporary file beside it, fsync, rename,
     /// fsync of the directory. A crash leaves either the old file or the new one.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
         let io = |source| StateError::Io {
@@ -143,7 +144,13 @@ impl StateFile {
         };
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let temporary = dir.join(format!(".{}.tmp", name.unwrap_or_default()));
-        let mut file = std::fs::File::create(&temporary).map_err(io)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(io)?;
         file.write_all(&body).map_err(io)?;
         file.sync_all().map_err(io)?;
         drop(file);

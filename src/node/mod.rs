@@ -4,7 +4,7 @@
 //!
 //! Everything here runs on one control thread of its own, never on an executor:
 //! it changes the running server only through the values every core reads
-//! ([`crate::config::Reloadable`] users, padding scheme and [`routes`]) and the
+//! ([`crate::reloadable::Reloadable`] users, padding scheme and [`routes`]) and the
 //! cross-core session counts, so the data path never waits for the panel.
 //!
 //! At start, [`Node::first_contact`] asks the panel for the config and the users
@@ -21,6 +21,7 @@ pub mod routes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,9 +29,9 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::accounts::{AccountSpec, Accounts};
-use crate::config::{NodeSettings, Reloadable};
 use crate::limits::{FleetDevices, SessionLimits};
 use crate::proto::PaddingScheme;
+use crate::reloadable::Reloadable;
 use crate::speed_limit::mbps_to_bytes;
 use crate::stats::Stats;
 use api::{Fetched, NodeConfig, PanelClient, PanelError, PanelUser};
@@ -55,6 +56,30 @@ pub enum NodeError {
     /// The panel's first answer cannot be served.
     #[error("the panel's config cannot be served: {0}")]
     Config(String),
+}
+
+/// Node mode's settings (`--panel-url`, `--panel-token`, `--node-id`).
+#[derive(Clone)]
+pub struct NodeSettings {
+    /// The panel's base URL, without a trailing `/`.
+    pub panel_url: String,
+    /// The panel's server token.
+    pub token: String,
+    /// This node's id.
+    pub node_id: u64,
+    /// Where the traffic not yet pushed is kept.
+    pub state_file: PathBuf,
+}
+
+impl std::fmt::Debug for NodeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSettings")
+            .field("panel_url", &self.panel_url)
+            .field("token", &"<hidden>")
+            .field("node_id", &self.node_id)
+            .field("state_file", &self.state_file)
+            .finish()
+    }
 }
 
 /// The running server's values the node changes.

@@ -14,12 +14,19 @@ pub const MAX_PREAMBLE_LEN: usize = FIXED_LEN + u16::MAX as usize;
 /// `sha256(password)`, the credential a client presents. Equality is
 /// constant-time, so comparing a presented hash says nothing about how much of
 /// it matched.
-#[derive(Clone, Copy, Eq, Hash)]
+#[derive(Clone, Copy, Eq)]
 pub struct PasswordHash(pub [u8; HASH_LEN]);
 
 impl PartialEq for PasswordHash {
     fn eq(&self, other: &PasswordHash) -> bool {
         self.0.ct_eq(&other.0).into()
+    }
+}
+
+// Equal hashes have equal bytes, as the derived form would hash them.
+impl std::hash::Hash for PasswordHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
     }
 }
 
