@@ -10,64 +10,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use anytls::client::socks5::{encode_udp_header, parse_udp_datagram};
 use anytls::proto::Address;
 use common::*;
-
-/// Sends UDP ASSOCIATE (client address all zeros) through `proxy`; returns the
-/// control connection and the relay address from the reply.
-fn udp_associate(proxy: SocketAddr) -> (TcpStream, SocketAddr) {
-    let mut control = TcpStream::connect(proxy).unwrap();
-    control
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    control.write_all(&[5, 1, 0]).unwrap();
-    let mut method = [0u8; 2];
-    control.read_exact(&mut method).unwrap();
-    assert_eq!(method, [5, 0]);
-    control.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
-    let mut reply = [0u8; 10];
-    control.read_exact(&mut reply).unwrap();
-    assert_eq!(reply[..4], [5, 0, 0, 1], "success with an IPv4 BND.ADDR");
-    let relay = match Address::decode(&reply[3..]).unwrap() {
-        Some((Address::Ip(addr), 7)) => addr,
-        other => panic!("bad BND address {other:?}"),
-    };
-    assert_eq!(
-        relay.ip(),
-        proxy.ip(),
-        "bound on the control connection's IP"
-    );
-    assert_ne!(relay.port(), 0);
-    (control, relay)
-}
-
-/// The application's socket: 127.0.0.1, a large receive buffer, reads bounded.
-fn app_socket() -> UdpSocket {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    enlarge_receive_buffer(&socket);
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    socket
-}
-
-fn socks_datagram(destination: &Address, payload: &[u8]) -> Vec<u8> {
-    let mut datagram = Vec::new();
-    encode_udp_header(destination, &mut datagram).unwrap();
-    datagram.extend_from_slice(payload);
-    datagram
-}
-
-/// Receives one SOCKS datagram from the relay: its source address and payload.
-fn receive(app: &UdpSocket, relay: SocketAddr) -> (Address, Vec<u8>) {
-    let mut buf = [0u8; 65_536];
-    let (n, from) = app.recv_from(&mut buf).expect("a reply datagram");
-    assert_eq!(from, relay, "replies come from the relay address");
-    let datagram = parse_udp_datagram(&buf[..n]).unwrap();
-    assert_eq!(buf[..3], [0, 0, 0]);
-    (datagram.address, datagram.payload.to_vec())
-}
 
 /// Whether a datagram arrives within `limit`.
 fn nothing_arrives(app: &UdpSocket, limit: Duration) -> bool {

@@ -420,6 +420,23 @@ fn traffic_is_reported_byte_for_byte_across_an_outage_and_a_restart() {
             assert!(eventually(Duration::from_secs(10), arrived).await);
         }
     });
+    // UDP over TCP counts too: datagrams through the client binary's SOCKS5
+    // UDP ASSOCIATE, each awaiting its echo.
+    let udp_echo = spawn_udp_echo();
+    let socks = TestClient::start(node.addr, &["-p", "uuid-two"]);
+    let (_control, relay) = udp_associate(socks.socks);
+    let app = app_socket();
+    let destination = Address::Ip(udp_echo);
+    let mut udp_bytes = 0;
+    for size in [1, 100, 1200, 8000] {
+        let payload = pattern(size, size);
+        app.send_to(&socks_datagram(&destination, &payload), relay)
+            .unwrap();
+        let (_, back) = receive(&app, relay);
+        assert_eq!(back, payload);
+        udp_bytes += size;
+    }
+    add(&mut expected, "2", udp_bytes, udp_bytes);
     add(&mut expected, "1", 3 * 300_000, 3 * 300_000);
     add(&mut expected, "2", 3 * 70_001, 3 * 70_001);
     add(&mut expected, "1", 3 * 123_457, 0);

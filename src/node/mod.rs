@@ -175,8 +175,10 @@ impl Node {
         let mut backoff = FIRST_BACKOFF;
         let mut said = false;
         loop {
+            let asked = Instant::now();
             match self.fetch_all() {
                 Ok((config, users)) => {
+                    debug!("panel: config and {} user(s) fetched in {:?}", users.len(), asked.elapsed());
                     if said {
                         info!("panel {}: answered; starting", self.settings.panel_url);
                     }
@@ -239,6 +241,7 @@ impl Node {
             _ => None,
         };
         let routes = self.routes_of(&config);
+        let built = Instant::now();
         let specs = specs_of(&users);
         let (users, _) = Accounts::default()
             .succeeded_by(&specs)
@@ -253,11 +256,12 @@ impl Node {
             info!("panel's cert_config is not used: the certificate comes from --cert/--key (or is self-signed)");
         }
         info!(
-            "node {} of panel {}: port {}, {} user(s), pull every {:?}, push every {:?}",
+            "node {} of panel {}: port {}, {} user(s) (made ready in {:?}), pull every {:?}, push every {:?}",
             self.settings.node_id,
             self.settings.panel_url,
             config.server_port,
             users.len(),
+            built.elapsed(),
             self.pull_every,
             self.push_every
         );

@@ -837,3 +837,59 @@ pub async fn open_many(
     }
     (open, refused)
 }
+
+/// Sends UDP ASSOCIATE (client address all zeros) through `proxy`; returns the
+/// control connection and the relay address from the reply.
+pub fn udp_associate(proxy: SocketAddr) -> (std::net::TcpStream, SocketAddr) {
+    use std::io::{Read, Write};
+    let mut control = std::net::TcpStream::connect(proxy).unwrap();
+    control
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    control.write_all(&[5, 1, 0]).unwrap();
+    let mut method = [0u8; 2];
+    control.read_exact(&mut method).unwrap();
+    assert_eq!(method, [5, 0]);
+    control.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut reply = [0u8; 10];
+    control.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[..4], [5, 0, 0, 1], "success with an IPv4 BND.ADDR");
+    let relay = match anytls::proto::Address::decode(&reply[3..]).unwrap() {
+        Some((anytls::proto::Address::Ip(addr), 7)) => addr,
+        other => panic!("bad BND address {other:?}"),
+    };
+    assert_eq!(
+        relay.ip(),
+        proxy.ip(),
+        "bound on the control connection's IP"
+    );
+    assert_ne!(relay.port(), 0);
+    (control, relay)
+}
+
+/// The application's socket: 127.0.0.1, a large receive buffer, reads bounded.
+pub fn app_socket() -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    enlarge_receive_buffer(&socket);
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+}
+
+pub fn socks_datagram(destination: &anytls::proto::Address, payload: &[u8]) -> Vec<u8> {
+    let mut datagram = Vec::new();
+    anytls::client::socks5::encode_udp_header(destination, &mut datagram).unwrap();
+    datagram.extend_from_slice(payload);
+    datagram
+}
+
+/// Receives one SOCKS datagram from the relay: its source address and payload.
+pub fn receive(app: &std::net::UdpSocket, relay: SocketAddr) -> (anytls::proto::Address, Vec<u8>) {
+    let mut buf = [0u8; 65_536];
+    let (n, from) = app.recv_from(&mut buf).expect("a reply datagram");
+    assert_eq!(from, relay, "replies come from the relay address");
+    let datagram = anytls::client::socks5::parse_udp_datagram(&buf[..n]).unwrap();
+    assert_eq!(buf[..3], [0, 0, 0]);
+    (datagram.address, datagram.payload.to_vec())
+}
