@@ -178,7 +178,11 @@ impl Node {
             let asked = Instant::now();
             match self.fetch_all() {
                 Ok((config, users)) => {
-                    debug!("panel: config and {} user(s) fetched in {:?}", users.len(), asked.elapsed());
+                    debug!(
+                        "panel: config and {} user(s) fetched in {:?}",
+                        users.len(),
+                        asked.elapsed()
+                    );
                     if said {
                         info!("panel {}: answered; starting", self.settings.panel_url);
                     }
