@@ -459,7 +459,11 @@ impl Node {
         let online = served.sessions.online_addresses();
         let alive: BTreeMap<String, Vec<String>> = online
             .iter()
-            .map(|(user, ips)| (user.clone(), ips.iter().map(IpAddr::to_string).collect()))
+            .map(|(user, ips)| {
+                // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
+                let ips = ips.iter().map(|ip| ip.to_canonical().to_string());
+                (user.clone(), ips.collect())
+            })
             .collect();
         self.panel.alive(&alive)?;
         self.reported = online
