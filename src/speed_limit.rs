@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 /// A core takes this much of the rate from the shared tier at a time.
 pub const CHUNK: Duration = Duration::from_millis(5);
-/// After a pause, this much of the rate passes at once.
-pub const BURST: Duration = Duration::from_millis(50);
+/// After a pause, this much of the rate passes at once; it is also how late a
+/// caller may wake (a busy core) before the time it overslept is lost to it.
+pub const BURST: Duration = Duration::from_millis(200);
 /// The smallest chunk, for low rates (a TLS record's worth).
 const MIN_CHUNK_BYTES: u64 = 16 * 1024;
 /// The largest chunk, for high rates.
@@ -218,12 +219,12 @@ mod tests {
         let limit = SpeedLimit::new(1_000_000, start);
         let credit = CoreCredit::default();
         let later = start + Duration::from_secs(60);
-        // 50 ms of the rate pass at once after a minute of nothing; more waits.
-        assert_eq!(limit.take(&credit, Direction::Up, 40_000, later), None);
+        // 200 ms of the rate pass at once after a minute of nothing; more waits.
+        assert_eq!(limit.take(&credit, Direction::Up, 150_000, later), None);
         let wait = limit
-            .take(&credit, Direction::Up, 100_000, later)
+            .take(&credit, Direction::Up, 200_000, later)
             .expect("past the burst");
-        assert!(wait >= Duration::from_millis(80), "{wait:?}");
+        assert!(wait >= Duration::from_millis(140), "{wait:?}");
     }
 
     #[test]

@@ -887,7 +887,12 @@ pub fn socks_datagram(destination: &anytls::proto::Address, payload: &[u8]) -> V
 /// Receives one SOCKS datagram from the relay: its source address and payload.
 pub fn receive(app: &std::net::UdpSocket, relay: SocketAddr) -> (anytls::proto::Address, Vec<u8>) {
     let mut buf = [0u8; 65_536];
-    let (n, from) = app.recv_from(&mut buf).expect("a reply datagram");
+    let (n, from) = loop {
+        match app.recv_from(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            received => break received.expect("a reply datagram"),
+        }
+    };
     assert_eq!(from, relay, "replies come from the relay address");
     let datagram = anytls::client::socks5::parse_udp_datagram(&buf[..n]).unwrap();
     assert_eq!(buf[..3], [0, 0, 0]);
