@@ -150,7 +150,10 @@ pub(crate) async fn serve_connection(
     glommio::spawn_local(async move {
         let _slot = slot;
         let reason = session.clone().run(reader, writer, leftover).await;
-        debug!("{peer}: session of user {} closed: {reason}", session.user);
+        debug!(
+            "{peer}: session of user {} closed: {reason}",
+            session.user()
+        );
         session.core.counters().sessions_open.sub(1);
     })
     .detach();
@@ -248,8 +251,7 @@ impl StreamEntry {
 pub(crate) struct Session {
     core: Rc<CoreContext>,
     peer: SocketAddr,
-    user: String,
-    /// The user's account: limits shared over cores, revocation.
+    /// The user's account: its name, limits shared over cores, revocation.
     account: Arc<Account>,
     /// What this core keeps for the user: traffic counters, speed credit.
     core_user: Rc<CoreUser>,
@@ -299,7 +301,8 @@ impl Session {
             self.core.limit_reached(Limit::Route, || {
                 format!(
                     "{}: stream {id} of user {} to {target} refused by the routes",
-                    self.peer, self.user
+                    self.peer,
+                    self.user()
                 )
             });
         }
@@ -311,12 +314,12 @@ impl Session {
     pub(super) fn take_outbound_share(&self, id: u32) -> Result<OutboundShare, StreamEnd> {
         let core = &self.core;
         core.sessions
-            .take_outbound(&self.user, core.config.pool.max_outbound)
+            .take_outbound(self.user(), core.config.pool.max_outbound)
             .map_err(|limit| {
                 core.limit_reached(limit, || {
                     format!(
                         "{}: stream {id} of user {} refused: it holds its share of outbound connections",
-                        self.peer, self.user
+                        self.peer, self.user()
                     )
                 });
                 self.refuse(id, OUTBOUND_SHARE_REACHED)
@@ -329,7 +332,6 @@ impl Session {
         account: Arc<Account>,
         user_held: Arc<AtomicUsize>,
     ) -> Session {
-        let user = account.name().to_owned();
         let limits = &core.config.limits;
         let rules = SessionRules {
             streams: limits.streams_per_session,
@@ -338,11 +340,10 @@ impl Session {
             idle_timeout: core.config.session_idle_timeout,
         };
         Session {
-            core_user: core.user(&user),
+            core_user: core.user(account.name()),
             account,
             core,
             peer,
-            user,
             queue: WriteQueue::default(),
             rules: RefCell::new(ServerSession::new(rules, Instant::now())),
             closed: Event::default(),
@@ -350,6 +351,11 @@ impl Session {
             udp_buffers: Cell::new(0),
             user_held,
         }
+    }
+
+    /// The user's name.
+    fn user(&self) -> &str {
+        self.account.name()
     }
 
     /// The client's protocol version (0 until its Settings arrived).
@@ -441,7 +447,8 @@ impl Session {
             self.core.limit_reached(Limit::UnreadAnswers, || {
                 format!(
                     "{}: session of user {}: answers unread by the client; reading paused",
-                    self.peer, self.user
+                    self.peer,
+                    self.user()
                 )
             });
             self.queue.wait_control_room().await;
@@ -622,7 +629,7 @@ impl Session {
             format!(
                 "{}: session of user {}: streams hold {} bytes for their targets (user {}, core {}); reading paused",
                 self.peer,
-                self.user,
+                self.user(),
                 self.upload_held.get(),
                 self.user_held.load(Ordering::Relaxed),
                 self.core.upload_held.get()

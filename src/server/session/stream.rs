@@ -131,7 +131,7 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> StreamEnd
     let mut dial = pin!(core.pool.connect(
         &core.resolver,
         &target,
-        &session.user,
+        session.user(),
         core.config.connect_timeout
     ));
     let mut answered = false;

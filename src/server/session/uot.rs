@@ -96,7 +96,7 @@ pub(super) async fn serve(
     let fixed = if request.is_connect {
         match core
             .resolver
-            .resolve(&request.destination, &session.user)
+            .resolve(&request.destination, session.user())
             .await
         {
             Ok(addrs) => Some(addrs[0]),
@@ -187,7 +187,7 @@ pub(super) async fn serve(
                                 continue;
                             }
                             (None, Some(address)) => {
-                                match core.resolver.resolve(address, &session.user).await {
+                                match core.resolver.resolve(address, session.user()).await {
                                     // Prefer an address of the socket's family.
                                     Ok(addrs) => *addrs
                                         .iter()
