@@ -8,7 +8,6 @@
 //! - [`inbound`]: the local SOCKS5 proxy (CONNECT, and UDP ASSOCIATE carried over
 //!   UDP-over-TCP v2 in [`inbound::udp`]) and HTTP proxy requests on the same port;
 //!   [`socks5`] and [`http`] are its sans-IO parsers.
-//! - [`uri`]: `anytls://` server URIs.
 //! - [`ClientOptions`] and [`run`]: the client process (flags, checked config,
 //!   one executor per CPU until a signal); [`serve`]: one core's accept loop.
 
@@ -20,8 +19,8 @@ mod run;
 mod session;
 pub mod session_pool;
 pub mod socks5;
-pub mod uri;
 
+pub use crate::proto::uri::ServerUri;
 pub use options::{ClientOptions, ClientOptionsError, ClientSettled};
 pub use padder::{Padder, SharedScheme};
 pub use run::{run, serve};
@@ -29,4 +28,3 @@ pub use session::{
     connect_tls, ClientConfig, ClientSession, ClientStream, StreamError, SYNACK_TIMEOUT,
 };
 pub use session_pool::{PoolSettings, SessionPool};
-pub use uri::ServerUri;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::{ClientConfig, PoolSettings, ServerUri};
-use crate::client::uri::UriError;
-use crate::config::allowed_cpus;
+use super::{ClientConfig, PoolSettings};
+use crate::proto::uri::{ServerUri, UriError};
+use crate::runtime::allowed_cpus;
 use crate::tls::{client_config, ServerVerification};
 
 /// Why the options do not make a client configuration; one line each.

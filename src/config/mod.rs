@@ -184,7 +184,7 @@ impl ServerConfig {
             fallback_proxy_protocol: None,
             metrics: None,
             tls,
-            cpus: allowed_cpus().into_iter().take(1).collect(),
+            cpus: crate::runtime::allowed_cpus().into_iter().take(1).collect(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
@@ -198,22 +198,6 @@ impl ServerConfig {
             deny_private: false,
         }
     }
-}
-
-/// The CPUs this process may run on (its affinity mask, which respects cpusets),
-/// in ascending order.
-pub fn allowed_cpus() -> Vec<usize> {
-    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|core| core.id)
-        .collect();
-    cpus.sort_unstable();
-    if cpus.is_empty() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        cpus = (0..n).collect();
-    }
-    cpus
 }
 
 /// A users file could not be used.

@@ -17,9 +17,7 @@ use clap::parser::ValueSource;
 use clap::ArgMatches;
 
 use super::file::{self, ConfigFile, FileError, User};
-use super::{
-    allowed_cpus, parse_users, Limits, MetricsConfig, Reloadable, ServerConfig, UsersFileError,
-};
+use super::{parse_users, Limits, MetricsConfig, Reloadable, ServerConfig, UsersFileError};
 use crate::accounts::{Accounts, Changes};
 use crate::node::NodeSettings;
 use crate::pool::{self, PoolConfig, PoolKind};
@@ -776,7 +774,7 @@ impl ServerOptions {
 
     /// The CPUs to run on: the first `--cores` of those this process may use.
     fn cpus(&self) -> Result<Vec<usize>, ConfigError> {
-        let allowed = allowed_cpus();
+        let allowed = crate::runtime::allowed_cpus();
         match self.cores {
             None => Ok(allowed),
             Some(0) => Err(ConfigError::Zero("cores")),

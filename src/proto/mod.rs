@@ -4,11 +4,12 @@
 //! contract (`docs/protocol.md`) is unit-tested and fuzzable on its own.
 //!
 //! - [`frame`]: the 7-byte-header frame codec.
-//! - [`auth`]: the authentication preamble and the users' credentials.
+//! - [`auth`]: the authentication preamble and the password hash.
 //! - [`settings`]: `key=value` Settings and ServerSettings.
 //! - [`padding`]: the padding scheme, its md5, record sizes and write shaping.
 //! - [`addr`]: SOCKS5-form target addresses.
 //! - [`uot`]: UDP over TCP v2 requests and datagrams.
+//! - [`uri`]: `anytls://` server URIs (the share links, docs/protocol.md §5).
 //! - [`rate`]: a token bucket (time passed in), for datagram rates.
 //! - [`proxy_protocol`]: the PROXY protocol header (v1, v2) written to the
 //!   fallback before a rejected client's bytes.
@@ -38,6 +39,7 @@ pub mod rate;
 pub mod session;
 pub mod settings;
 pub mod uot;
+pub mod uri;
 
 pub use addr::Address;
 pub use frame::{Command, Frame};

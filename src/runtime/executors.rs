@@ -54,7 +54,7 @@ impl Executors {
         Fut: Future<Output = ()> + 'static,
     {
         preflight::check()?;
-        let allowed = crate::config::allowed_cpus();
+        let allowed = super::allowed_cpus();
         if cpus.is_empty() {
             return Err(StartError::Cpus("no CPU to run on".into()));
         }

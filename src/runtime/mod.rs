@@ -1,12 +1,13 @@
 //! The thread-per-core runtime under the server and the client: one glommio
 //! executor pinned per CPU, each with its own `SO_REUSEPORT` listener on the same
-//! address ([`Executors`]), the checks of what the kernel must offer
-//! ([`preflight`]), and the errors that stop a start.
+//! address ([`Executors`]), the CPUs it may use ([`allowed_cpus`]), the checks
+//! of what the kernel must offer ([`preflight`]), and the errors that stop a start.
 //!
 //! Every listener is bound before any executor starts, so a bad address fails
 //! cleanly; [`Executors::start`] returns once each executor is serving.
 
 mod accept;
+mod cpus;
 mod executors;
 pub mod preflight;
 
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use thiserror::Error;
 
 pub use accept::{accept_each, ACCEPT_BACKOFF};
+pub use cpus::allowed_cpus;
 pub use executors::Executors;
 pub(crate) use executors::{adopt_listener, bind_single};
 

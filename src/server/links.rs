@@ -8,8 +8,8 @@ use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
 use thiserror::Error;
 
-use crate::client::ServerUri;
 use crate::config::User;
+use crate::proto::uri::ServerUri;
 
 /// What the links are made of, besides the address the server listens on.
 #[derive(Debug, Clone)]
