@@ -42,6 +42,19 @@
 //!   start-up errors, stop signals).
 //! - [`fuzz`]: structure-aware fuzzing of every decoder and of the session
 //!   machine (run by `tests/fuzz.rs` and `examples/fuzz.rs`).
+//!
+//! # Layers
+//!
+//! A module names only modules of lower layers (`tests/layout.rs` checks this
+//! list against every `use` and `crate::` path):
+//!
+//! 1. `proto`, `reloadable`, `speed_limit`, `stats`, `tls`, `cli`
+//! 2. `mux`, `accounts`, `limits`
+//! 3. `pool`
+//! 4. `runtime`, `node`
+//! 5. `config`
+//! 6. `metrics`, `client`, `fuzz`
+//! 7. `server`
 
 #![deny(unsafe_code)]
 

@@ -214,7 +214,7 @@ fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 }
 
 #[test]
-fn no_import_cycles_between_sibling_modules() {
+fn no_import_cycles_between_sibling_modules_and_top_level_ones_follow_the_layers() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
@@ -266,6 +266,56 @@ fn no_import_cycles_between_sibling_modules() {
         }
     }
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+    let layers = layers_of(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
+    let top = &graphs[""];
+    let mut wrong_way = Vec::new();
+    for (from, names) in top {
+        let Some(&from_layer) = layers.get(from) else {
+            wrong_way.push(format!("{from} is in no layer of src/lib.rs"));
+            continue;
+        };
+        for to in names {
+            match layers.get(to) {
+                Some(&to_layer) if to_layer < from_layer => {}
+                Some(&to_layer) => wrong_way.push(format!(
+                    "{from} (layer {from_layer}) names {to} (layer {to_layer}): {}",
+                    witnesses[&(String::new(), from.clone(), to.clone())]
+                )),
+                None => wrong_way.push(format!("{to} is in no layer of src/lib.rs")),
+            }
+        }
+    }
+    assert!(
+        wrong_way.is_empty(),
+        "dependencies against the layers of src/lib.rs:\n{}",
+        wrong_way.join("\n")
+    );
+}
+
+/// The layer of each top-level module, from src/lib.rs's `# Layers` list
+/// (`//! N. `a`, `b``).
+fn layers_of(lib: &str) -> BTreeMap<String, usize> {
+    let mut layers = BTreeMap::new();
+    let section = lib
+        .split("# Layers")
+        .nth(1)
+        .expect("src/lib.rs has a # Layers section");
+    for line in section.lines().skip(1).map_while(|l| l.strip_prefix("//!")) {
+        let Some((number, names)) = line.trim().split_once(". ") else {
+            continue;
+        };
+        let Ok(layer) = number.parse::<usize>() else {
+            continue;
+        };
+        for name in names.split(',') {
+            layers.insert(name.trim().trim_matches('`').to_owned(), layer);
+        }
+    }
+    assert!(
+        layers.len() > 5,
+        "too few modules in the layers: {layers:?}"
+    );
+    layers
 }
 
 #[test]
@@ -277,6 +327,11 @@ fn the_checker_sees_a_cycle() {
         find_cycle(&edges),
         Some(vec!["a".to_owned(), "b".to_owned(), "a".to_owned()])
     );
+    let layers = layers_of(
+        "//! # Layers\n//!\n//! 1. `a`, `b`\n//! 2. `c`\n//! 3. `d`, `e`, `f`\nfn x() {}",
+    );
+    assert_eq!(layers["b"], 1);
+    assert_eq!(layers["f"], 3);
     let mut paths = Vec::new();
     expand("crate::{a::B, c::{d, e::F}}", "", &mut paths);
     assert_eq!(paths, ["crate::a::B", "crate::c::d", "crate::c::e::F"]);
