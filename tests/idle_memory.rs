@@ -1,6 +1,6 @@
 //! Memory per idle authenticated session stays won: at 1,000 idle sessions the
 //! server's resident memory grows by at most 16 KiB per session (twice the 8 KiB
-//! goal; measured 11 KiB in release builds, see README "Memory per session").
+//! goal; measured 11 KiB in release builds, see docs/operating.md, "Memory per stream and session").
 
 mod common;
 

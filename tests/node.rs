@@ -562,7 +562,7 @@ fn load_forever(
 }
 
 /// The limited user's rate (`rate`, bytes a second) is 10 Mbit/s within 10% over
-/// this short window on a busy machine (10 s windows: README), while the
+/// this short window on a busy machine (10 s windows: docs/operating.md, node mode), while the
 /// unlimited one beside it (if any) moved `free` bytes, far more.
 fn check_limited(direction: &str, sessions: usize, rate: f64, free: Option<u64>, window: Duration) {
     let limit = 1_250_000.0;

@@ -46,7 +46,7 @@ pub fn default_max_pending(descriptors: u64) -> usize {
 }
 
 /// What one client may hold at once, and how long a new stream may keep it
-/// waiting (README, "Limits"; worst cases in kernel-notes.md).
+/// waiting (docs/operating.md, "Caps per client"; worst cases in kernel-notes.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Streams open on one session; past it a new stream is refused.

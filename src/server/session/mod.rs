@@ -44,7 +44,7 @@ use handshake::Admission;
 /// Free space offered to TLS per read.
 const READ_CHUNK: usize = 16 * 1024;
 /// Client->target bytes buffered per stream before the session stops reading
-/// (see README, "Memory per stream").
+/// (see docs/operating.md, "Memory per stream and session").
 pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
 /// How soon a session over its upload budget first looks whether its targets
 /// took bytes; each look that finds no byte taken waits twice as long, up to
