@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Structure-aware fuzzing of every decoder in src/proto and of the session state
-# machine (the harness is src/fuzz/),
+# machine (the harness is fuzz/src/, package anytls-fuzz),
 # on the stable toolchain, in release mode.
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET] [more examples/fuzz.rs flags]
+#   scripts/fuzz.sh [SECONDS] [TARGET] [more fuzz/examples/fuzz.rs flags]
 #
 # SECONDS defaults to 600, TARGET to all (frame, address, settings, auth, uot-request,
 # uot-datagram, padding, session). The corpus in fuzz/corpus/<target>/ is replayed first, then
@@ -26,4 +26,4 @@ fi
 if [[ -n "${FUZZ_SEED:-}" ]]; then
     args+=(--seed "$FUZZ_SEED")
 fi
-exec cargo run --release --example fuzz -- "${args[@]}" "$@"
+exec cargo run --release -p anytls-fuzz --example fuzz -- "${args[@]}" "$@"

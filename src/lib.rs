@@ -40,8 +40,9 @@
 //!   allow-list, concurrency bound and render cache.
 //! - [`cli`]: what the binaries share at their edge (logging, exit code 2 on
 //!   start-up errors, stop signals).
-//! - [`fuzz`]: structure-aware fuzzing of every decoder and of the session
-//!   machine (run by `tests/fuzz.rs` and `examples/fuzz.rs`).
+//!
+//! Structure-aware fuzzing of every decoder and of the session machine is the
+//! workspace member `fuzz/` (package `anytls-fuzz`), outside this library.
 //!
 //! # Layers
 //!
@@ -53,7 +54,7 @@
 //! 3. `pool`
 //! 4. `runtime`, `node`
 //! 5. `config`
-//! 6. `metrics`, `client`, `fuzz`
+//! 6. `metrics`, `client`
 //! 7. `server`
 
 #![deny(unsafe_code)]
@@ -62,7 +63,6 @@ pub mod accounts;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod fuzz;
 pub mod limits;
 pub mod metrics;
 pub mod mux;

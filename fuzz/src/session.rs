@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::Rng;
 
-use crate::proto::frame::{self, Command};
-use crate::proto::session::{
+use anytls::proto::frame::{self, Command};
+use anytls::proto::session::{
     Action, Payload, Refusal, ServerSession, SessionRules, ALERT_NO_SETTINGS,
 };
 

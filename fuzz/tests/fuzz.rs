@@ -1,17 +1,17 @@
-//! Structure-aware fuzzing of the protocol decoders (`anytls::fuzz`) within `cargo test`:
+//! Structure-aware fuzzing of the protocol decoders (`anytls_fuzz`) within `cargo test`:
 //! a bounded, seeded number of cases per target (generated and mutated from the corpus),
 //! and a replay of every file in `fuzz/corpus/`. Long runs: `scripts/fuzz.sh`.
 
 use std::path::PathBuf;
 
-use anytls::fuzz::{self, CountingAlloc, Target};
+use anytls_fuzz::{self as fuzz, CountingAlloc, Target};
 
 // Allocations of each decoder call are measured and held to a bound of its input.
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
 fn corpus_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus")
 }
 
 /// Runs `cases` cases of `target` from a fixed seed; every outcome class the generators

@@ -1,7 +1,7 @@
-//! Long fuzzing runs of every decoder in `anytls::proto` (the harness is `anytls::fuzz`).
+//! Long fuzzing runs of every decoder in `anytls::proto` (the harness is `anytls_fuzz`).
 //!
 //! ```text
-//! cargo run --release --example fuzz -- --target all --seconds 600 --corpus fuzz/corpus
+//! cargo run --release -p anytls-fuzz --example fuzz -- --target all --seconds 600 --corpus fuzz/corpus
 //! ```
 //!
 //! Runs until the time or the case count is reached, prints cases per second per target
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anytls::fuzz::{self, CountingAlloc, Options, Report, Target};
+use anytls_fuzz::{self as fuzz, CountingAlloc, Options, Report, Target};
 use clap::Parser;
 
 #[global_allocator]

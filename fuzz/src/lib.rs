@@ -1,4 +1,4 @@
-//! Structure-aware fuzzing of every decoder in [`crate::proto`], on the stable toolchain.
+//! Structure-aware fuzzing of every decoder in [`anytls::proto`], on the stable toolchain.
 //!
 //! Each [`Target`] pairs a generator that builds mostly-valid wire input with targeted
 //! corruptions (lengths that lie, truncations, unknown command and type bytes, non-UTF-8
@@ -13,7 +13,7 @@
 //!   same error whatever bytes follow it;
 //! - each decoder agrees with a small model of its rule: last-value-wins settings, the
 //!   UoT address types against the SOCKS ones, padding ranges and `c` marks, the records
-//!   [`shape`](crate::proto::padding::shape) builds;
+//!   [`shape`](anytls::proto::padding::shape) builds;
 //! - the memory a decoder allocates stays within a bound proportional to its input,
 //!   measured by [`CountingAlloc`] when the binary installs it as its global allocator,
 //!   and the padding records a scheme can ask for are bounded before they are built.
@@ -28,7 +28,7 @@
 //! asked, saves failing inputs to `fuzz/crashes/` and grows the corpus.
 //!
 //! ```
-//! use anytls::fuzz::{self, Target};
+//! use anytls_fuzz::{self as fuzz, Target};
 //!
 //! let report = fuzz::run(Target::Frame, 1, 500, None);
 //! assert_eq!(report.cases(), 500);
@@ -55,16 +55,16 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 
-use crate::accounts::{AccountSpec, Accounts};
-use crate::proto::addr::Address;
-use crate::proto::auth::{self, PasswordHash};
-use crate::proto::error::{AddrError, PaddingError, UotError};
-use crate::proto::frame::{self, Command, HEADER_LEN, MAX_DATA_LEN};
-use crate::proto::padding::{self, PaddingScheme, Step};
-use crate::proto::settings::Settings;
-use crate::proto::uot;
+use anytls::accounts::{AccountSpec, Accounts};
+use anytls::proto::addr::Address;
+use anytls::proto::auth::{self, PasswordHash};
+use anytls::proto::error::{AddrError, PaddingError, UotError};
+use anytls::proto::frame::{self, Command, HEADER_LEN, MAX_DATA_LEN};
+use anytls::proto::padding::{self, PaddingScheme, Step};
+use anytls::proto::settings::Settings;
+use anytls::proto::uot;
 
-/// One decoder family of [`crate::proto`], or all of them.
+/// One decoder family of [`anytls::proto`], or all of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
     /// [`frame::decode`] over a stream of frames, and the frame encoders.
@@ -82,7 +82,7 @@ pub enum Target {
     /// [`PaddingScheme::parse`], then its record sizes and [`padding::shape`].
     Padding,
     /// A whole session: a client's frames after authentication, in reads of any
-    /// size, through [`crate::proto::session::ServerSession`].
+    /// size, through [`anytls::proto::session::ServerSession`].
     Session,
     /// Every target above, in turn.
     All,
@@ -581,7 +581,7 @@ pub fn corpus_files(root: &Path, target: Target) -> io::Result<Vec<(PathBuf, Vec
 ///
 /// ```
 /// #[global_allocator]
-/// static ALLOC: anytls::fuzz::CountingAlloc = anytls::fuzz::CountingAlloc;
+/// static ALLOC: anytls_fuzz::CountingAlloc = anytls_fuzz::CountingAlloc;
 /// # fn main() {}
 /// ```
 pub struct CountingAlloc;
