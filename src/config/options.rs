@@ -1087,6 +1087,64 @@ mod tests {
         }
     }
 
+    /// Every key the config file knows, from serde's list of the expected ones.
+    fn file_keys() -> std::collections::BTreeSet<String> {
+        let error = toml::from_str::<ConfigFile>("no_such_key = 1")
+            .unwrap_err()
+            .message()
+            .to_owned();
+        let list = error
+            .split("expected one of")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no list of keys in {error:?}"));
+        list.split(',')
+            .map(|key| key.trim().trim_matches('`').to_owned())
+            .filter(|key| !key.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn every_flag_has_a_config_key_and_every_key_a_flag() {
+        // sing-box's names for what a flag takes, and what only one side has.
+        let renamed = [
+            ("cert", "certificate_path"),
+            ("key", "key_path"),
+            ("padding_scheme", "padding_scheme_file"),
+            ("users", "users_file"),
+            ("password", "users"),
+        ];
+        let command_line_only = ["config", "print_links", "qr", "help", "version"];
+        let file_only = ["padding_scheme"];
+        let keys = file_keys();
+        assert!(keys.len() > 30, "{keys:?}");
+        let flags: Vec<String> = Flags::command()
+            .get_arguments()
+            .filter_map(|arg| arg.get_long())
+            .map(|long| long.replace('-', "_"))
+            .collect();
+        let key_of = |flag: &str| {
+            renamed
+                .iter()
+                .find(|(f, _)| *f == flag)
+                .map_or(flag.to_owned(), |(_, key)| (*key).to_owned())
+        };
+        let no_key: Vec<&String> = flags
+            .iter()
+            .filter(|flag| !command_line_only.contains(&flag.as_str()))
+            .filter(|flag| !keys.contains(&key_of(flag)))
+            .collect();
+        assert!(no_key.is_empty(), "flags without a config key: {no_key:?}");
+        let named: Vec<String> = flags.iter().map(|flag| key_of(flag)).collect();
+        let no_flag: Vec<&String> = keys
+            .iter()
+            .filter(|key| !file_only.contains(&key.as_str()) && !named.contains(key))
+            .collect();
+        assert!(
+            no_flag.is_empty(),
+            "config keys without a flag: {no_flag:?}"
+        );
+    }
+
     #[test]
     fn the_file_fills_what_the_command_line_did_not_give() {
         let toml = "listen = \"127.0.0.1:0\"\n\
