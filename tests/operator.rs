@@ -122,27 +122,36 @@ fn several_users_and_sighup_reload() {
     assert!(!works("carol-pw"));
     assert!(server.wait_for_log("session opened for user alice", Duration::from_secs(2)));
 
-    // A session open across the reload keeps working.
+    // Across the reload, a kept user's open session goes on and a removed
+    // user's is closed (within the session watchdog's 5 s).
     let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let holder = std::thread::spawn(move || {
         run_local(async move {
-            let session = ClientSession::connect(&config_with(addr, "bob-pw"))
+            let alice = ClientSession::connect(&config_with(addr, "alice-pw"))
                 .await
                 .unwrap();
-            session.heartbeat().await.unwrap();
+            let bob = ClientSession::connect(&config_with(addr, "bob-pw"))
+                .await
+                .unwrap();
+            alice.heartbeat().await.unwrap();
+            bob.heartbeat().await.unwrap();
             held_tx.send(()).unwrap();
             while done_rx.try_recv().is_err() {
                 glommio::timer::sleep(Duration::from_millis(20)).await;
             }
-            session.heartbeat().await.is_ok()
+            let bob_closed = eventually(Duration::from_secs(8), || bob.is_closed()).await;
+            (bob_closed, alice.heartbeat().await.is_ok())
         })
     });
     held_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     std::fs::write(&file, "alice:alice-pw\ncarol:carol-pw\n").unwrap();
     server.signal(libc::SIGHUP);
     assert!(
-        server.wait_for_log("SIGHUP: reloaded 5 user(s)", Duration::from_secs(5)),
+        server.wait_for_log(
+            "SIGHUP: reloaded 5 user(s): 1 added, 1 removed",
+            Duration::from_secs(5)
+        ),
         "{:?}",
         server
             .log_lines()
@@ -153,9 +162,11 @@ fn several_users_and_sighup_reload() {
     assert!(works("carol-pw"), "a new user works after SIGHUP");
     assert!(!works("bob-pw"), "a removed user no longer authenticates");
     done_tx.send(()).unwrap();
+    let (bob_closed, alice_goes_on) = holder.join().unwrap();
+    assert!(bob_closed, "the removed user's open session was closed");
     assert!(
-        holder.join().unwrap(),
-        "bob's open session survived the reload"
+        alice_goes_on,
+        "a kept user's open session survived the reload"
     );
 
     // A broken file keeps the current users.
