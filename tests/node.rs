@@ -374,6 +374,14 @@ async fn relay(session: &ClientSession, target: SocketAddr, up: usize, down: usi
     stream.close();
 }
 
+/// One session of user `uuid` sends `bytes` to the `echo` target and reads them back.
+fn echo_as(server: SocketAddr, uuid: &str, echo: SocketAddr, bytes: usize) {
+    run_local(async {
+        let session = ClientSession::connect(&user(server, uuid)).await.unwrap();
+        relay(&session, echo, bytes, bytes).await;
+    });
+}
+
 /// A target that counts what it reads and discards it.
 fn counting_sink() -> (SocketAddr, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -456,12 +464,7 @@ fn traffic_is_reported_byte_for_byte_across_an_outage_and_a_restart() {
 
     // Four push intervals of a panel answering 500: nothing is accepted, nothing lost.
     panel.outage(4, "500", Some("push"));
-    run_local(async {
-        let two = ClientSession::connect(&user(node.addr, "uuid-two"))
-            .await
-            .unwrap();
-        relay(&two, echo, 200_000, 200_000).await;
-    });
+    echo_as(node.addr, "uuid-two", echo, 200_000);
     add(&mut expected, "2", 200_000, 200_000);
     std::thread::sleep(Duration::from_millis(2500));
     let failed = panel.get("/admin/traffic")["failed_pushes"]
@@ -475,12 +478,7 @@ fn traffic_is_reported_byte_for_byte_across_an_outage_and_a_restart() {
     // A panel that closes every push: the node is stopped with deltas pending,
     // writes them to its state file, and the next node pushes them first.
     panel.outage(60, "close", Some("push"));
-    run_local(async {
-        let one = ClientSession::connect(&user(node.addr, "uuid-one"))
-            .await
-            .unwrap();
-        relay(&one, echo, 55_555, 55_555).await;
-    });
+    echo_as(node.addr, "uuid-one", echo, 55_555);
     add(&mut expected, "1", 55_555, 55_555);
     std::thread::sleep(Duration::from_millis(1500));
     let status = node.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
