@@ -1,10 +1,11 @@
 //! The whole-session fuzz target: a client's byte stream after authentication,
 //! cut into reads of arbitrary sizes, driven through [`ServerSession`] exactly as
-//! the server's session loop drives it, with the driver's own events (a stream
-//! got its target, became a UDP association, ended) interleaved at random.
-//! Checked against a model of the open streams after every step.
+//! the server's session loop drives it, with the driver's own events (a dial
+//! done or failed, bytes taken, a task ended) and the passing of time
+//! interleaved at random. Checked against a model of the open streams after
+//! every step.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -12,7 +13,8 @@ use rand::Rng;
 
 use anytls::proto::frame::{self, Command};
 use anytls::proto::session::{
-    Action, Payload, Refusal, ServerSession, SessionRules, ALERT_NO_SETTINGS,
+    Action, Close, Notice, Payload, Refusal, ServerSession, SessionRules, StreamEnd, StreamEvent,
+    ALERT_NO_SETTINGS,
 };
 
 /// The md5 the fuzzed server announces; generated Settings carry it or not.
@@ -24,6 +26,14 @@ const RULES: SessionRules = SessionRules {
     dialing: 4,
     uot: 2,
     idle_timeout: Duration::from_secs(30),
+    stream_idle_timeout: Duration::from_secs(20),
+    uot_idle_timeout: Duration::from_secs(10),
+    address_timeout: Duration::from_secs(3),
+    synack_deadline: Duration::from_secs(2),
+    stall_timeout: Duration::from_secs(5),
+    stream_buffer: 256,
+    session_buffer: 512,
+    check_period: Duration::from_secs(1),
 };
 
 /// Frames a client might send, well-formed or not, as one byte stream.
@@ -73,159 +83,193 @@ fn settings(rng: &mut SmallRng) -> Vec<u8> {
 /// Runs `input` through a session; `Err` names the first broken rule.
 pub(super) fn check(input: &[u8], rng: &mut SmallRng) -> Result<String, String> {
     let start = Instant::now();
-    let mut session = ServerSession::<u32>::new(RULES, start);
+    let mut session = ServerSession::new(RULES, MD5, start);
+    // The model: streams the driver was told to open and has not been told to
+    // forget, and those it was told to dial (a task runs for them).
     let mut open: HashSet<u32> = HashSet::new();
-    let mut dialing: HashSet<u32> = HashSet::new();
-    let mut associations: HashSet<u32> = HashSet::new();
+    let mut tasks: HashSet<u32> = HashSet::new();
     let mut settings_seen = false;
-    let mut alerted = false;
+    let mut closed = false;
     let mut buffered: Vec<u8> = Vec::new();
     let mut fed = 0;
     let mut now = start;
     let mut frames = 0usize;
-    let mut last_activity;
-    // Which kinds of action the input reached: the case's outcome class.
-    let mut reached = std::collections::BTreeSet::new();
+    let mut reached = BTreeSet::new();
     while fed < input.len() {
         // One read of arbitrary size, as TLS would hand it over.
         let n = rng.gen_range(1..=input.len() - fed);
         buffered.extend_from_slice(&input[fed..fed + n]);
         fed += n;
         now += Duration::from_millis(rng.gen_range(0..2000));
-        session.on_read(now);
-        last_activity = now;
         let mut used = 0;
         while let Some(frame) = frame::decode(&buffered[used..]) {
             used += frame.wire_len();
             frames += 1;
             let was_open = open.contains(&frame.stream_id);
-            let at_stream_cap = open.len() >= RULES.streams;
-            let at_dialing_cap = dialing.len() >= RULES.dialing;
-            let actions: Vec<_> = session.on_frame(&frame, MD5, |id| id).collect();
-            if alerted && !actions.is_empty() {
-                return Err(format!("actions after the Alert: {actions:?}"));
+            let at_stream_cap = session.streams() >= RULES.streams;
+            let at_dialing_cap = session.dialing() >= RULES.dialing;
+            let paused = !session.wants_read();
+            let delivery = session.handle_frame(frame, now);
+            if let Some(delivery) = &delivery {
+                if closed || paused {
+                    return Err(format!("{delivery:?} while closed or paused"));
+                }
+                if frame.cmd != Command::Push
+                    || delivery.id != frame.stream_id
+                    || !was_open
+                    || !frame.data.ends_with(delivery.data)
+                {
+                    return Err(format!("{delivery:?} for {:?}", frame.cmd));
+                }
+                reached.insert("Delivery".to_owned());
             }
-            if actions.len() > 2 {
-                return Err(format!("{} actions for one frame", actions.len()));
-            }
-            for action in &actions {
-                reached.insert(match action {
-                    Action::Send(cmd, ..) => format!("{cmd:?}"),
-                    Action::Refuse(_, refusal) => format!("{refusal:?}"),
-                    other => format!("{other:?}")
-                        .split('(')
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                });
-                match *action {
-                    Action::Open(id, value) => {
-                        if frame.cmd != Command::Syn || id != frame.stream_id || value != id {
+            while let Some(action) = session.poll_action() {
+                if closed {
+                    return Err(format!("{action:?} after the session closed"));
+                }
+                reached.insert(name(&action));
+                match &action {
+                    Action::Open(id) => {
+                        if frame.cmd != Command::Syn || *id != frame.stream_id {
                             return Err(format!("{action:?} for {:?}", frame.cmd));
                         }
                         if !settings_seen || was_open || at_stream_cap || at_dialing_cap {
                             return Err(format!("{action:?} opened against the rules"));
                         }
-                        open.insert(id);
-                        dialing.insert(id);
+                        open.insert(*id);
                     }
-                    Action::Data(id, _, data) => {
-                        if !was_open
-                            || frame.cmd != Command::Push
-                            || id != frame.stream_id
-                            || data != frame.data
-                        {
+                    Action::Connect(id, _) | Action::Associate(id) => {
+                        if !open.contains(id) || !tasks.insert(*id) {
+                            return Err(format!("{action:?} for a stream not awaiting it"));
+                        }
+                    }
+                    Action::Forget(id) => {
+                        if !open.remove(id) {
+                            return Err(format!("{action:?} for a stream not open"));
+                        }
+                        tasks.remove(id);
+                    }
+                    Action::Finish(id) | Action::Stop(id) | Action::Measure(id) => {
+                        if !open.contains(id) {
                             return Err(format!("{action:?} for a stream not open"));
                         }
                     }
-                    Action::Finish(id, _) => {
-                        if !was_open || frame.cmd != Command::Fin || id != frame.stream_id {
-                            return Err(format!("{action:?} for a stream not open"));
-                        }
-                    }
-                    Action::Refuse(id, refusal) => {
+                    Action::Notice(Notice::Refused(id, refusal)) => {
                         let justified = match refusal {
-                            Refusal::TooManyStreams => at_stream_cap,
-                            Refusal::TooManyDialing => at_dialing_cap && !at_stream_cap,
-                            Refusal::TooManyAssociations => false,
+                            Refusal::TooManyStreams => at_stream_cap && !was_open,
+                            Refusal::TooManyDialing => {
+                                at_dialing_cap && !at_stream_cap && !was_open
+                            }
+                            Refusal::TooManyAssociations => was_open,
+                            Refusal::BadAddress(_) | Refusal::UotV1 => was_open,
+                            Refusal::AddressTimeout(_) | Refusal::Failed(_) => false,
                         };
-                        if !justified || was_open || id != frame.stream_id {
+                        if !justified || *id != frame.stream_id {
                             return Err(format!("{action:?} not justified"));
                         }
                     }
-                    Action::Alert(text) => {
-                        if settings_seen || frame.cmd != Command::Syn || text != ALERT_NO_SETTINGS {
+                    Action::Close(Close::Alerted(text)) => {
+                        if settings_seen || frame.cmd != Command::Syn || *text != ALERT_NO_SETTINGS
+                        {
                             return Err(format!("{action:?} after {:?}", frame.cmd));
                         }
-                        alerted = true;
+                        closed = true;
+                    }
+                    Action::Close(Close::Idle(_)) => {
+                        return Err(format!("{action:?} while handling a frame"));
                     }
                     Action::Send(cmd, _, payload) => {
                         let expected = match cmd {
                             Command::HeartResponse => {
-                                frame.cmd == Command::HeartRequest && payload == Payload::Empty
+                                frame.cmd == Command::HeartRequest && *payload == Payload::Empty
                             }
                             Command::UpdatePaddingScheme => {
-                                frame.cmd == Command::Settings && payload == Payload::PaddingScheme
+                                frame.cmd == Command::Settings && *payload == Payload::PaddingScheme
                             }
                             Command::ServerSettings => {
                                 frame.cmd == Command::Settings && session.version() >= 2
                             }
+                            // A refusal: SYNACK only to v2 clients, then FIN.
+                            Command::SynAck => session.version() >= 2,
+                            Command::Fin | Command::Alert => true,
                             _ => false,
                         };
                         if !expected {
                             return Err(format!("{action:?} for {:?}", frame.cmd));
                         }
                     }
+                    Action::Recount | Action::Notice(_) | Action::Housekeeping => {}
+                }
+                if matches!(action, Action::Recount) {
+                    for id in open.clone() {
+                        let left = rng.gen_range(0..600);
+                        session.handle_stream_event(id, StreamEvent::Unacknowledged(left), now);
+                    }
+                    session.handle_budget(None, now);
                 }
             }
-            if frame.cmd == Command::Settings && !alerted {
+            if frame.cmd == Command::Settings && !closed {
                 settings_seen = true;
             }
-            if frame.cmd == Command::Syn && !settings_seen && !alerted {
+            if frame.cmd == Command::Syn && !settings_seen && !closed {
                 return Err("a SYN before Settings did not end the session".into());
             }
             // The driver's own events, in any order the tasks could produce them.
             for _ in 0..rng.gen_range(0..3) {
-                let id = rng.gen_range(0..12u32);
-                match rng.gen_range(0..3) {
-                    0 => {
-                        session.stream_dialed(id);
-                        dialing.remove(&id);
+                let Some(&id) = tasks.iter().nth(rng.gen_range(0..tasks.len().max(1))) else {
+                    break;
+                };
+                let event = match rng.gen_range(0..6) {
+                    0 => StreamEvent::Dialed,
+                    1 => StreamEvent::Failed("dial failed".into()),
+                    2 => StreamEvent::Taken(rng.gen_range(0..300)),
+                    3 => StreamEvent::Downloaded(rng.gen_range(1..300)),
+                    4 => StreamEvent::Draining,
+                    _ => StreamEvent::Ended(if rng.gen() {
+                        StreamEnd::TargetClosed
+                    } else {
+                        StreamEnd::ClientDone
+                    }),
+                };
+                session.handle_stream_event(id, event, now);
+            }
+            if rng.gen_bool(0.3) {
+                now += Duration::from_millis(rng.gen_range(0..8000));
+                session.handle_timeout(now);
+            }
+            while let Some(action) = session.poll_action() {
+                if closed {
+                    return Err(format!("{action:?} after the session closed"));
+                }
+                reached.insert(name(&action));
+                match &action {
+                    Action::Forget(id) => {
+                        if !open.remove(id) {
+                            return Err(format!("{action:?} for a stream not open"));
+                        }
+                        tasks.remove(id);
                     }
-                    1 => {
-                        let result = session.open_association(id);
-                        let allowed = !open.contains(&id)
-                            || associations.contains(&id)
-                            || associations.len() < RULES.uot;
-                        if result.is_ok() != allowed {
-                            return Err(format!("association {id}: {result:?}"));
-                        }
-                        if result.is_ok() && open.contains(&id) {
-                            associations.insert(id);
-                        }
+                    Action::Open(_) | Action::Connect(..) | Action::Associate(_) => {
+                        return Err(format!("{action:?} without a frame"));
                     }
-                    _ => {
-                        let ended = session.stream_ended(id, now);
-                        if ended.is_some() != open.remove(&id) {
-                            return Err(format!("stream {id} ended: {ended:?}"));
+                    Action::Close(Close::Idle(_)) => {
+                        if !open.is_empty() {
+                            return Err(format!("{action:?} with streams open"));
                         }
-                        if ended.is_some() {
-                            last_activity = now;
-                        }
-                        dialing.remove(&id);
-                        associations.remove(&id);
+                        closed = true;
                     }
+                    _ => {}
                 }
             }
             let counts = (session.streams(), session.dialing(), session.associations());
-            if counts != (open.len(), dialing.len(), associations.len()) {
-                return Err(format!(
-                    "counts {counts:?}, model {:?}",
-                    (open.len(), dialing.len(), associations.len())
-                ));
+            if counts.0 != open.len() {
+                return Err(format!("{} streams, model {}", counts.0, open.len()));
             }
             if counts.0 > RULES.streams || counts.1 > RULES.dialing || counts.2 > RULES.uot {
                 return Err(format!("caps passed: {counts:?}"));
+            }
+            if closed {
+                break;
             }
         }
         buffered.drain(..used);
@@ -235,18 +279,27 @@ pub(super) fn check(input: &[u8], rng: &mut SmallRng) -> Result<String, String> 
                 buffered.len()
             ));
         }
-        let later = now + Duration::from_millis(rng.gen_range(0..60_000));
-        let idle = open.is_empty() && later >= last_activity + RULES.idle_timeout;
-        if session.is_idle(later) != idle {
-            return Err(format!(
-                "idle at +{:?}: {}, model {idle}",
-                later - start,
-                !idle
-            ));
+        if closed {
+            break;
         }
     }
     if reached.is_empty() {
         return Ok(format!("no action ({} frames)", frames.min(1)));
     }
     Ok(reached.into_iter().collect::<Vec<_>>().join("+"))
+}
+
+/// An action's kind, for the case's outcome class.
+fn name(action: &Action) -> String {
+    match action {
+        Action::Send(cmd, ..) => format!("{cmd:?}"),
+        Action::Notice(Notice::Refused(_, refusal)) => {
+            format!("{refusal:?}").split('(').next().unwrap_or_default().to_owned()
+        }
+        other => format!("{other:?}")
+            .split('(')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    }
 }

@@ -2,12 +2,13 @@
 //! with stream handles for the caller.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use futures_lite::{future, AsyncRead, AsyncWriteExt};
 use futures_rustls::client::TlsStream;
@@ -18,11 +19,13 @@ use rand::SeedableRng;
 use rustls::pki_types::ServerName;
 
 use super::padder::{Padder, SharedScheme};
-use crate::mux::{self, Event, Pipe, ReadBuffer, WriteQueue};
+use crate::mux::{self, Event, Pipe, ReadBuffer, Signal, WriteQueue};
 use crate::proto::auth::{encode_preamble, PasswordHash};
-use crate::proto::client_session::{ClientEvent, ClientSessionRules};
-use crate::proto::frame::{Command, Frame};
-use crate::proto::{Address, PaddingScheme, Settings};
+pub use crate::proto::client_session::SYNACK_TIMEOUT;
+use crate::proto::client_session::{self, Action, Close};
+use crate::proto::frame::Frame;
+use crate::proto::session::Delivery;
+use crate::proto::{Address, PaddingScheme};
 
 /// Server->client bytes buffered per stream before the session stops reading.
 const STREAM_RECEIVE_LIMIT: usize = 256 * 1024;
@@ -106,10 +109,6 @@ pub enum StreamError {
     SynAckTimeout,
 }
 
-/// A v2 stream without SYNACK this long means a stuck session (the reference
-/// client's rule, see docs/protocol.md).
-pub const SYNACK_TIMEOUT: Duration = Duration::from_secs(3);
-
 struct Slot {
     incoming: Pipe,
     synack: RefCell<Option<Result<(), StreamError>>>,
@@ -118,7 +117,14 @@ struct Slot {
 
 struct Inner {
     queue: WriteQueue,
-    rules: RefCell<ClientSessionRules<Rc<Slot>>>,
+    /// Every rule of the session (borrowed only between awaits).
+    machine: RefCell<client_session::ClientSession>,
+    /// The driver's part of each open stream.
+    slots: RefCell<HashMap<u32, Rc<Slot>>>,
+    /// Wakes the timer loop when the next deadline moved earlier.
+    rearm: Signal,
+    /// The deadline the timer loop sleeps until.
+    armed: Cell<Option<Instant>>,
     alert: RefCell<Option<String>>,
     padding: SharedScheme,
     started: Event,
@@ -148,19 +154,22 @@ impl ClientSession {
         encode_preamble(&config.password, padding0, &mut preamble);
         tls.write_all(&preamble).await?;
         tls.flush().await?;
+        let machine =
+            client_session::ClientSession::new(&config.client_name, scheme.md5_hex(), Instant::now());
         let inner = Rc::new(Inner {
             queue: WriteQueue::default(),
-            rules: RefCell::default(),
+            machine: RefCell::new(machine),
+            slots: RefCell::default(),
+            rearm: Signal::default(),
+            armed: Cell::new(None),
             alert: RefCell::new(None),
             padding: config.padding.clone(),
             started: Event::default(),
             closed: Event::default(),
             pong: RefCell::new(Rc::new(Event::default())),
         });
-        let settings = Settings::client(&config.client_name, scheme.md5_hex());
-        inner
-            .queue
-            .push_frame(Command::Settings, 0, &settings.encode());
+        // Settings are queued now and leave with the first stream.
+        inner.carry_out();
         glommio::spawn_local(run(inner.clone(), tls)).detach();
         Ok(ClientSession { inner })
     }
@@ -179,13 +188,13 @@ impl ClientSession {
             synack: RefCell::new(None),
             synack_arrived: Event::default(),
         });
-        let id = inner.rules.borrow_mut().open_stream(slot.clone());
-        let mut address = Vec::new();
-        target
-            .encode(&mut address)
+        let id = inner
+            .machine
+            .borrow_mut()
+            .open_stream(target, Instant::now())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        inner.queue.push_frame(Command::Syn, id, &[]);
-        inner.queue.push_frame(Command::Push, id, &address);
+        inner.slots.borrow_mut().insert(id, slot.clone());
+        inner.carry_out();
         inner.started.set();
         Ok(ClientStream {
             session: inner.clone(),
@@ -198,7 +207,8 @@ impl ClientSession {
     /// Sends HeartRequest and waits for the HeartResponse.
     pub async fn heartbeat(&self) -> io::Result<()> {
         let pong = self.inner.pong.borrow().clone();
-        self.inner.queue.push_frame(Command::HeartRequest, 0, &[]);
+        self.inner.machine.borrow_mut().heartbeat();
+        self.inner.carry_out();
         self.inner.started.set();
         future::or(pong.wait(), self.inner.closed.wait()).await;
         if pong.is_set() {
@@ -213,7 +223,7 @@ impl ClientSession {
 
     /// The server's protocol version (0 until ServerSettings arrives).
     pub fn server_version(&self) -> u32 {
-        self.inner.rules.borrow().server_version()
+        self.inner.machine.borrow().server_version()
     }
 
     /// The Alert text, if the server sent one.
@@ -238,7 +248,7 @@ impl ClientSession {
 
     /// Streams not yet closed.
     pub fn open_streams(&self) -> usize {
-        self.inner.rules.borrow().open_streams()
+        self.inner.machine.borrow().open_streams()
     }
 }
 
@@ -253,14 +263,15 @@ impl Inner {
         self.closed.set();
         self.started.set();
         self.queue.close();
-        let streams = self.rules.borrow_mut().end();
-        for slot in streams {
+        self.machine.borrow_mut().end();
+        let slots: Vec<_> = self.slots.borrow_mut().drain().collect();
+        for (_, slot) in slots {
             slot.incoming.abort();
             slot.resolve(Err(StreamError::SessionClosed));
         }
     }
 
-    /// Carries out what the rules make of one server frame.
+    /// One server frame: its data goes to its stream, the rest to the machine.
     async fn handle_frame(&self, frame: Frame<'_>) -> ControlFlow<()> {
         log::trace!(
             "client <- {:?} sid {} len {}",
@@ -268,37 +279,89 @@ impl Inner {
             frame.stream_id,
             frame.data.len()
         );
-        let event = self.rules.borrow_mut().handle_frame(frame);
-        match event {
-            None => {}
-            Some(ClientEvent::Data(_, slot, data)) => {
+        let delivery = self
+            .machine
+            .borrow_mut()
+            .handle_frame(frame, Instant::now());
+        if let Some(Delivery { id, data }) = delivery {
+            let slot = self.slots.borrow().get(&id).cloned();
+            if let Some(slot) = slot {
                 let _ = slot.incoming.push(data).await;
             }
-            Some(ClientEvent::Finished(_, slot)) => {
-                slot.incoming.finish();
-                slot.resolve(Err(StreamError::SessionClosed));
-            }
-            Some(ClientEvent::Established(_, slot)) => slot.resolve(Ok(())),
-            Some(ClientEvent::Refused(_, slot, reason)) => {
-                slot.resolve(Err(StreamError::Refused(reason)));
-            }
-            Some(ClientEvent::Alert(text)) => {
-                debug!("server alert: {text}");
-                *self.alert.borrow_mut() = Some(text);
-                return ControlFlow::Break(());
-            }
-            Some(ClientEvent::NewPaddingScheme(scheme)) => {
-                *self.padding.borrow_mut() = Arc::new(scheme);
-            }
-            Some(ClientEvent::Send(command, id)) => {
-                self.queue.push_frame(command, id, &[]);
-            }
-            Some(ClientEvent::HeartbeatAnswered) => {
-                let pong = self.pong.replace(Rc::new(Event::default()));
-                pong.set();
-            }
+        }
+        self.carry_out();
+        if self.closed.is_set() {
+            return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
+    }
+
+    /// Carries out the machine's actions, and re-arms the timer loop if its next
+    /// deadline moved earlier.
+    fn carry_out(&self) {
+        loop {
+            let action = self.machine.borrow_mut().poll_action();
+            let Some(action) = action else { break };
+            match action {
+                Action::Send(command, id, data) => {
+                    self.queue.push_frame(command, id, &data);
+                }
+                Action::Established(id) => self.resolve(id, Ok(())),
+                Action::Refused(id, reason) => self.resolve(id, Err(StreamError::Refused(reason))),
+                Action::Finished(id) => {
+                    if let Some(slot) = self.slots.borrow_mut().remove(&id) {
+                        slot.incoming.finish();
+                        slot.resolve(Err(StreamError::SessionClosed));
+                    }
+                }
+                Action::NewPaddingScheme(scheme) => {
+                    *self.padding.borrow_mut() = Arc::new(scheme);
+                }
+                Action::HeartbeatAnswered => {
+                    let pong = self.pong.replace(Rc::new(Event::default()));
+                    pong.set();
+                }
+                Action::Close(Close::Alert(text)) => {
+                    debug!("server alert: {text}");
+                    *self.alert.borrow_mut() = Some(text);
+                    self.close();
+                }
+                Action::Close(Close::SynAckTimeout(id)) => {
+                    debug!("stream {id}: no SYNACK within {SYNACK_TIMEOUT:?}; session closed");
+                    self.resolve(id, Err(StreamError::SynAckTimeout));
+                    self.close();
+                }
+            }
+        }
+        let next = self.machine.borrow().poll_timeout();
+        if next.is_some_and(|next| self.armed.get().is_none_or(|armed| next < armed)) {
+            self.rearm.notify();
+        }
+    }
+
+    fn resolve(&self, id: u32, result: Result<(), StreamError>) {
+        if let Some(slot) = self.slots.borrow().get(&id) {
+            slot.resolve(result);
+        }
+    }
+
+    /// Sleeps until the machine's next deadline (or until it moves earlier) and
+    /// tells the machine the time.
+    async fn timer_loop(&self) {
+        loop {
+            let deadline = self.machine.borrow().poll_timeout();
+            self.armed.set(deadline);
+            match deadline {
+                Some(deadline) => {
+                    let sleep =
+                        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now()));
+                    future::or(sleep, self.rearm.wait()).await;
+                }
+                None => self.rearm.wait().await,
+            }
+            self.machine.borrow_mut().handle_timeout(Instant::now());
+            self.carry_out();
+        }
     }
 }
 
@@ -322,7 +385,11 @@ async fn run(inner: Rc<Inner>, tls: TlsStream<mux::Transport>) {
             debug!("client session write failed: {e}");
         }
     };
-    future::or(future::or(reading, writing), inner.closed.wait()).await;
+    future::or(
+        future::or(reading, writing),
+        future::or(inner.closed.wait(), inner.timer_loop()),
+    )
+    .await;
     inner.close();
 }
 
@@ -346,7 +413,9 @@ impl ClientStream {
         self.id
     }
 
-    /// Waits for the server's SYNACK (v2 servers only).
+    /// Waits for the server's SYNACK. A v2 server that does not answer within
+    /// [`SYNACK_TIMEOUT`] is stuck, and its session is closed; a v1 server never
+    /// answers, so its streams count as open then.
     pub async fn established(&self) -> Result<(), StreamError> {
         future::or(self.slot.synack_arrived.wait(), self.session.closed.wait()).await;
         self.slot
@@ -354,20 +423,6 @@ impl ClientStream {
             .borrow()
             .clone()
             .unwrap_or(Err(StreamError::SessionClosed))
-    }
-
-    /// Waits for [`ClientStream::established`] at most [`SYNACK_TIMEOUT`]. A v1
-    /// server never answers SYNACK, so its streams count as open; a v2 server that
-    /// does not answer is stuck, and its session is closed.
-    pub async fn wait_established(&self) -> Result<(), StreamError> {
-        match mux::timeout(SYNACK_TIMEOUT, self.established()).await {
-            Some(result) => result,
-            None if self.session.rules.borrow().server_version() < 2 => Ok(()),
-            None => {
-                self.session.close();
-                Err(StreamError::SynAckTimeout)
-            }
-        }
     }
 
     /// Sends `data` to the target.
@@ -404,8 +459,9 @@ impl ClientStream {
     /// Sends FIN: the stream is closed both ways.
     pub fn close(&self) {
         if !self.finished.replace(true) {
-            self.session.queue.push_frame(Command::Fin, self.id, &[]);
-            self.session.rules.borrow_mut().close_stream(self.id);
+            self.session.machine.borrow_mut().close_stream(self.id);
+            self.session.slots.borrow_mut().remove(&self.id);
+            self.session.carry_out();
             self.slot.incoming.abort();
         }
     }

@@ -1,4 +1,5 @@
-//! A one-shot, executor-local event: set once, awaited by any number of tasks.
+//! A one-shot, executor-local event: set once, awaited by any number of tasks;
+//! and [`Signal`], a re-armable wake-up for one waiting task.
 //!
 //! Waiters live in a slab and a waiter leaves it when its future is dropped, so a
 //! long-lived event (a session's "closed") that thousands of short-lived tasks wait
@@ -44,6 +45,37 @@ impl Event {
     /// Tasks waiting now.
     pub fn waiters(&self) -> usize {
         self.waiters.borrow().len()
+    }
+}
+
+/// A wake-up for one task that waits again and again: [`Signal::notify`] wakes
+/// the waiting task, or makes the next [`Signal::wait`] return at once.
+#[derive(Default)]
+pub struct Signal {
+    notified: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Signal {
+    /// Wakes the waiting task (or the next one to wait).
+    pub fn notify(&self) {
+        self.notified.set(true);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Completes at the first notification since the last wait completed.
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.notified.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
     }
 }
 
@@ -110,6 +142,22 @@ mod tests {
             assert!(poll_once(a.as_mut()).await.is_some());
             assert!(poll_once(b.as_mut()).await.is_some());
             event.wait().await;
+        });
+    }
+
+    #[test]
+    fn a_signal_wakes_once_per_notification() {
+        let signal = Signal::default();
+        block_on(async {
+            let mut wait = pin!(signal.wait());
+            assert!(poll_once(wait.as_mut()).await.is_none());
+            signal.notify();
+            assert!(poll_once(wait.as_mut()).await.is_some());
+            signal.notify();
+            signal.notify();
+            signal.wait().await;
+            let mut again = pin!(signal.wait());
+            assert!(poll_once(again.as_mut()).await.is_none(), "notifications do not pile up");
         });
     }
 

@@ -19,7 +19,7 @@ mod transport;
 mod udp;
 
 pub use buffers::{read_frame, FrameBuffer, FRAME_PAYLOAD};
-pub use event::{Event, Wait};
+pub use event::{Event, Signal, Wait};
 pub use pipe::{Pipe, PipeClosed};
 pub use queue::{write_loop, Shaper, WriteQueue, CONTROL_HIGH_WATER, QUEUE_HIGH_WATER};
 pub use read_buffer::{read_frames, FramesEnd, ReadBuffer};

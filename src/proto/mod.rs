@@ -13,8 +13,10 @@
 //! - [`rate`]: a token bucket (time passed in), for datagram rates.
 //! - [`proxy_protocol`]: the PROXY protocol header (v1, v2) written to the
 //!   fallback before a rejected client's bytes.
-//! - [`session`]: the server session's rules as a state machine (frames and time
-//!   in, actions out); [`client_session`]: the client session's.
+//! - [`session`]: the server session's rules as a state machine (frames, stream
+//!   events and time in; actions and the next deadline out); [`client_session`]:
+//!   the client session's, with the same shape and names. The unit tests' `pair`
+//!   module runs the two against each other on simulated time.
 //! - [`error`]: one error enum per kind of input.
 //!
 //! ```
@@ -34,6 +36,8 @@ pub mod client_session;
 pub mod error;
 pub mod frame;
 pub mod padding;
+#[cfg(test)]
+mod pair;
 pub mod proxy_protocol;
 pub mod rate;
 pub mod session;

@@ -168,7 +168,7 @@ async fn open(pool: &SessionPool, target: &Address) -> Result<(Lease, ClientStre
             return Err(InboundError::Session(e));
         }
     };
-    match stream.wait_established().await {
+    match stream.established().await {
         Ok(()) => Ok((lease, stream)),
         Err(e) => {
             drop(stream);

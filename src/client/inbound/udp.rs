@@ -290,7 +290,7 @@ impl Association {
             .write_all(&opening)
             .await
             .map_err(InboundError::Session)?;
-        stream.wait_established().await?;
+        stream.established().await?;
         debug!(
             "{}: UDP association: stream {} established (first datagram to {destination})",
             self.peer,

@@ -14,6 +14,7 @@ mod stream;
 mod uot;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::{Rc, Weak};
@@ -29,11 +30,14 @@ use log::{debug, info};
 use crate::accounts::Account;
 use crate::limits::{OutboundShare, PendingSlot};
 use crate::mux::{
-    self, timeout, Event, FramesEnd, Pipe, ReadBuffer, ReadHalf, Transport, WriteHalf, WriteQueue,
+    self, Event, FramesEnd, Pipe, ReadBuffer, ReadHalf, Signal, Transport, WriteHalf, WriteQueue,
 };
 use crate::node::routes::Protocol;
-use crate::proto::frame::{Command, Frame};
-use crate::proto::session::{Action, Payload, Refusal, ServerSession, SessionRules};
+use crate::proto::frame::Frame;
+use crate::proto::session::{
+    Action, Close, Delivery, Notice, Payload, Refusal, ServerSession, SessionRules, SharedBudget,
+    StreamEvent,
+};
 use crate::proto::Address;
 use crate::proto::Settings;
 use crate::server::context::{CoreContext, CoreUser};
@@ -46,13 +50,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Client->target bytes buffered per stream before the session stops reading
 /// (see docs/operating.md, "Memory per stream and session").
 pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
-/// How soon a session over its upload budget first looks whether its targets
-/// took bytes; each look that finds no byte taken waits twice as long, up to
-/// [`UPLOAD_BUDGET_POLL_MAX`], so a stalled session costs little however many
-/// streams it has.
-const UPLOAD_BUDGET_POLL: Duration = Duration::from_millis(10);
-/// The longest wait between two looks.
-const UPLOAD_BUDGET_POLL_MAX: Duration = Duration::from_millis(320);
 /// The reason a client reads for a stream past its user's outbound share.
 const OUTBOUND_SHARE_REACHED: &str =
     "outbound connection limit reached for this user (others are using the server)";
@@ -60,32 +57,6 @@ const OUTBOUND_SHARE_REACHED: &str =
 pub(super) const ROUTE_BLOCKED: &str = "target blocked by the server's routes";
 /// Bound on flushing the last frames (an Alert) when a session ends.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How a stream's task ended, which decides whether the client is sent FIN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum StreamEnd {
-    /// The client sent FIN first, or stopped taking the stream's data: nothing
-    /// more is sent.
-    ClientFinished,
-    /// The target closed or failed, or the UDP association ended: FIN.
-    TargetFinished,
-    /// Refused before relaying (with SYNACK and the reason, on v2): FIN.
-    Refused,
-    /// The session closed the stream (its target stalled, or it idled): FIN.
-    Reset,
-    /// The session itself ended: nothing can be sent.
-    SessionClosed,
-}
-
-impl StreamEnd {
-    /// Whether the client must be told with FIN.
-    pub(super) fn sends_fin(self) -> bool {
-        matches!(
-            self,
-            StreamEnd::TargetFinished | StreamEnd::Refused | StreamEnd::Reset
-        )
-    }
-}
 
 /// Admits one accepted TCP connection; an authenticated one goes on as a session
 /// in a task of its own, so the handshake's memory is freed when it ends instead
@@ -143,7 +114,9 @@ pub(crate) async fn serve_connection(
     counters.sessions_open.add(1);
     counters.sessions_total.add(1);
     debug!("{peer}: session opened for user {user}");
-    let session = Rc::new(Session::new(core.clone(), peer, account, slot.user_held()));
+    let session = Rc::new_cyclic(|this| {
+        Session::new(core.clone(), peer, account, slot.user_held(), this.clone())
+    });
     // Split before the session's future is made, so the TLS connection lives in
     // its own allocation rather than inside the task.
     let (reader, writer) = mux::split(tls);
@@ -182,19 +155,13 @@ enum SessionEnd {
     Revoked,
 }
 
-/// Per-stream state the reader shares with the stream's task.
-struct StreamEntry {
-    /// Client->target bytes, the target address first.
+
+/// What the session keeps for one stream, shared with the stream's task.
+pub(super) struct StreamEntry {
+    /// Client->target bytes.
     upload: Pipe,
-    /// Set when the session gives up on the stream (its target stalled): the
-    /// stream's task ends and the client gets FIN.
-    reset: Event,
-    /// When a byte last moved either way.
-    last_activity: Cell<Instant>,
-    /// This stream's share of [`Session::upload_held`] as last counted.
-    held: Cell<usize>,
-    /// When a recount last saw its target acknowledge bytes.
-    last_delivery: Cell<Instant>,
+    /// Set when the session gives up on the stream: its task ends.
+    stop: Event,
     /// Bytes taken from `upload` and not yet handed to the kernel.
     in_transit: Cell<usize>,
     /// The target connection, to ask the kernel what it still holds.
@@ -204,11 +171,8 @@ struct StreamEntry {
 impl StreamEntry {
     fn new() -> StreamEntry {
         StreamEntry {
-            upload: Pipe::new(STREAM_UPLOAD_LIMIT),
-            reset: Event::default(),
-            last_activity: Cell::new(Instant::now()),
-            held: Cell::new(0),
-            last_delivery: Cell::new(Instant::now()),
+            upload: Pipe::new(usize::MAX),
+            stop: Event::default(),
             in_transit: Cell::new(0),
             target: RefCell::new(Weak::new()),
         }
@@ -230,21 +194,6 @@ impl StreamEntry {
         let tcp = tcp.try_borrow().ok()?;
         Some(f(&tcp))
     }
-
-    /// Gives up on the stream: its task ends, the client gets FIN, and whatever
-    /// its target did not take is dropped with an RST.
-    fn reset(&self) {
-        self.upload.abort();
-        self.reset.set();
-    }
-
-    /// Makes the coming close of the target connection an RST: the session is
-    /// ending, and whatever the target has not acknowledged is dropped at once
-    /// instead of staying with an orphaned socket after the accounting is gone
-    /// (what it did acknowledge is not lost, and no TIME_WAIT socket stays).
-    fn reset_target_on_close(&self) {
-        self.with_target(mux::reset_on_close);
-    }
 }
 
 /// A session's state, shared by its loops and its stream tasks.
@@ -256,18 +205,31 @@ pub(crate) struct Session {
     /// What this core keeps for the user: traffic counters, speed credit.
     core_user: Rc<CoreUser>,
     queue: WriteQueue,
-    /// The protocol's rules and the streams it has open (borrowed only between awaits).
-    rules: RefCell<ServerSession<Rc<StreamEntry>>>,
+    /// Every rule of the session (borrowed only between awaits).
+    machine: RefCell<ServerSession>,
+    /// The driver's part of each open stream.
+    streams: RefCell<HashMap<u32, Rc<StreamEntry>>>,
     closed: Event,
-    /// Bytes taken from the client for targets that no target has acknowledged
-    /// yet, over all streams: an upper bound, made exact by
-    /// [`Session::recount_upload`] whenever it passes the session's budget.
+    /// Set with [`Session::end`] when the machine or a look outside ends the session.
+    ending: Event,
+    end: RefCell<Option<SessionEnd>>,
+    /// Wakes the reader paused by the machine.
+    resume: Signal,
+    /// Wakes the timer loop when the next deadline moved earlier.
+    rearm: Signal,
+    /// The deadline the timer loop sleeps until.
+    armed: Cell<Option<Instant>>,
+    /// This session's part of its core's and user's totals for targets (the
+    /// machine's [`ServerSession::upload_held`] when last synced).
     upload_held: Cell<usize>,
     /// Kernel receive buffers reserved by this session's UDP associations.
     udp_buffers: Cell<usize>,
-    /// What all sessions of this user hold for their targets, over all cores
-    /// (each session adds its [`Session::upload_held`]).
+    /// What all sessions of this user hold for their targets, over all cores.
     user_held: Arc<AtomicUsize>,
+    /// This session, for the tasks it spawns.
+    this: Weak<Session>,
+    /// The client's connection, to see whether it was reset.
+    connection: RefCell<Weak<RefCell<TlsStream<Transport>>>>,
 }
 
 impl Drop for Session {
@@ -277,99 +239,61 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Tells the client stream `id` failed: SYNACK with the reason (v2); the
-    /// caller's FIN follows.
-    pub(super) fn refuse(&self, id: u32, reason: &str) -> StreamEnd {
-        if self.version() >= 2 {
-            self.queue
-                .push_frame(Command::SynAck, id, reason.as_bytes());
-        }
-        StreamEnd::Refused
-    }
-
-    /// Whether the routes block `target` for stream `id` (counted and logged if so).
-    pub(super) fn blocked(&self, target: &Address, protocol: Protocol, id: u32) -> bool {
-        let routes = self.core.config.routes.load();
-        if routes.is_empty() {
-            return false;
-        }
-        let blocked = match target {
-            Address::Domain(name, port) => routes.blocks_name(name, *port, protocol),
-            Address::Ip(addr) => routes.blocks_ip(addr.ip(), addr.port(), protocol),
-        };
-        if blocked {
-            self.core.limit_reached(Limit::Route, || {
-                format!(
-                    "{}: stream {id} of user {} to {target} refused by the routes",
-                    self.peer,
-                    self.user()
-                )
-            });
-        }
-        blocked
-    }
-
-    /// Counts an outbound connection for stream `id` against its user's fair
-    /// share of the server's outbound cap, or refuses the stream past it.
-    pub(super) fn take_outbound_share(&self, id: u32) -> Result<OutboundShare, StreamEnd> {
-        let core = &self.core;
-        core.sessions
-            .take_outbound(self.user(), core.config.pool.max_outbound)
-            .map_err(|limit| {
-                core.limit_reached(limit, || {
-                    format!(
-                        "{}: stream {id} of user {} refused: it holds its share of outbound connections",
-                        self.peer, self.user()
-                    )
-                });
-                self.refuse(id, OUTBOUND_SHARE_REACHED)
-            })
-    }
-
     fn new(
         core: Rc<CoreContext>,
         peer: SocketAddr,
         account: Arc<Account>,
         user_held: Arc<AtomicUsize>,
+        this: Weak<Session>,
     ) -> Session {
-        let limits = &core.config.limits;
+        let config = &core.config;
+        let limits = &config.limits;
         let rules = SessionRules {
             streams: limits.streams_per_session,
             dialing: limits.dialing_per_session,
             uot: limits.uot_per_session,
-            idle_timeout: core.config.session_idle_timeout,
+            idle_timeout: config.session_idle_timeout,
+            stream_idle_timeout: config.stream_idle_timeout,
+            uot_idle_timeout: config.uot_idle_timeout,
+            address_timeout: limits.address_timeout,
+            synack_deadline: limits.synack_deadline,
+            stall_timeout: config.stream_stall_timeout,
+            stream_buffer: STREAM_UPLOAD_LIMIT,
+            session_buffer: limits.buffered_per_session,
+            check_period: mux::check_period(
+                config
+                    .session_idle_timeout
+                    .min(config.stream_idle_timeout)
+                    .min(config.uot_idle_timeout)
+                    .min(config.write_timeout),
+            ),
         };
+        let machine = ServerSession::new(rules, config.padding.load().md5_hex(), Instant::now());
         Session {
             core_user: core.user(account.name()),
             account,
-            core,
             peer,
             queue: WriteQueue::default(),
-            rules: RefCell::new(ServerSession::new(rules, Instant::now())),
+            machine: RefCell::new(machine),
+            streams: RefCell::default(),
             closed: Event::default(),
+            ending: Event::default(),
+            end: RefCell::new(None),
+            resume: Signal::default(),
+            rearm: Signal::default(),
+            armed: Cell::new(None),
             upload_held: Cell::new(0),
             udp_buffers: Cell::new(0),
             user_held,
+            this,
+            connection: RefCell::new(Weak::new()),
+            core,
         }
     }
 
     /// The user's name.
     fn user(&self) -> &str {
         self.account.name()
-    }
-
-    /// The client's protocol version (0 until its Settings arrived).
-    fn version(&self) -> u32 {
-        self.rules.borrow().version()
-    }
-
-    /// The streams open now.
-    fn open_streams(&self) -> Vec<(u32, Rc<StreamEntry>)> {
-        self.rules
-            .borrow()
-            .stream_values()
-            .map(|(id, stream)| (id, stream.clone()))
-            .collect()
     }
 
     async fn run(
@@ -380,13 +304,19 @@ impl Session {
     ) -> SessionEnd {
         let decided: RefCell<Option<SessionEnd>> = RefCell::new(None);
         let connection = reader.downgrade();
+        *self.connection.borrow_mut() = connection.clone();
         let reading = async {
+            let ended = async {
+                self.ending.wait().await;
+                self.end.take().unwrap_or(SessionEnd::ClientClosed)
+            };
+            let shutdown = async {
+                self.core.shutdown.wait().await;
+                SessionEnd::Shutdown
+            };
             let end = future::or(
-                future::or(self.read_loop(reader, leftover), self.watchdog(&connection)),
-                async {
-                    self.core.shutdown.wait().await;
-                    SessionEnd::Shutdown
-                },
+                future::or(self.read_loop(reader, leftover), ended),
+                future::or(self.timer_loop(), shutdown),
             )
             .await;
             if let SessionEnd::WriteStalled(_) = end {
@@ -419,123 +349,334 @@ impl Session {
     fn close(&self) {
         self.closed.set();
         self.queue.close();
-        let streams = self.rules.borrow_mut().end_all();
-        for stream in streams {
-            stream.reset_target_on_close();
-            stream.upload.abort();
+        let streams: Vec<_> = self.streams.borrow_mut().drain().collect();
+        for (_, entry) in streams {
+            // What the targets did not acknowledge is dropped at once instead of
+            // staying with an orphaned socket after the accounting is gone.
+            entry.with_target(mux::reset_on_close);
+            entry.upload.abort();
+            self.core.counters().streams_open.sub(1);
         }
     }
 
+    /// The loop that reads: read, decode, hand each frame to the machine, carry
+    /// out its actions; while the machine wants no more, wait.
     async fn read_loop<R: AsyncRead + Unpin>(
-        self: &Rc<Self>,
+        &self,
         mut reader: R,
         mut buf: ReadBuffer,
     ) -> SessionEnd {
-        let handle = async |frame: Frame<'_>| self.handle_frame(frame).await;
-        let on_read = || self.rules.borrow_mut().on_read(Instant::now());
-        match mux::read_frames(&mut reader, &mut buf, handle, on_read).await {
+        let handle = async |frame: Frame<'_>| {
+            // A frame may need an answer: none is made while the client leaves the
+            // last ones unread, so what it sends cannot grow the queue.
+            if self.queue.control_over_high_water() {
+                self.core.limit_reached(Limit::UnreadAnswers, || {
+                    format!(
+                        "{}: session of user {}: answers unread by the client; reading paused",
+                        self.peer,
+                        self.user()
+                    )
+                });
+                self.queue.wait_control_room().await;
+            }
+            let now = Instant::now();
+            let delivery = self.machine.borrow_mut().handle_frame(frame, now);
+            if let Some(Delivery { id, data }) = &delivery {
+                self.deliver(*id, data, now);
+            }
+            self.carry_out();
+            if let Some(Delivery { data, .. }) = delivery {
+                // Past the user's speed limit the session is not read: the
+                // client's excess waits in its own buffers.
+                self.throttle(Direction::Up, data.len()).await;
+            }
+            while !self.machine.borrow().wants_read() && !self.ending.is_set() {
+                self.resume.wait().await;
+            }
+            ControlFlow::Continue(())
+        };
+        let end = mux::read_frames(&mut reader, &mut buf, handle, || {}).await;
+        match end {
             FramesEnd::Closed => SessionEnd::ClientClosed,
             FramesEnd::Failed(e) => SessionEnd::ReadFailed(e),
-            FramesEnd::Stopped(end) => end,
+            FramesEnd::Stopped(never) => never,
         }
     }
 
-    async fn handle_frame(self: &Rc<Self>, frame: Frame<'_>) -> ControlFlow<SessionEnd> {
-        // A frame may need an answer: none is made while the client leaves the
-        // last ones unread, so what it sends cannot grow the queue.
-        if self.queue.control_over_high_water() {
-            self.core.limit_reached(Limit::UnreadAnswers, || {
+    /// The loop that keeps time: sleep until the machine's next deadline (or
+    /// until it moves earlier), tell the machine the time, carry out its actions.
+    async fn timer_loop(&self) -> SessionEnd {
+        loop {
+            let deadline = self.machine.borrow().poll_timeout();
+            self.armed.set(deadline);
+            let Some(deadline) = deadline else {
+                return future::pending().await;
+            };
+            let sleep = glommio::timer::sleep(deadline.saturating_duration_since(Instant::now()));
+            future::or(sleep, self.rearm.wait()).await;
+            self.machine.borrow_mut().handle_timeout(Instant::now());
+            self.carry_out();
+        }
+    }
+
+    /// Hands a PSH's bytes to their stream's buffer, and tells the machine when a
+    /// budget shared with other sessions is passed.
+    fn deliver(&self, id: u32, data: &[u8], now: Instant) {
+        if let Some(entry) = self.streams.borrow().get(&id) {
+            // A closed pipe means the stream is ending: its bytes have nowhere to go.
+            let _ = entry.upload.append(data);
+        }
+        self.set_upload_held(self.machine.borrow().upload_held());
+        if let Some(shared) = self.over_shared_budget() {
+            self.machine.borrow_mut().handle_budget(Some(shared), now);
+        }
+    }
+
+    /// A stream's task reports `event`; its consequences are carried out.
+    pub(super) fn stream_event(&self, id: u32, event: StreamEvent) {
+        self.machine
+            .borrow_mut()
+            .handle_stream_event(id, event, Instant::now());
+        self.carry_out();
+    }
+
+    /// Carries out the machine's actions, then wakes the loops it concerns.
+    fn carry_out(&self) {
+        loop {
+            let action = self.machine.borrow_mut().poll_action();
+            let Some(action) = action else { break };
+            self.carry_out_one(action);
+        }
+        let machine = self.machine.borrow();
+        self.set_upload_held(machine.upload_held());
+        if machine.wants_read() {
+            self.resume.notify();
+        }
+        let next = machine.poll_timeout();
+        if next.is_some_and(|next| self.armed.get().is_none_or(|armed| next < armed)) {
+            self.rearm.notify();
+        }
+    }
+
+    fn carry_out_one(&self, action: Action) {
+        let counters = self.core.counters();
+        match action {
+            Action::Send(command, id, payload) => {
+                let bytes;
+                let padding;
+                let data: &[u8] = match &payload {
+                    Payload::Empty => &[],
+                    Payload::PaddingScheme => {
+                        counters.padding_updates.add(1);
+                        padding = self.core.config.padding.load();
+                        padding.text().as_bytes()
+                    }
+                    Payload::ServerSettings => {
+                        bytes = Settings::server().encode();
+                        &bytes
+                    }
+                    Payload::Text(text) => text.as_bytes(),
+                };
+                self.queue.push_frame(command, id, data);
+            }
+            Action::Open(id) => {
+                counters.streams_open.add(1);
+                counters.streams_total.add(1);
+                self.streams
+                    .borrow_mut()
+                    .insert(id, Rc::new(StreamEntry::new()));
+            }
+            Action::Connect(id, target) => {
+                if let Some(entry) = self.entry(id) {
+                    glommio::spawn_local(stream::run(self.me(), id, entry, target)).detach();
+                }
+            }
+            Action::Associate(id) => {
+                if let Some(entry) = self.entry(id) {
+                    glommio::spawn_local(uot::run(self.me(), id, entry)).detach();
+                }
+            }
+            Action::Finish(id) => {
+                if let Some(entry) = self.entry(id) {
+                    entry.upload.finish();
+                }
+            }
+            Action::Stop(id) => {
+                if let Some(entry) = self.entry(id) {
+                    entry.upload.abort();
+                    entry.stop.set();
+                }
+            }
+            Action::Forget(id) => {
+                if let Some(entry) = self.streams.borrow_mut().remove(&id) {
+                    entry.upload.abort();
+                    counters.streams_open.sub(1);
+                }
+            }
+            Action::Recount => {
+                let now = Instant::now();
+                let streams: Vec<_> = self
+                    .streams
+                    .borrow()
+                    .iter()
+                    .map(|(id, entry)| (*id, entry.unacknowledged()))
+                    .collect();
+                let mut machine = self.machine.borrow_mut();
+                for (id, left) in streams {
+                    machine.handle_stream_event(id, StreamEvent::Unacknowledged(left), now);
+                }
+                self.set_upload_held(machine.upload_held());
+                machine.handle_budget(self.over_shared_budget(), now);
+            }
+            Action::Measure(id) => {
+                if let Some(entry) = self.entry(id) {
+                    let left = entry.unacknowledged();
+                    self.machine.borrow_mut().handle_stream_event(
+                        id,
+                        StreamEvent::Unacknowledged(left),
+                        Instant::now(),
+                    );
+                }
+            }
+            Action::Housekeeping => self.look_outside(),
+            Action::Notice(notice) => self.notice(notice),
+            Action::Close(Close::Alerted(text)) => self.end(SessionEnd::Alerted(text)),
+            Action::Close(Close::Idle(limit)) => self.end(SessionEnd::Idle(limit)),
+        }
+    }
+
+    /// What the session watches outside its machine: a user removed, a padding
+    /// scheme changed, a client that takes no byte.
+    fn look_outside(&self) {
+        if self.account.is_revoked() {
+            return self.end(SessionEnd::Revoked);
+        }
+        // Seen even while reading is paused.
+        if peer_reset(&self.connection.borrow()) {
+            return self.end(SessionEnd::ClientReset);
+        }
+        let write_timeout = self.core.config.write_timeout;
+        if self
+            .queue
+            .write_started()
+            .is_some_and(|since| since.elapsed() >= write_timeout)
+        {
+            return self.end(SessionEnd::WriteStalled(write_timeout));
+        }
+        let padding = self.core.config.padding.load();
+        self.machine
+            .borrow_mut()
+            .handle_padding_changed(padding.md5_hex());
+    }
+
+    /// Counts and logs what the machine noticed.
+    fn notice(&self, notice: Notice) {
+        let peer = self.peer;
+        let counters = self.core.counters();
+        match notice {
+            Notice::Refused(id, refusal) => {
+                if let Some(limit) = refusal_limit(&refusal) {
+                    counters.limit_hit(limit);
+                }
+                debug!("{peer}: stream {id} refused: {}", refusal.reason());
+            }
+            Notice::SynAckDeadline(id) => {
+                counters.limit_hit(Limit::SynAckDeadline);
+                debug!("{peer}: stream {id}: still dialing, SYNACK sent at the deadline");
+            }
+            Notice::Stalled(id) => debug!(
+                "{peer}: stream {id}: its target took no byte for {:?}; closing it",
+                self.core.config.stream_stall_timeout
+            ),
+            Notice::StreamIdle(id, limit) => {
+                debug!("{peer}: stream {id} idle for {limit:?}, closing it")
+            }
+            Notice::SessionBudget | Notice::SharedBudget(_) => {
+                let limit = match notice {
+                    Notice::SharedBudget(SharedBudget::User) => Limit::UserBuffer,
+                    Notice::SharedBudget(SharedBudget::Core) => Limit::ServerBuffer,
+                    _ => Limit::SessionBuffer,
+                };
+                self.core.limit_reached(limit, || {
+                    format!(
+                        "{peer}: session of user {}: streams hold {} bytes for their targets (user {}, core {}); reading paused",
+                        self.user(),
+                        self.upload_held.get(),
+                        self.user_held.load(Ordering::Relaxed),
+                        self.core.upload_held.get()
+                    )
+                });
+            }
+        }
+    }
+
+    /// Ends the session for `why` (the first reason wins).
+    fn end(&self, why: SessionEnd) {
+        let mut end = self.end.borrow_mut();
+        if end.is_none() && !self.ending.is_set() {
+            *end = Some(why);
+            self.ending.set();
+        }
+    }
+
+    fn entry(&self, id: u32) -> Option<Rc<StreamEntry>> {
+        self.streams.borrow().get(&id).cloned()
+    }
+
+    /// This session, for a task of its own.
+    fn me(&self) -> Rc<Session> {
+        self.this
+            .upgrade()
+            .expect("a session carries out actions only while it runs")
+    }
+
+    /// Takes what the client sent for stream `id` into `buf` (waiting for some),
+    /// and tells the machine; `false` once the client finished.
+    pub(super) async fn take_upload(&self, id: u32, entry: &StreamEntry, buf: &mut Vec<u8>) -> bool {
+        if !entry.upload.take_all(buf).await {
+            return false;
+        }
+        self.stream_event(id, StreamEvent::Taken(buf.len()));
+        true
+    }
+
+    /// Whether the routes block `target` for stream `id` (counted and logged if so).
+    pub(super) fn blocked(&self, target: &Address, protocol: Protocol, id: u32) -> bool {
+        let routes = self.core.config.routes.load();
+        if routes.is_empty() {
+            return false;
+        }
+        let blocked = match target {
+            Address::Domain(name, port) => routes.blocks_name(name, *port, protocol),
+            Address::Ip(addr) => routes.blocks_ip(addr.ip(), addr.port(), protocol),
+        };
+        if blocked {
+            self.core.limit_reached(Limit::Route, || {
                 format!(
-                    "{}: session of user {}: answers unread by the client; reading paused",
+                    "{}: stream {id} of user {} to {target} refused by the routes",
                     self.peer,
                     self.user()
                 )
             });
-            self.queue.wait_control_room().await;
         }
-        let padding = self.core.config.padding.load();
-        let actions = self
-            .rules
-            .borrow_mut()
-            .on_frame(&frame, padding.md5_hex(), |_| Rc::new(StreamEntry::new()));
-        for action in actions {
-            match action {
-                Action::Send(command, id, payload) => {
-                    let server_settings;
-                    let data: &[u8] = match payload {
-                        Payload::Empty => &[],
-                        Payload::PaddingScheme => {
-                            self.core.counters().padding_updates.add(1);
-                            padding.text().as_bytes()
-                        }
-                        Payload::ServerSettings => {
-                            server_settings = Settings::server().encode();
-                            &server_settings
-                        }
-                    };
-                    self.queue.push_frame(command, id, data);
-                }
-                Action::Open(id, entry) => {
-                    glommio::spawn_local(stream::run(self.clone(), id, entry)).detach();
-                }
-                Action::Data(id, entry, data) => {
-                    self.push_upload(id, &entry, data).await;
-                    // Past the user's speed limit the session is not read:
-                    // the client's excess waits in its own buffers.
-                    self.throttle(Direction::Up, data.len()).await;
-                }
-                Action::Finish(_, entry) => entry.upload.finish(),
-                Action::Refuse(id, refusal) => {
-                    self.core.counters().limit_hit(match refusal {
-                        Refusal::TooManyStreams => Limit::StreamsPerSession,
-                        Refusal::TooManyDialing => Limit::DialingPerSession,
-                        Refusal::TooManyAssociations => Limit::UotPerSession,
-                    });
-                    log::trace!("{}: stream {id} refused: {}", self.peer, refusal.reason());
-                    self.refuse(id, refusal.reason());
-                    self.queue.push_frame(Command::Fin, id, &[]);
-                }
-                Action::Alert(text) => {
-                    self.queue.push_frame(Command::Alert, 0, text.as_bytes());
-                    return ControlFlow::Break(SessionEnd::Alerted(text));
-                }
-            }
-        }
-        ControlFlow::Continue(())
+        blocked
     }
 
-    /// Hands client bytes to a stream. Past the stream's buffer limit the session
-    /// stops reading until the target drains; a target that takes no byte for
-    /// `stream_stall_timeout` loses its stream (FIN) so the session can go on.
-    async fn push_upload(&self, id: u32, stream: &StreamEntry, data: &[u8]) {
-        // A closed pipe means the stream is ending: its bytes have nowhere to go.
-        let Ok(over_limit) = stream.upload.append(data) else {
-            return;
-        };
-        stream.held.set(stream.held.get() + data.len());
-        self.set_upload_held(self.upload_held.get() + data.len());
-        if self.over_upload_budget().is_some() {
-            self.wait_for_upload_budget().await;
-        }
-        if !over_limit {
-            return;
-        }
-        let limit = self.core.config.stream_stall_timeout;
-        loop {
-            let consumed = stream.upload.consumed();
-            match timeout(limit, stream.upload.wait_room()).await {
-                Some(_) => return,
-                None if stream.upload.consumed() == consumed => {
-                    debug!(
-                        "{}: stream {id}: target took no byte for {limit:?}, closing it",
-                        self.peer
-                    );
-                    stream.reset();
-                    return;
-                }
-                None => {}
-            }
-        }
+    /// Counts an outbound connection for stream `id` against its user's fair
+    /// share of the server's outbound cap; past it, the reason to refuse with.
+    pub(super) fn take_outbound_share(&self, id: u32) -> Result<OutboundShare, String> {
+        let core = &self.core;
+        core.sessions
+            .take_outbound(self.user(), core.config.pool.max_outbound)
+            .map_err(|limit| {
+                core.limit_reached(limit, || {
+                    format!(
+                        "{}: stream {id} of user {} refused: it holds its share of outbound connections",
+                        self.peer, self.user()
+                    )
+                });
+                OUTBOUND_SHARE_REACHED.to_owned()
+            })
     }
 
     /// Counts `bytes` moved `direction` against the user's speed limit (shared
@@ -552,184 +693,51 @@ impl Session {
         }
     }
 
-    /// Sends the client the server's padding scheme if it changed (SIGHUP, the
-    /// panel) since the client last had it.
-    fn announce_padding(&self) {
-        let padding = self.core.config.padding.load();
-        let update = self
-            .rules
-            .borrow_mut()
-            .on_padding_changed(padding.md5_hex());
-        if let Some(Action::Send(command, id, _)) = update {
-            self.core.counters().padding_updates.add(1);
-            self.queue
-                .push_frame(command, id, padding.text().as_bytes());
-        }
-    }
-
-    /// Sets [`Session::upload_held`] to what the streams' buffers and their
-    /// sockets' kernel queues hold now.
-    fn recount_upload(&self) {
-        let now = Instant::now();
-        let mut total = 0;
-        for (_, stream) in self.open_streams() {
-            let held = stream.unacknowledged();
-            if held < stream.held.replace(held) {
-                stream.last_delivery.set(now);
-            }
-            total += held;
-        }
-        self.set_upload_held(total);
-    }
-
-    /// Forgets what a stream that ended still counted.
-    fn release_upload(&self, stream: &StreamEntry) {
-        let held = stream.held.replace(0);
-        self.set_upload_held(self.upload_held.get().saturating_sub(held));
-    }
-
-    /// Sets [`Session::upload_held`], and this session's part of its core's and
-    /// its user's totals with it.
+    /// Sets this session's part of its core's and its user's totals for targets.
     fn set_upload_held(&self, held: usize) {
         let before = self.upload_held.replace(held);
+        if held == before {
+            return;
+        }
         let totals = &self.core.upload_held;
         totals.set((totals.get() + held).saturating_sub(before));
-        if held >= before {
+        if held > before {
             self.user_held.fetch_add(held - before, Ordering::Relaxed);
         } else {
             self.user_held.fetch_sub(before - held, Ordering::Relaxed);
         }
     }
 
-    /// Which budget for targets' bytes is passed now, if any: the session's, its
-    /// user's (all cores) or its core's share of the server's.
-    fn over_upload_budget(&self) -> Option<Limit> {
+    /// Which budget for targets shared with other sessions is passed now, if
+    /// any: its user's (all cores) or its core's share of the server's.
+    fn over_shared_budget(&self) -> Option<SharedBudget> {
         let limits = &self.core.config.limits;
-        if self.upload_held.get() > limits.buffered_per_session {
-            Some(Limit::SessionBuffer)
-        } else if self.user_held.load(Ordering::Relaxed) > limits.buffered_per_user {
-            Some(Limit::UserBuffer)
+        if self.user_held.load(Ordering::Relaxed) > limits.buffered_per_user {
+            Some(SharedBudget::User)
         } else if self.core.upload_held.get() > self.core.buffered_share() {
-            Some(Limit::ServerBuffer)
+            Some(SharedBudget::Core)
         } else {
             None
         }
     }
+}
 
-    /// Called when the session, its user or its core holds more than its budget
-    /// for targets: stops reading until the targets take enough. While no target
-    /// takes a byte for `stream_stall_timeout`, the streams holding bytes are
-    /// closed until every budget is met again, so the session can go on.
-    async fn wait_for_upload_budget(&self) {
-        self.recount_upload();
-        let Some(limit) = self.over_upload_budget() else {
-            return;
-        };
-        self.core.limit_reached(limit, || {
-            format!(
-                "{}: session of user {}: streams hold {} bytes for their targets (user {}, core {}); reading paused",
-                self.peer,
-                self.user(),
-                self.upload_held.get(),
-                self.user_held.load(Ordering::Relaxed),
-                self.core.upload_held.get()
-            )
-        });
-        let stall_limit = self.core.config.stream_stall_timeout;
-        let mut round = Instant::now();
-        let mut poll = UPLOAD_BUDGET_POLL;
-        while !self.closed.is_set() {
-            let round_ends = (round + stall_limit).saturating_duration_since(Instant::now());
-            glommio::timer::sleep(poll.min(round_ends).max(UPLOAD_BUDGET_POLL)).await;
-            let before = self.upload_held.get();
-            self.recount_upload();
-            if self.over_upload_budget().is_none() {
-                return;
-            }
-            poll = if self.upload_held.get() < before {
-                UPLOAD_BUDGET_POLL
-            } else {
-                (poll * 2).min(UPLOAD_BUDGET_POLL_MAX)
-            };
-            if round.elapsed() >= stall_limit {
-                self.reset_stalled_uploads(round, stall_limit);
-                round = Instant::now();
-                // The streams reset are about to give back what they held.
-                poll = UPLOAD_BUDGET_POLL;
-            }
-        }
+/// The limit a refusal of the machine's counts against, if any (the driver's own
+/// refusals are counted where they are made).
+fn refusal_limit(refusal: &Refusal) -> Option<Limit> {
+    match refusal {
+        Refusal::TooManyStreams => Some(Limit::StreamsPerSession),
+        Refusal::TooManyDialing => Some(Limit::DialingPerSession),
+        Refusal::TooManyAssociations => Some(Limit::UotPerSession),
+        Refusal::AddressTimeout(_) => Some(Limit::AddressTimeout),
+        Refusal::BadAddress(_) | Refusal::UotV1 | Refusal::Failed(_) => None,
     }
+}
 
-    /// Closes the streams holding bytes whose targets acknowledged none since `since`.
-    fn reset_stalled_uploads(&self, since: Instant, stalled_for: Duration) {
-        for (id, stream) in self.open_streams() {
-            if stream.held.get() > 0 && stream.last_delivery.get() < since {
-                debug!(
-                    "{}: stream {id}: its target took no byte for {stalled_for:?} with a budget for targets passed; closing it",
-                    self.peer
-                );
-                stream.reset();
-            }
-        }
-    }
-
-    /// Ends the session when it has been idle too long, its writer is stuck, or
-    /// its client reset the connection (seen even while reading is paused for a
-    /// budget), and resets streams that moved no byte for the stream idle timeout.
-    async fn watchdog(&self, client: &Weak<RefCell<TlsStream<Transport>>>) -> SessionEnd {
-        let config = &self.core.config;
-        let shortest = config
-            .session_idle_timeout
-            .min(config.stream_idle_timeout)
-            .min(config.write_timeout);
-        let check_every = mux::check_period(shortest);
-        loop {
-            glommio::timer::sleep(check_every).await;
-            if self.rules.borrow().is_idle(Instant::now()) {
-                return SessionEnd::Idle(config.session_idle_timeout);
-            }
-            if self
-                .queue
-                .write_started()
-                .is_some_and(|since| since.elapsed() >= config.write_timeout)
-            {
-                return SessionEnd::WriteStalled(config.write_timeout);
-            }
-            let reset = client.upgrade().and_then(|tls| {
-                tls.try_borrow()
-                    .ok()
-                    .map(|tls| tls.get_ref().0.peer_reset())
-            });
-            if reset == Some(true) {
-                return SessionEnd::ClientReset;
-            }
-            if self.account.is_revoked() {
-                return SessionEnd::Revoked;
-            }
-            self.announce_padding();
-            if self.upload_held.get() > 0 {
-                // Keeps this session's part of its user's and its core's totals
-                // fresh, and frees what stalled targets hold while those are
-                // passed (this session may have stopped sending).
-                self.recount_upload();
-                let shared = matches!(
-                    self.over_upload_budget(),
-                    Some(Limit::UserBuffer | Limit::ServerBuffer)
-                );
-                let stall = config.stream_stall_timeout;
-                if let (true, Some(since)) = (shared, Instant::now().checked_sub(stall)) {
-                    self.reset_stalled_uploads(since, stall);
-                }
-            }
-            for (id, stream) in self.open_streams() {
-                if stream.last_activity.get().elapsed() >= config.stream_idle_timeout {
-                    debug!(
-                        "{}: stream {id} idle for {:?}, closing it",
-                        self.peer, config.stream_idle_timeout
-                    );
-                    stream.reset();
-                }
-            }
-        }
-    }
+/// Whether the client reset the connection.
+fn peer_reset(client: &Weak<RefCell<TlsStream<Transport>>>) -> bool {
+    client
+        .upgrade()
+        .and_then(|tls| tls.try_borrow().ok().map(|tls| tls.get_ref().0.peer_reset()))
+        .unwrap_or(false)
 }

@@ -1,155 +1,81 @@
-//! One proxied stream: read the target address from the first bytes, dial it, answer
-//! SYNACK, then relay both ways until either side ends.
+//! One proxied TCP stream's task: dial the target the session machine named,
+//! relay both ways, and report each step to the machine, which decides every
+//! answer (SYNACK, FIN) and every deadline.
 
-use std::pin::pin;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncWriteExt};
-use glommio::net::TcpStream;
-use log::debug;
 
-use super::{Session, StreamEnd, StreamEntry};
-use crate::mux::{self, timeout};
+use super::{Session, StreamEntry};
+use crate::mux;
 use crate::node::routes::Protocol;
-use crate::proto::{uot, Address, Command};
+use crate::proto::session::{StreamEnd, StreamEvent};
+use crate::proto::Address;
 use crate::speed_limit::Direction;
-use crate::stats::Limit;
 
 /// Upload buffer capacity a stream keeps between writes to its target; the
 /// stream's pipe and its writer pass one allocation back and forth, so a stream
 /// keeps at most twice this.
 const UPLOAD_KEEP_CAPACITY: usize = 32 * 1024;
 
-/// Why no target address came.
-enum AddressEnd {
-    /// FIN (or the session's end) before a whole address arrived.
-    ClientFinished,
-    /// The bytes are not an address.
-    Malformed(String),
+/// How a stream's task ended.
+pub(super) enum TaskEnd {
+    /// Reported to the machine as it is.
+    Event(StreamEvent),
+    /// The machine stopped it, or the session closed: nothing to report.
+    Stopped,
 }
 
-/// Runs stream `id` to its end, then forgets it.
-pub(super) async fn run(session: Rc<Session>, id: u32, entry: Rc<StreamEntry>) {
-    let counters = session.core.counters();
-    counters.streams_open.add(1);
-    counters.streams_total.add(1);
-    let reset = async {
-        entry.reset.wait().await;
-        StreamEnd::Reset
-    };
-    let session_closed = async {
-        session.closed.wait().await;
-        StreamEnd::SessionClosed
-    };
-    let mut end = future::or(
-        serve(&session, id, &entry),
-        future::or(reset, session_closed),
-    )
-    .await;
-    // A reset also aborts the upload pipe, so `serve` may see it first as the
-    // client's end.
-    if entry.reset.is_set() && !end.sends_fin() {
-        end = StreamEnd::Reset;
-    }
-    if end.sends_fin() {
-        session.queue.push_frame(Command::Fin, id, &[]);
-    }
-    log::trace!("{}: stream {id} ended: {end:?}", session.peer);
-    session.rules.borrow_mut().stream_ended(id, Instant::now());
-    entry.upload.abort();
-    session.release_upload(&entry);
-    session.core.counters().streams_open.sub(1);
+/// Runs stream `id` to `target` until it ends, then tells the machine.
+pub(super) async fn run(session: Rc<Session>, id: u32, entry: Rc<StreamEntry>, target: Address) {
+    let end = until_stopped(&session, &entry, serve(&session, id, &entry, target)).await;
+    report(&session, id, end);
 }
 
-/// The target address from the stream's first bytes, and the bytes after it.
-async fn read_address(entry: &StreamEntry) -> Result<(Address, Vec<u8>), AddressEnd> {
-    let mut pending = Vec::new();
-    let mut chunk = Vec::new();
-    loop {
-        match Address::decode(&pending) {
-            Ok(Some((target, used))) => {
-                pending.drain(..used);
-                return Ok((target, pending));
-            }
-            Ok(None) => {}
-            Err(e) => return Err(AddressEnd::Malformed(format!("bad target address: {e}"))),
-        }
-        if !entry.upload.take_all(&mut chunk).await {
-            return Err(AddressEnd::ClientFinished);
-        }
-        pending.extend_from_slice(&chunk);
-    }
+/// Runs `serve` until it ends, the machine stops the stream or the session closes.
+pub(super) async fn until_stopped(
+    session: &Session,
+    entry: &StreamEntry,
+    serve: impl std::future::Future<Output = TaskEnd>,
+) -> TaskEnd {
+    let stopped = async {
+        future::or(entry.stop.wait(), session.closed.wait()).await;
+        TaskEnd::Stopped
+    };
+    future::or(serve, stopped).await
+}
+
+/// Tells the machine how the task ended.
+pub(super) fn report(session: &Session, id: u32, end: TaskEnd) {
+    let event = match end {
+        TaskEnd::Event(event) => event,
+        TaskEnd::Stopped if session.closed.is_set() => return,
+        TaskEnd::Stopped => StreamEvent::Ended(StreamEnd::ClientDone),
+    };
+    session.stream_event(id, event);
 }
 
 /// Serves the stream to its end.
-async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> StreamEnd {
+async fn serve(session: &Session, id: u32, entry: &StreamEntry, target: Address) -> TaskEnd {
     let peer = session.peer;
     let core = &session.core;
-    let limits = &core.config.limits;
-    let (target, pending) = match timeout(limits.address_timeout, read_address(entry)).await {
-        Some(Ok(found)) => found,
-        Some(Err(AddressEnd::ClientFinished)) => return StreamEnd::ClientFinished,
-        Some(Err(AddressEnd::Malformed(why))) => return session.refuse(id, &why),
-        None => {
-            core.counters().limit_hit(Limit::AddressTimeout);
-            let why = format!(
-                "no whole target address within {:?}",
-                limits.address_timeout
-            );
-            debug!("{peer}: stream {id}: {why}");
-            return session.refuse(id, &why);
-        }
-    };
-    if let Address::Domain(name, _) = &target {
-        if name == uot::UOT_V2_NAME {
-            let association = {
-                let mut rules = session.rules.borrow_mut();
-                rules.stream_dialed(id);
-                rules.open_association(id)
-            };
-            if let Err(refusal) = association {
-                core.counters().limit_hit(Limit::UotPerSession);
-                return session.refuse(id, refusal.reason());
-            }
-            return super::uot::serve(session, id, entry, pending).await;
-        }
-        if name == uot::UOT_V1_NAME {
-            return session.refuse(
-                id,
-                "UDP over TCP v1 (sp.udp-over-tcp.arpa) is not supported; use v2",
-            );
-        }
-    }
+    let failed = |why: String| TaskEnd::Event(StreamEvent::Failed(why));
     if session.blocked(&target, Protocol::Tcp, id) {
-        return session.refuse(id, super::ROUTE_BLOCKED);
+        return failed(super::ROUTE_BLOCKED.to_owned());
     }
     let _share = match session.take_outbound_share(id) {
         Ok(share) => share,
-        Err(refused) => return refused,
+        Err(why) => return failed(why),
     };
-    let mut dial = pin!(core.pool.connect(
-        &core.resolver,
-        &target,
-        session.user(),
-        core.config.connect_timeout
-    ));
-    let mut answered = false;
-    let dialed = match timeout(limits.synack_deadline, dial.as_mut()).await {
-        Some(dialed) => dialed,
-        None => {
-            // Clients close the whole session when a SYNACK takes 3 s: answer now,
-            // keep dialing (the upload waits in the stream's buffer), FIN if it fails.
-            core.counters().limit_hit(Limit::SynAckDeadline);
-            debug!("{peer}: stream {id}: {target} still dialing, SYNACK sent at the deadline");
-            if session.version() >= 2 {
-                session.queue.push_frame(Command::SynAck, id, &[]);
-            }
-            answered = true;
-            dial.await
-        }
-    };
-    session.rules.borrow_mut().stream_dialed(id);
+    let dialed = core
+        .pool
+        .connect(
+            &core.resolver,
+            &target,
+            session.user(),
+            core.config.connect_timeout,
+        )
+        .await;
     let outbound = match dialed {
         Ok(outbound) => outbound,
         Err(e) => {
@@ -157,44 +83,39 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> StreamEnd
                 Some(limit) => core.limit_reached(limit, || {
                     format!("{peer}: stream {id} to {target} refused: {e}")
                 }),
-                None => debug!("{peer}: stream {id}: {e}"),
+                None => log::debug!("{peer}: stream {id}: {e}"),
             }
-            return if answered {
-                StreamEnd::TargetFinished
-            } else {
-                session.refuse(id, &e.to_string())
-            };
+            return failed(e.to_string());
         }
     };
-    debug!("{peer}: stream {id} connected to {target}");
-    if !answered && session.version() >= 2 {
-        session.queue.push_frame(Command::SynAck, id, &[]);
-    }
+    log::debug!("{peer}: stream {id} connected to {target}");
     let (mut from_target, mut to_target) = mux::split(outbound.stream);
     *entry.target.borrow_mut() = from_target.downgrade();
+    // Stopped by the machine (stalled, idle, drained): whatever the kernel still
+    // holds for the target is dropped with an RST, not kept by an orphan for
+    // minutes, and a drained one keeps no TIME_WAIT socket.
+    let mut reset_when_stopped = ResetOnDrop(entry, true);
+    session.stream_event(id, StreamEvent::Dialed);
     let _lease = outbound.lease;
     let counters = core.counters();
     let upload = async {
-        let mut buf = pending;
+        let mut buf = Vec::new();
         loop {
-            if !buf.is_empty() {
-                entry.in_transit.set(buf.len());
-                let written = to_target.write_all(&buf).await;
-                entry.in_transit.set(0);
-                if written.is_err() {
-                    return StreamEnd::TargetFinished;
-                }
-                counters.bytes_up.add(buf.len() as u64);
-                session.core_user.counters.bytes_up.add(buf.len() as u64);
-                entry.last_activity.set(Instant::now());
-                // `take_all` hands this allocation to the pipe: a backlog's large
-                // one is freed here so that no stream keeps its peak for life.
-                if buf.capacity() > UPLOAD_KEEP_CAPACITY {
-                    buf = Vec::new();
-                }
+            if !session.take_upload(id, entry, &mut buf).await {
+                return StreamEnd::ClientDone;
             }
-            if !entry.upload.take_all(&mut buf).await {
-                return StreamEnd::ClientFinished;
+            entry.in_transit.set(buf.len());
+            let written = to_target.write_all(&buf).await;
+            entry.in_transit.set(0);
+            if written.is_err() {
+                return StreamEnd::TargetClosed;
+            }
+            counters.bytes_up.add(buf.len() as u64);
+            session.core_user.counters.bytes_up.add(buf.len() as u64);
+            // `take_all` hands this allocation to the pipe: a backlog's large
+            // one is freed here so that no stream keeps its peak for life.
+            if buf.capacity() > UPLOAD_KEEP_CAPACITY {
+                buf = Vec::new();
             }
         }
     };
@@ -203,76 +124,43 @@ async fn serve(session: &Rc<Session>, id: u32, entry: &StreamEntry) -> StreamEnd
             // The target's bytes land behind a header slot and that buffer is the
             // frame TLS encrypts from: no copy on the way down.
             match mux::read_frame(&mut from_target).await {
-                Ok(None) | Err(_) => return StreamEnd::TargetFinished,
+                Ok(None) | Err(_) => return StreamEnd::TargetClosed,
                 Ok(Some((buf, n))) => {
                     if session.queue.push_frame_buffer(id, buf, n).await.is_err() {
-                        return StreamEnd::ClientFinished;
+                        return StreamEnd::ClientDone;
                     }
                     counters.bytes_down.add(n as u64);
                     session.core_user.counters.bytes_down.add(n as u64);
-                    entry.last_activity.set(Instant::now());
+                    session.stream_event(id, StreamEvent::Downloaded(n));
                     // Past the user's speed limit the target is not read.
                     session.throttle(Direction::Down, n).await;
                 }
             }
         }
     };
-    let reset = async {
-        entry.reset.wait().await;
-        StreamEnd::Reset
-    };
-    let end = future::or(reset, future::or(upload, download)).await;
-    if end == StreamEnd::ClientFinished && !mux::reset_on_close_if_delivered(&from_target.get_ref())
-    {
+    let end = future::or(upload, download).await;
+    if end == StreamEnd::ClientDone && !mux::reset_on_close_if_delivered(&from_target.get_ref()) {
         // The client is done but the target has not taken everything: it gets
-        // its bytes and FIN while the stream still counts against the session.
-        let stalled = core.config.stream_stall_timeout;
-        let reset = async {
-            entry.reset.wait().await;
-        };
-        future::or(reset, drain(&mut to_target, &from_target, stalled)).await;
+        // its bytes and FIN while the stream still counts against the session,
+        // until the machine says it drained or stalled (and stops the task).
+        if to_target.close().await.is_ok() {
+            session.stream_event(id, StreamEvent::Draining);
+            return future::pending().await;
+        }
     }
-    if end == StreamEnd::Reset || end == StreamEnd::ClientFinished {
-        // Whatever the kernel still holds for a target that stalled (or took too
-        // long to drain) is dropped with the socket now, not kept by an orphan for
-        // minutes; a drained one closes with RST too, so the server keeps no
-        // TIME_WAIT socket per stream.
-        mux::reset_on_close(&from_target.get_ref());
-    }
-    end
+    // A target that closed first closes as usual; after the client's end, with
+    // RST (the kernel holds nothing for it now).
+    reset_when_stopped.1 = end == StreamEnd::ClientDone;
+    TaskEnd::Event(StreamEvent::Ended(end))
 }
 
-/// First look at a draining target's kernel queue; each look that finds no
-/// progress waits twice as long, up to [`DRAIN_POLL_MAX`].
-const DRAIN_POLL: Duration = Duration::from_millis(10);
-/// The longest wait between two looks.
-const DRAIN_POLL_MAX: Duration = Duration::from_millis(320);
+/// Makes the close of a stream's target an RST when dropped armed.
+struct ResetOnDrop<'a>(&'a StreamEntry, bool);
 
-/// Sends FIN after the bytes the target has not acknowledged yet and waits
-/// until it acknowledges them all, or `stalled` passes with none taken.
-async fn drain(
-    to_target: &mut mux::WriteHalf<TcpStream>,
-    target: &mux::ReadHalf<TcpStream>,
-    stalled: Duration,
-) {
-    if to_target.close().await.is_err() {
-        return;
-    }
-    let mut poll = DRAIN_POLL;
-    let mut last = usize::MAX;
-    let mut progress_at = Instant::now();
-    loop {
-        let left = match mux::unacknowledged(&target.get_ref()) {
-            Ok(0) | Err(_) => return,
-            Ok(left) => left,
-        };
-        if left < last {
-            (last, progress_at, poll) = (left, Instant::now(), DRAIN_POLL);
-        } else if progress_at.elapsed() >= stalled {
-            return;
-        } else {
-            poll = (poll * 2).min(DRAIN_POLL_MAX);
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.with_target(mux::reset_on_close);
         }
-        glommio::timer::sleep(poll).await;
     }
 }

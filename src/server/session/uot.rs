@@ -5,27 +5,29 @@
 //! The stream's bytes are parsed as a byte stream, so datagrams may span PSH
 //! frames. Memory per association is bounded: at most one partial datagram
 //! (< 64 KiB + header) waits for its end, one 64 KiB receive buffer, a kernel
-//! receive buffer reserved from the session's share (see [`ReceiveBuffer`]), and the session's write queue bound
-//! applies to what goes back. Datagrams past `--max-datagrams-per-sec` are
-//! dropped (counted), so empty datagrams cannot keep the core busy with
-//! syscalls. An association ends
-//! with its stream, on a malformed header, or after `uot_idle_timeout` without a
-//! datagram either way.
+//! receive buffer reserved from the session's share (see [`ReceiveBuffer`]), and
+//! the session's write queue bound applies to what goes back. Datagrams past
+//! `--max-datagrams-per-sec` are dropped (counted), so empty datagrams cannot keep
+//! the core busy with syscalls. An association ends with its stream, on a
+//! malformed header, or when the session machine stops it (`uot_idle_timeout`
+//! without a datagram either way).
 
-use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::time::Instant;
 
 use futures_lite::future;
 use log::{debug, warn};
 
-use super::{Session, StreamEnd, StreamEntry, ROUTE_BLOCKED};
+use super::stream::{report, until_stopped, TaskEnd};
+use super::{Session, StreamEntry, ROUTE_BLOCKED};
 use crate::mux;
 use crate::node::routes::Protocol;
 use crate::pool::dial::is_descriptor_exhaustion;
 use crate::proto::rate::TokenBucket;
+use crate::proto::session::{StreamEnd, StreamEvent};
 use crate::proto::uot::{self, Request};
-use crate::proto::{Address, Command};
+use crate::proto::Address;
 use crate::speed_limit::Direction;
 use crate::stats::Limit;
 
@@ -63,14 +65,19 @@ impl Drop for ReceiveBuffer<'_> {
         held.set(held.get().saturating_sub(2 * self.asked));
     }
 }
+
+/// Runs association `id` until it ends, then tells the machine.
+pub(super) async fn run(session: Rc<Session>, id: u32, entry: Rc<StreamEntry>) {
+    let end = until_stopped(&session, &entry, serve(&session, id, &entry)).await;
+    report(&session, id, end);
+}
+
 /// Runs the association to its end.
-pub(super) async fn serve(
-    session: &Session,
-    id: u32,
-    entry: &StreamEntry,
-    mut buf: Vec<u8>,
-) -> StreamEnd {
+async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> TaskEnd {
     let peer = session.peer;
+    let failed = |why: String| TaskEnd::Event(StreamEvent::Failed(why));
+    let ended = |end| TaskEnd::Event(StreamEvent::Ended(end));
+    let mut buf = Vec::new();
     let mut chunk = Vec::new();
     let request = loop {
         match Request::decode(&buf) {
@@ -81,17 +88,17 @@ pub(super) async fn serve(
             Ok(None) => {}
             Err(e) => {
                 warn!("{peer}: stream {id}: malformed UDP-over-TCP request: {e}");
-                return session.refuse(id, &format!("malformed UDP-over-TCP request: {e}"));
+                return failed(format!("malformed UDP-over-TCP request: {e}"));
             }
         }
-        if !entry.upload.take_all(&mut chunk).await {
-            return StreamEnd::ClientFinished;
+        if !session.take_upload(id, entry, &mut chunk).await {
+            return ended(StreamEnd::ClientDone);
         }
         buf.extend_from_slice(&chunk);
     };
     let core = &session.core;
     if session.blocked(&request.destination, Protocol::Udp, id) {
-        return session.refuse(id, ROUTE_BLOCKED);
+        return failed(ROUTE_BLOCKED.to_owned());
     }
     let fixed = if request.is_connect {
         match core
@@ -100,7 +107,7 @@ pub(super) async fn serve(
             .await
         {
             Ok(addrs) => Some(addrs[0]),
-            Err(e) => return session.refuse(id, &e.to_string()),
+            Err(e) => return failed(e.to_string()),
         }
     } else {
         None
@@ -111,7 +118,7 @@ pub(super) async fn serve(
     };
     let _share = match session.take_outbound_share(id) {
         Ok(share) => share,
-        Err(refused) => return refused,
+        Err(why) => return failed(why),
     };
     let _held = match core.pool.hold_udp() {
         Ok(held) => held,
@@ -119,7 +126,7 @@ pub(super) async fn serve(
             core.limit_reached(Limit::OutboundConnections, || {
                 format!("{peer}: stream {id}: UDP association refused: {e}")
             });
-            return session.refuse(id, &e.to_string());
+            return failed(e.to_string());
         }
     };
     let any = if ipv6 {
@@ -137,12 +144,12 @@ pub(super) async fn serve(
                     format!("{peer}: stream {id}: cannot open a UDP socket: {e}")
                 });
             }
-            return session.refuse(id, &format!("cannot open a UDP socket: {e}"));
+            return failed(format!("cannot open a UDP socket: {e}"));
         }
     };
     if let Some(addr) = fixed {
         if let Err(e) = socket.connect(addr).await {
-            return session.refuse(id, &format!("UDP connect {addr}: {e}"));
+            return failed(format!("UDP connect {addr}: {e}"));
         }
     }
     debug!(
@@ -154,10 +161,7 @@ pub(super) async fn serve(
         },
         request.destination
     );
-    if session.version() >= 2 {
-        session.queue.push_frame(Command::SynAck, id, &[]);
-    }
-    let last_datagram = Cell::new(Instant::now());
+    session.stream_event(id, StreamEvent::Dialed);
     let mut rate = TokenBucket::new(limits.datagrams_per_sec, Instant::now());
     let counters = core.counters();
     let upload = async {
@@ -167,10 +171,7 @@ pub(super) async fn serve(
                 match uot::decode_datagram(&buf[start..], request.is_connect) {
                     Ok(Some((datagram, used))) => {
                         start += used;
-                        let now = Instant::now();
-                        last_datagram.set(now);
-                        entry.last_activity.set(now);
-                        if !rate.take(now) {
+                        if !rate.take(Instant::now()) {
                             core.limit_reached(Limit::DatagramRate, || {
                                 format!(
                                     "{peer}: stream {id}: datagrams past {} a second dropped",
@@ -217,13 +218,13 @@ pub(super) async fn serve(
                     Ok(None) => break,
                     Err(e) => {
                         warn!("{peer}: stream {id}: malformed UDP-over-TCP datagram: {e}; closing the stream");
-                        return StreamEnd::TargetFinished;
+                        return StreamEnd::TargetClosed;
                     }
                 }
             }
             buf.drain(..start);
-            if !entry.upload.take_all(&mut chunk).await {
-                return StreamEnd::ClientFinished;
+            if !session.take_upload(id, entry, &mut chunk).await {
+                return StreamEnd::ClientDone;
             }
             buf.extend_from_slice(&chunk);
         }
@@ -236,33 +237,21 @@ pub(super) async fn serve(
                 Ok(received) => received,
                 Err(e) => {
                     debug!("{peer}: stream {id}: UDP receive: {e}");
-                    return StreamEnd::TargetFinished;
+                    return StreamEnd::TargetClosed;
                 }
             };
-            last_datagram.set(Instant::now());
-            entry.last_activity.set(Instant::now());
+            session.stream_event(id, StreamEvent::Downloaded(n));
             framed.clear();
             let source = (!request.is_connect).then_some(Address::Ip(from));
             uot::encode_datagram(source.as_ref(), &packet[..n], &mut framed)
                 .expect("a received datagram fits in a frame");
             if session.queue.push_data(id, &framed).await.is_err() {
-                return StreamEnd::ClientFinished;
+                return StreamEnd::ClientDone;
             }
             counters.bytes_down.add(n as u64);
             session.core_user.counters.bytes_down.add(n as u64);
             session.throttle(Direction::Down, n).await;
         }
     };
-    let idle_limit = core.config.uot_idle_timeout;
-    let idle = async {
-        let check = mux::check_period(idle_limit);
-        loop {
-            glommio::timer::sleep(check).await;
-            if last_datagram.get().elapsed() >= idle_limit {
-                debug!("{peer}: stream {id}: UDP association idle for {idle_limit:?}");
-                return StreamEnd::TargetFinished;
-            }
-        }
-    };
-    future::or(upload, future::or(download, idle)).await
+    ended(future::or(upload, download).await)
 }
