@@ -293,9 +293,11 @@ pub(super) fn check(input: &[u8], rng: &mut SmallRng) -> Result<String, String> 
 fn name(action: &Action) -> String {
     match action {
         Action::Send(cmd, ..) => format!("{cmd:?}"),
-        Action::Notice(Notice::Refused(_, refusal)) => {
-            format!("{refusal:?}").split('(').next().unwrap_or_default().to_owned()
-        }
+        Action::Notice(Notice::Refused(_, refusal)) => format!("{refusal:?}")
+            .split('(')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
         other => format!("{other:?}")
             .split('(')
             .next()

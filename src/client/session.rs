@@ -154,8 +154,11 @@ impl ClientSession {
         encode_preamble(&config.password, padding0, &mut preamble);
         tls.write_all(&preamble).await?;
         tls.flush().await?;
-        let machine =
-            client_session::ClientSession::new(&config.client_name, scheme.md5_hex(), Instant::now());
+        let machine = client_session::ClientSession::new(
+            &config.client_name,
+            scheme.md5_hex(),
+            Instant::now(),
+        );
         let inner = Rc::new(Inner {
             queue: WriteQueue::default(),
             machine: RefCell::new(machine),

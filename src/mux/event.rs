@@ -157,7 +157,10 @@ mod tests {
             signal.notify();
             signal.wait().await;
             let mut again = pin!(signal.wait());
-            assert!(poll_once(again.as_mut()).await.is_none(), "notifications do not pile up");
+            assert!(
+                poll_once(again.as_mut()).await.is_none(),
+                "notifications do not pile up"
+            );
         });
     }
 

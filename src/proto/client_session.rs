@@ -100,15 +100,18 @@ impl ClientSession {
         );
         self.synack_deadlines
             .push(Reverse((now + SYNACK_TIMEOUT, id)));
-        self.actions.push_back(Action::Send(Command::Syn, id, Vec::new()));
-        self.actions.push_back(Action::Send(Command::Push, id, address));
+        self.actions
+            .push_back(Action::Send(Command::Syn, id, Vec::new()));
+        self.actions
+            .push_back(Action::Send(Command::Push, id, address));
         Ok(id)
     }
 
     /// The client closes stream `id` itself: FIN is queued and it is forgotten.
     pub fn close_stream(&mut self, id: u32) {
         if self.streams.remove(&id).is_some() && !self.ended {
-            self.actions.push_back(Action::Send(Command::Fin, id, Vec::new()));
+            self.actions
+                .push_back(Action::Send(Command::Fin, id, Vec::new()));
         }
     }
 
@@ -281,7 +284,15 @@ mod tests {
         use Command::*;
         assert_eq!(
             sent,
-            [(Syn, 1), (Push, 1), (Syn, 2), (Push, 2), (Fin, 1), (Syn, 3), (Push, 3)]
+            [
+                (Syn, 1),
+                (Push, 1),
+                (Syn, 2),
+                (Push, 2),
+                (Fin, 1),
+                (Syn, 3),
+                (Push, 3)
+            ]
         );
     }
 
@@ -371,7 +382,10 @@ mod tests {
         answered.handle_frame(frame(Command::SynAck, id, b""), start);
         drain(&mut answered);
         answered.handle_timeout(start + SYNACK_TIMEOUT * 2);
-        assert!(drain(&mut answered).is_empty(), "an answered stream has no deadline");
+        assert!(
+            drain(&mut answered).is_empty(),
+            "an answered stream has no deadline"
+        );
     }
 
     #[test]

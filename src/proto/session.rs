@@ -633,7 +633,8 @@ impl ServerSession {
             }
         }
         wait.held_before = self.held;
-        let round_ends = (wait.round_start + self.rules.stall_timeout).saturating_duration_since(now);
+        let round_ends =
+            (wait.round_start + self.rules.stall_timeout).saturating_duration_since(now);
         wait.next_look = Some(now + wait.poll.min(round_ends).max(BUDGET_POLL));
         self.budget = Some(wait);
     }
@@ -795,8 +796,11 @@ impl ServerSession {
         }
         self.dialing += 1;
         self.streams.insert(id, Stream::new(now));
-        self.timers
-            .push(Reverse((now + self.rules.address_timeout, id, Timer::Address)));
+        self.timers.push(Reverse((
+            now + self.rules.address_timeout,
+            id,
+            Timer::Address,
+        )));
         self.actions.push_back(Action::Open(id));
     }
 
@@ -862,8 +866,11 @@ impl ServerSession {
         }
         let stream = self.streams.get_mut(&id).expect("open");
         stream.state = StreamState::Dialing;
-        self.timers
-            .push(Reverse((now + self.rules.synack_deadline, id, Timer::SynAck)));
+        self.timers.push(Reverse((
+            now + self.rules.synack_deadline,
+            id,
+            Timer::SynAck,
+        )));
         self.actions.push_back(Action::Connect(id, target));
     }
 
@@ -903,7 +910,9 @@ impl ServerSession {
         let mut stalled: Vec<u32> = self
             .streams
             .iter()
-            .filter(|(_, s)| s.held > 0 && s.last_delivery < since && s.state != StreamState::Stopping)
+            .filter(|(_, s)| {
+                s.held > 0 && s.last_delivery < since && s.state != StreamState::Stopping
+            })
             .map(|(id, _)| *id)
             .collect();
         stalled.sort_unstable();
@@ -999,4 +1008,108 @@ fn stream_takes_bytes(state: &StreamState) -> bool {
         state,
         StreamState::Dialing | StreamState::Relaying | StreamState::Association
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MD5: &str = "0123456789abcdef0123456789abcdef";
+
+    fn rules() -> SessionRules {
+        crate::proto::pair::rules()
+    }
+
+    fn frame(cmd: Command, stream_id: u32, data: &[u8]) -> Frame<'_> {
+        Frame {
+            cmd,
+            stream_id,
+            data,
+        }
+    }
+
+    fn run(session: &mut ServerSession, cmd: Command, id: u32, data: &[u8]) -> Vec<Action> {
+        session.handle_frame(frame(cmd, id, data), Instant::now());
+        std::iter::from_fn(|| session.poll_action()).collect()
+    }
+
+    fn settings(version: u32, md5: &str) -> Vec<u8> {
+        format!("v={version}\nclient=test\npadding-md5={md5}").into_bytes()
+    }
+
+    #[test]
+    fn settings_are_answered_by_version_and_padding_once() {
+        let mut session = ServerSession::new(rules(), MD5, Instant::now());
+        let stale = settings(2, "stale");
+        assert_eq!(
+            run(&mut session, Command::Settings, 0, &stale),
+            [
+                Action::Send(Command::UpdatePaddingScheme, 0, Payload::PaddingScheme),
+                Action::Send(Command::ServerSettings, 0, Payload::ServerSettings),
+            ]
+        );
+        for _ in 0..3 {
+            assert!(run(&mut session, Command::Settings, 0, &stale).is_empty());
+            assert!(run(&mut session, Command::Settings, 0, &[]).is_empty());
+        }
+        let mut garbage = ServerSession::new(rules(), MD5, Instant::now());
+        assert_eq!(
+            run(&mut garbage, Command::Settings, 0, &[0xff, 0xfe]),
+            [Action::Send(
+                Command::UpdatePaddingScheme,
+                0,
+                Payload::PaddingScheme
+            )],
+            "unreadable settings count as empty: no version (v1 rules), stale padding"
+        );
+        assert_eq!(garbage.version(), 0);
+    }
+
+    #[test]
+    fn frames_for_unknown_streams_and_server_only_frames_are_ignored() {
+        let mut session = ServerSession::new(rules(), MD5, Instant::now());
+        run(&mut session, Command::Settings, 0, &settings(2, MD5));
+        for cmd in [
+            Command::Push,
+            Command::Fin,
+            Command::SynAck,
+            Command::ServerSettings,
+            Command::UpdatePaddingScheme,
+            Command::Alert,
+            Command::Waste,
+            Command::HeartResponse,
+            Command::Unknown(200),
+        ] {
+            assert!(run(&mut session, cmd, 9, b"x").is_empty(), "{cmd:?}");
+        }
+        assert!(!session.is_ended());
+    }
+
+    #[test]
+    fn a_repeated_syn_for_a_live_stream_is_ignored() {
+        let mut session = ServerSession::new(rules(), MD5, Instant::now());
+        run(&mut session, Command::Settings, 0, &settings(2, MD5));
+        assert_eq!(run(&mut session, Command::Syn, 1, &[]), [Action::Open(1)]);
+        assert!(run(&mut session, Command::Syn, 1, &[]).is_empty());
+        assert_eq!((session.streams(), session.dialing()), (1, 1));
+    }
+
+    #[test]
+    fn events_for_streams_not_open_are_ignored() {
+        let now = Instant::now();
+        let mut session = ServerSession::new(rules(), MD5, now);
+        run(&mut session, Command::Settings, 0, &settings(2, MD5));
+        for event in [
+            StreamEvent::Dialed,
+            StreamEvent::Failed("x".into()),
+            StreamEvent::Taken(5),
+            StreamEvent::Unacknowledged(5),
+            StreamEvent::Draining,
+            StreamEvent::Ended(StreamEnd::TargetClosed),
+        ] {
+            session.handle_stream_event(7, event, now);
+        }
+        assert_eq!(session.poll_action(), None);
+        assert_eq!(session.upload_held(), 0);
+    }
 }

@@ -155,7 +155,6 @@ enum SessionEnd {
     Revoked,
 }
 
-
 /// What the session keeps for one stream, shared with the stream's task.
 pub(super) struct StreamEntry {
     /// Client->target bytes.
@@ -632,7 +631,12 @@ impl Session {
 
     /// Takes what the client sent for stream `id` into `buf` (waiting for some),
     /// and tells the machine; `false` once the client finished.
-    pub(super) async fn take_upload(&self, id: u32, entry: &StreamEntry, buf: &mut Vec<u8>) -> bool {
+    pub(super) async fn take_upload(
+        &self,
+        id: u32,
+        entry: &StreamEntry,
+        buf: &mut Vec<u8>,
+    ) -> bool {
         if !entry.upload.take_all(buf).await {
             return false;
         }
@@ -738,6 +742,10 @@ fn refusal_limit(refusal: &Refusal) -> Option<Limit> {
 fn peer_reset(client: &Weak<RefCell<TlsStream<Transport>>>) -> bool {
     client
         .upgrade()
-        .and_then(|tls| tls.try_borrow().ok().map(|tls| tls.get_ref().0.peer_reset()))
+        .and_then(|tls| {
+            tls.try_borrow()
+                .ok()
+                .map(|tls| tls.get_ref().0.peer_reset())
+        })
         .unwrap_or(false)
 }
