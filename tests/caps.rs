@@ -29,7 +29,7 @@ async fn assert_refused(stream: &anytls::client::ClientStream, needle: &str) {
 
 #[test]
 fn streams_past_the_session_cap_are_refused_and_the_session_goes_on() {
-    let server = TestServer::start(&["--max-streams-per-session", "4", "--stats-interval", "1"]);
+    let server = TestServer::start(&["--max-streams-per-session", "4", "--metrics", "127.0.0.1:0"]);
     let echo = spawn_target(TargetKind::Echo);
     run_local(async {
         let session = ClientSession::connect(&server.client_config())
@@ -54,11 +54,8 @@ fn streams_past_the_session_cap_are_refused_and_the_session_goes_on() {
     });
     server.assert_serves();
     assert!(
-        server.wait_for_log(
-            "Limits reached: streams_per_session 1",
-            Duration::from_secs(3)
-        ),
-        "the stats line counts the refusal"
+        server.wait_for_metric("anytls_limit_hits{limit=\"streams_per_session\"}", Duration::from_secs(3), |n| n == 1).is_some_and(|n| n == 1),
+        "the metrics count the refusal"
     );
 }
 
@@ -212,7 +209,7 @@ fn sessions_past_the_per_address_and_per_user_caps_are_closed() {
         ("--max-sessions-per-ip", "sessions_per_address"),
         ("--max-sessions-per-user", "sessions_per_user"),
     ] {
-        let server = TestServer::start(&[flag, "3", "--stats-interval", "1"]);
+        let server = TestServer::start(&[flag, "3", "--metrics", "127.0.0.1:0"]);
         run_local(async {
             let config = server.client_config();
             let mut open = Vec::new();
@@ -244,8 +241,14 @@ fn sessions_past_the_per_address_and_per_user_caps_are_closed() {
             .count();
         assert_eq!(refusals, 1, "two refusals, logged once ({flag})");
         assert!(
-            server.wait_for_log(&format!("{limit} 2"), Duration::from_secs(3)),
-            "the stats line counts both ({flag})"
+            server
+                .wait_for_metric(
+                    &format!("anytls_limit_hits{{limit=\"{limit}\"}}"),
+                    Duration::from_secs(3),
+                    |n| n == 2
+                )
+                .is_some_and(|n| n == 2),
+            "the metrics count both ({flag})"
         );
     }
 }
@@ -265,8 +268,8 @@ fn slow_targets_cannot_add_up_past_the_session_budget() {
         "64",
         "--stream-stall-timeout",
         "1",
-        "--stats-interval",
-        "1",
+        "--metrics",
+        "127.0.0.1:0",
     ]);
     let stalled = spawn_target(TargetKind::Stalled);
     const STREAMS: usize = 16;
@@ -308,8 +311,8 @@ fn slow_targets_cannot_add_up_past_the_session_budget() {
     assert!(closed >= STREAMS / 2, "only {closed} streams were closed");
     server.assert_serves();
     assert!(
-        server.wait_for_log("session_buffer", Duration::from_secs(3)),
-        "the stats line counts the budget reached"
+        server.wait_for_metric("anytls_limit_hits{limit=\"session_buffer\"}", Duration::from_secs(3), |n| n >= 1).is_some_and(|n| n >= 1),
+        "the metrics count the budget reached"
     );
     server.assert_fds_back_to_baseline();
 }
@@ -318,7 +321,7 @@ fn slow_targets_cannot_add_up_past_the_session_budget() {
 /// client's streams stop short of the cap and a new client still gets in.
 #[test]
 fn outbound_streams_stop_short_of_the_descriptor_limit() {
-    let server = TestServer::start_with_descriptor_limit(100, &["--stats-interval", "1"]);
+    let server = TestServer::start_with_descriptor_limit(100, &["--metrics", "127.0.0.1:0"]);
     assert!(
         server.logged("outbound connections capped at 75"),
         "{:?}",
@@ -340,8 +343,8 @@ fn outbound_streams_stop_short_of_the_descriptor_limit() {
         drop(open);
     });
     assert!(
-        server.wait_for_log("outbound_share 24", Duration::from_secs(3)),
-        "the stats line counts the refusals"
+        server.wait_for_metric("anytls_limit_hits{limit=\"outbound_share\"}", Duration::from_secs(3), |n| n == 24).is_some_and(|n| n == 24),
+        "the metrics count the refusals"
     );
     server.assert_fds_back_to_baseline();
 }
@@ -356,8 +359,8 @@ fn descriptor_exhaustion_refuses_streams_and_the_server_goes_on() {
         &[
             "--max-outbound-connections",
             "1000",
-            "--stats-interval",
-            "1",
+            "--metrics",
+            "127.0.0.1:0",
         ],
     );
     let echo = spawn_target(TargetKind::Echo);
@@ -400,23 +403,14 @@ fn descriptor_exhaustion_refuses_streams_and_the_server_goes_on() {
         "logged {reports} times, not once per interval"
     );
     // Each refused dial counts, and so does each failed accept of the late client.
-    let counted = |server: &TestServer| {
-        server.log_lines().iter().rev().find_map(|line| {
-            let (_, rest) = line.split_once("descriptors ")?;
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline && counted(&server).is_none_or(|n| n <= refused_dials) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let counted = server.wait_for_metric(
+        "anytls_limit_hits{limit=\"descriptors\"}",
+        Duration::from_secs(3),
+        |n| n as usize > refused_dials,
+    );
     assert!(
-        counted(&server).is_some_and(|n| n > refused_dials),
-        "accept failures are counted too: {:?} after {refused_dials} refused dials",
-        counted(&server)
+        counted.is_some_and(|n| n as usize > refused_dials),
+        "accept failures are counted too: {counted:?} after {refused_dials} refused dials"
     );
     server.assert_serves();
     server.assert_fds_back_to_baseline();

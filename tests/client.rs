@@ -65,7 +65,7 @@ fn sequential_connections_reuse_one_session() {
 
 #[test]
 fn idle_cleanup_keeps_min_idle_sessions() {
-    let server = TestServer::start(&["--stats-interval", "1"]);
+    let server = TestServer::start(&["--metrics", "127.0.0.1:0"]);
     let client = TestClient::start(
         server.addr,
         &[
@@ -90,21 +90,17 @@ fn idle_cleanup_keeps_min_idle_sessions() {
         })
         .collect();
     conns.clear();
-    assert!(server.wait_for_log("Sessions: 5 open (5 total)", Duration::from_secs(5)));
-    assert!(
-        server.wait_for_log("Sessions: 2 open (5 total)", Duration::from_secs(8)),
-        "{:?}",
-        server.log_lines()
-    );
+    let sessions = |open: u64| {
+        server.wait_for_metric("anytls_sessions_open", Duration::from_secs(8), |n| n == open)
+            == Some(open)
+    };
+    assert!(sessions(5));
+    assert_eq!(server.metric("anytls_sessions"), Some(5));
+    assert!(sessions(2), "{:?}", server.log_lines());
     // And it stays at two.
     std::thread::sleep(Duration::from_millis(2500));
-    let last = server
-        .log_lines()
-        .into_iter()
-        .rev()
-        .find(|l| l.contains("[Server Stats]"))
-        .unwrap();
-    assert!(last.contains("Sessions: 2 open (5 total)"), "{last}");
+    assert_eq!(server.metric("anytls_sessions_open"), Some(2));
+    assert_eq!(server.metric("anytls_sessions"), Some(5));
     drop(client);
 }
 

@@ -128,7 +128,7 @@ fn strangers_and_fragments_are_dropped() {
 
 #[test]
 fn closing_the_control_connection_ends_the_association() {
-    let server = TestServer::start(&["--stats-interval", "1"]);
+    let server = TestServer::start(&["--metrics", "127.0.0.1:0"]);
     let client = TestClient::start(server.addr, &["-p", PASSWORD]);
     let echo = spawn_udp_echo();
     let (control, relay) = udp_associate(client.socks);
@@ -136,24 +136,11 @@ fn closing_the_control_connection_ends_the_association() {
     app.send_to(&socks_datagram(&Address::Ip(echo), b"ping"), relay)
         .unwrap();
     assert_eq!(receive(&app, relay).1, b"ping");
-    assert!(
-        server.wait_for_log("Streams: 1 open", Duration::from_secs(5)),
-        "{:?}",
-        server.log_lines()
-    );
-    let before_close = server.log_len();
+    assert_eq!(streams_open(&server, 1), Some(1));
     drop(control);
-    assert!(
-        server.wait_for_log_after(before_close, "Streams: 0 open", Duration::from_secs(5)),
-        "{:?}",
-        server.log_lines()
-    );
+    assert_eq!(streams_open(&server, 0), Some(0));
     // The session stays open for reuse, and the relay port is gone.
-    assert!(
-        server.wait_for_log_after(before_close, "Sessions: 1 open", Duration::from_secs(5)),
-        "{:?}",
-        server.log_lines()
-    );
+    assert_eq!(server.metric("anytls_sessions_open"), Some(1));
     app.send_to(&socks_datagram(&Address::Ip(echo), b"late"), relay)
         .unwrap();
     assert!(nothing_arrives(&app, Duration::from_millis(300)));
@@ -162,19 +149,17 @@ fn closing_the_control_connection_ends_the_association() {
     app.send_to(&socks_datagram(&Address::Ip(echo), b"again"), relay)
         .unwrap();
     assert_eq!(receive(&app, relay).1, b"again");
-    assert!(
-        server.wait_for_log(
-            "Sessions: 1 open (1 total), Streams: 1 open (2 total)",
-            Duration::from_secs(5)
-        ),
-        "{:?}",
-        server.log_lines()
+    assert_eq!(streams_open(&server, 1), Some(1));
+    assert_eq!(server.metric("anytls_streams"), Some(2));
+    assert_eq!(
+        (server.metric("anytls_sessions_open"), server.metric("anytls_sessions")),
+        (Some(1), Some(1))
     );
 }
 
 #[test]
 fn idle_association_ends_after_udp_idle_timeout() {
-    let server = TestServer::start(&["--stats-interval", "1"]);
+    let server = TestServer::start(&["--metrics", "127.0.0.1:0"]);
     let client = TestClient::start(server.addr, &["-p", PASSWORD, "--udp-idle-timeout", "1"]);
     let echo = spawn_udp_echo();
     let (_control, relay) = udp_associate(client.socks);
@@ -182,15 +167,15 @@ fn idle_association_ends_after_udp_idle_timeout() {
     app.send_to(&socks_datagram(&Address::Ip(echo), b"ping"), relay)
         .unwrap();
     assert_eq!(receive(&app, relay).1, b"ping");
-    assert!(server.wait_for_log("Streams: 1 open", Duration::from_secs(5)));
-    let after_ping = server.log_len();
+    assert_eq!(streams_open(&server, 1), Some(1));
     // The control connection stays open; only the idle timeout can end it.
-    assert!(
-        server.wait_for_log_after(after_ping, "Streams: 0 open", Duration::from_secs(6)),
-        "{:?}",
-        server.log_lines()
-    );
+    assert_eq!(streams_open(&server, 0), Some(0));
     app.send_to(&socks_datagram(&Address::Ip(echo), b"late"), relay)
         .unwrap();
     assert!(nothing_arrives(&app, Duration::from_millis(300)));
+}
+
+/// Waits (at most 6 s) for `open` streams on the server; how many there are.
+fn streams_open(server: &TestServer, open: u64) -> Option<u64> {
+    server.wait_for_metric("anytls_streams_open", Duration::from_secs(6), |n| n == open)
 }

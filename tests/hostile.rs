@@ -27,8 +27,8 @@ fn a_client_that_never_reads_its_answers_is_no_longer_read() {
         "1",
         "--address-timeout-ms",
         "60000",
-        "--stats-interval",
-        "1",
+        "--metrics",
+        "127.0.0.1:0",
     ]);
     let before = server.rss_kib();
     let config = server.client_config();
@@ -73,7 +73,7 @@ fn a_client_that_never_reads_its_answers_is_no_longer_read() {
     );
     assert!(grown < 64 * 1024, "the server grew by {grown} KiB");
     assert!(
-        server.wait_for_log("unread_answers", Duration::from_secs(3)),
+        server.wait_for_metric("anytls_limit_hits{limit=\"unread_answers\"}", Duration::from_secs(3), |n| n >= 1).is_some_and(|n| n >= 1),
         "the stats line counts the pause"
     );
     assert!(server.logged("answers unread by the client; reading paused"));
@@ -149,8 +149,8 @@ fn pending_connections_are_capped_per_subnet() {
         "20",
         "--handshake-timeout",
         "30",
-        "--stats-interval",
-        "1",
+        "--metrics",
+        "127.0.0.1:0",
     ]);
     let config = server.client_config();
     run_local(async {
@@ -171,7 +171,7 @@ fn pending_connections_are_capped_per_subnet() {
         fresh.heartbeat().await.expect("another subnet is served");
         drop(silent);
     });
-    assert!(server.wait_for_log("pending_per_subnet 10", Duration::from_secs(3)));
+    assert!(server.wait_for_metric("anytls_limit_hits{limit=\"pending_per_subnet\"}", Duration::from_secs(3), |n| n == 10).is_some_and(|n| n == 10));
     server.assert_fds_back_to_baseline();
 }
 
@@ -197,8 +197,8 @@ fn one_user_cannot_take_every_outbound_connection() {
         "second-password",
         "--max-outbound-connections",
         "40",
-        "--stats-interval",
-        "1",
+        "--metrics",
+        "127.0.0.1:0",
     ]);
     let echo = spawn_target(TargetKind::Echo);
     let first = server.client_config();
@@ -228,7 +228,7 @@ fn one_user_cannot_take_every_outbound_connection() {
             stream_echoes(stream, b"fair").await;
         }
     });
-    assert!(server.wait_for_log("outbound_share", Duration::from_secs(3)));
+    assert!(server.wait_for_metric("anytls_limit_hits{limit=\"outbound_share\"}", Duration::from_secs(3), |n| n >= 1).is_some_and(|n| n >= 1));
     server.assert_fds_back_to_baseline();
 }
 
@@ -250,8 +250,8 @@ fn stalled_targets_across_sessions_stay_within_the_users_budget() {
         "256",
         "--stream-stall-timeout",
         "3",
-        "--stats-interval",
-        "1",
+        "--metrics",
+        "127.0.0.1:0",
     ]);
     let (target, peers) = never_reading_target();
     let echo = spawn_target(TargetKind::Echo);
@@ -307,7 +307,7 @@ fn stalled_targets_across_sessions_stay_within_the_users_budget() {
         queued <= 2 << 20,
         "one user's sessions made the kernel hold {queued} bytes for targets (user budget 2 MiB)"
     );
-    assert!(server.wait_for_log("buffered_per_user", Duration::from_secs(3)));
+    assert!(server.wait_for_metric("anytls_limit_hits{limit=\"buffered_per_user\"}", Duration::from_secs(3), |n| n >= 1).is_some_and(|n| n >= 1));
     // Sessions whose client closed while they were paused still deliver what
     // they hold until their targets stall for the stall timeout (each stream in
     // turn), then close.

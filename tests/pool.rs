@@ -15,7 +15,7 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn start(kind: &str, extra: &[&str]) -> TestServer {
-    let mut args = vec!["--pool-type", kind, "--stats-interval", "1"];
+    let mut args = vec!["--pool-type", kind, "--metrics", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     TestServer::start(&args)
 }

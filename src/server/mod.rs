@@ -4,8 +4,9 @@
 //!
 //! - `mod.rs`: [`Server`], the per-core serve loop and the accept loop.
 //! - `context`: what every task on one core shares (`CoreContext`).
-//! - `session`: one client connection: TLS, authentication, the frame loop
-//!   driving [`crate::proto::session::ServerSession`], each stream's relay.
+//! - `session`: one client connection: TLS, authentication, the read and timer
+//!   loops driving [`crate::proto::session::ServerSession`] (which holds every
+//!   rule and deadline), each stream's relay.
 
 pub(crate) mod context;
 mod control;

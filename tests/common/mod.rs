@@ -466,7 +466,7 @@ impl RecordingTarget {
     }
 }
 
-/// Pool counters parsed from the server's last `[Pool Stats]` line.
+/// The pool's counters, as its metrics report them.
 #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
 pub struct PoolLine {
     pub total: u64,
@@ -477,30 +477,78 @@ pub struct PoolLine {
 }
 
 impl TestServer {
-    /// The most recent `[Pool Stats]` line, parsed.
-    pub fn pool_stats(&self) -> Option<PoolLine> {
+    /// Where the server's metrics endpoint listens (started with `--metrics
+    /// 127.0.0.1:0`; the address is found where the server announces it).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        assert!(
+            self.wait_for_log("metrics on http://", Duration::from_secs(5)),
+            "the server was started with --metrics"
+        );
         let line = self
             .log_lines()
             .into_iter()
-            .rev()
-            .find(|l| l.contains("[Pool Stats]"))?;
-        let value = |name: &str| -> u64 {
-            line.split(&format!("{name}: "))
-                .nth(1)
-                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(u64::MAX)
-        };
+            .find(|l| l.contains("metrics on http://"))
+            .expect("metrics address logged");
+        line.split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|addr| addr.parse().ok())
+            .expect("an address")
+    }
+
+    /// One scrape of `/metrics`: the body.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(self.metrics_addr()).expect("metrics listen");
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The sum of a metric family's samples in one scrape (`family` without the
+    /// `_total` a counter's samples carry); `None` if it has none.
+    pub fn metric(&self, family: &str) -> Option<u64> {
+        metric_in(&self.scrape(), family)
+    }
+
+    /// Waits (at most `limit`) until the metric `selector` (a family, with
+    /// `{label="value"}` to pick one sample) satisfies `check`; its last value.
+    pub fn wait_for_metric(
+        &self,
+        selector: &str,
+        limit: Duration,
+        check: impl Fn(u64) -> bool,
+    ) -> Option<u64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let value = metric_in(&self.scrape(), selector);
+            if value.is_some_and(&check) || Instant::now() > deadline {
+                return value;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The pool's counters, from the metrics endpoint.
+    pub fn pool_stats(&self) -> Option<PoolLine> {
+        let body = self.scrape();
+        let value = |family: &str| metric_in(&body, family);
         Some(PoolLine {
-            total: value("Total"),
-            active: value("Active"),
-            reused: value("Reused"),
-            new: value("New"),
-            cleaned: value("Cleaned"),
+            total: value("anytls_pool_connections_opened")?,
+            active: value("anytls_pool_active")?,
+            reused: value("anytls_pool_reused")?,
+            new: value("anytls_pool_new")?,
+            cleaned: value("anytls_pool_cleaned")?,
         })
     }
 
-    /// Waits (at most `limit`) for a `[Pool Stats]` line satisfying `check`.
+    /// Waits (at most `limit`) for the pool's counters to satisfy `check`.
     pub fn wait_for_pool(&self, limit: Duration, check: impl Fn(&PoolLine) -> bool) -> PoolLine {
         let deadline = Instant::now() + limit;
         loop {
@@ -513,6 +561,29 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The sum of the samples of `selector` in an OpenMetrics `body`: a family
+/// (without a counter's `_total`), with `{label="value"}` to pick samples.
+pub fn metric_in(body: &str, selector: &str) -> Option<u64> {
+    let (family, labels) = match selector.split_once('{') {
+        Some((family, labels)) => (family, labels.trim_end_matches('}')),
+        None => (selector, ""),
+    };
+    let counter = format!("{family}_total");
+    let samples: Vec<u64> = body
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, rest) = line.split_at(line.find(['{', ' '])?);
+            let value = rest.rsplit(' ').next()?;
+            (name == family || name == counter) && rest.contains(labels)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .map(|v| v as u64)
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
 /// Waits (at most `limit`) on the current glommio executor until `check` holds,

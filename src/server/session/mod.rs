@@ -1,12 +1,16 @@
 //! The server side of a connection: TLS handshake, authentication, then the session
 //! that demultiplexes frames into streams and relays each stream to its target.
 //!
-//! A session is one task running three loops at once: the frame reader, the
-//! coalescing writer ([`crate::mux::write_loop`]) and an idle watchdog. Each stream
-//! is its own task (see [`stream`]), so one slow dial never stalls the others.
-//! Failures are scoped as in h2: a stream failure answers SYNACK error or FIN and
-//! the session goes on; a session failure sends Alert (where the protocol says so)
-//! and closes the connection.
+//! Every rule of the session lives in [`ServerSession`], the sans-IO machine;
+//! this driver has none of its own. A session is one task running three loops at
+//! once: the reader (read, decode, hand each frame to the machine, carry out its
+//! actions, wait while it wants no more), the timer loop (sleep until the
+//! machine's next deadline, tell it the time, carry out its actions) and the
+//! coalescing writer ([`crate::mux::write_loop`]). Each stream is its own task
+//! (see [`stream`], [`uot`]), so one slow dial never stalls the others; it reports
+//! each step to the machine. Failures are scoped as in h2: a stream failure
+//! answers SYNACK error or FIN and the session goes on; a session failure sends
+//! Alert (where the protocol says so) and closes the connection.
 
 mod fallback;
 mod handshake;
