@@ -10,7 +10,7 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -46,7 +46,7 @@ pub enum FileError {
 }
 
 /// One user: the name shows in logs and stats, the password authenticates.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Shown in logs and `[User Stats]`.
@@ -54,10 +54,10 @@ pub struct User {
     /// What the client hashes.
     pub password: String,
     /// Megabits per second each way over all the user's sessions (absent or 0: none).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed_limit_mbps: Option<u64>,
     /// Distinct client addresses the user may be online from (absent or 0: any).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_limit: Option<u32>,
 }
 
@@ -82,69 +82,29 @@ impl User {
     }
 }
 
-/// What a config file may say. Every field is optional; a field left out keeps
-/// the flag's default.
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    pub listen: Option<String>,
-    pub users: Option<Vec<User>>,
-    pub users_file: Option<PathBuf>,
-    /// The scheme's lines, as sing-box writes it (`["stop=8", "0=30-30", ...]`).
-    pub padding_scheme: Option<Vec<String>>,
-    pub padding_scheme_file: Option<PathBuf>,
-    pub certificate_path: Option<PathBuf>,
-    pub key_path: Option<PathBuf>,
-    pub fallback: Option<String>,
-    pub fallback_proxy_protocol: Option<String>,
-    pub metrics: Option<String>,
-    pub metrics_token: Option<String>,
-    pub metrics_token_file: Option<PathBuf>,
-    pub metrics_allow: Option<Vec<String>>,
-    pub public_host: Option<String>,
-    pub panel_url: Option<String>,
-    pub panel_token: Option<String>,
-    pub panel_token_file: Option<PathBuf>,
-    pub node_id: Option<u64>,
-    pub panel_state_file: Option<PathBuf>,
-    pub cores: Option<usize>,
-    pub stats_interval: Option<u64>,
-    pub handshake_timeout: Option<u64>,
-    pub connect_timeout: Option<u64>,
-    pub idle_session_timeout: Option<u64>,
-    pub stream_stall_timeout: Option<u64>,
-    pub stream_idle_timeout: Option<u64>,
-    pub write_timeout: Option<u64>,
-    pub uot_idle_timeout: Option<u64>,
-    pub max_streams_per_session: Option<usize>,
-    pub max_dialing_per_session: Option<usize>,
-    pub max_uot_per_session: Option<usize>,
-    pub max_buffered_per_session_kib: Option<u64>,
-    pub max_buffered_per_user_mib: Option<u64>,
-    pub max_buffered_total_mib: Option<u64>,
-    pub max_sessions_per_user: Option<usize>,
-    pub max_sessions_per_ip: Option<usize>,
-    pub max_pending: Option<usize>,
-    pub max_pending_per_subnet: Option<usize>,
-    pub max_datagrams_per_sec: Option<u32>,
-    pub address_timeout_ms: Option<u64>,
-    pub synack_deadline_ms: Option<u64>,
-    pub deny: Option<Vec<String>>,
-    pub deny_private: Option<bool>,
-    pub pool_type: Option<String>,
-    pub min_idle_connections: Option<usize>,
-    pub max_outbound_connections: Option<usize>,
-    pub outbound_send_buffer_kib: Option<u64>,
-    pub max_idle_time_secs: Option<u64>,
-}
-
 /// A config file read, with what an operator should be told about it.
 #[derive(Debug)]
 pub struct Loaded {
-    /// The settings.
-    pub file: ConfigFile,
+    /// The settings: the keys of [`super::ServerOptions`] (checked by it).
+    pub file: toml::Table,
     /// For a sing-box config: the one line naming what was left out.
     pub note: Option<String>,
+    /// The text read (TOML), to find a key's line.
+    text: String,
+}
+
+impl Loaded {
+    /// The 1-based line a top-level `key` is on (1 if it cannot be found).
+    pub fn line_of(&self, key: &str) -> usize {
+        self.text
+            .lines()
+            .position(|line| {
+                line.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+            .map_or(1, |index| index + 1)
+    }
 }
 
 /// Reads `path`: TOML, or sing-box JSON if it starts with `{`.
@@ -156,14 +116,18 @@ pub fn load(path: &Path) -> Result<Loaded, FileError> {
     if text.trim_start().starts_with('{') {
         from_sing_box(path, &text)
     } else {
-        let file = toml::from_str(&text).map_err(|e| FileError::Toml {
+        let file: toml::Table = toml::from_str(&text).map_err(|e| FileError::Toml {
             path: path.to_owned(),
             line: e
                 .span()
                 .map_or(1, |span| text[..span.start].matches('\n').count() + 1),
             message: e.message().replace('\n', " "),
         })?;
-        Ok(Loaded { file, note: None })
+        Ok(Loaded {
+            file,
+            note: None,
+            text,
+        })
     }
 }
 
@@ -224,7 +188,7 @@ fn from_sing_box(path: &Path, text: &str) -> Result<Loaded, FileError> {
             .map(str::to_owned)
             .ok_or_else(|| invalid(format!("\"{name}\" must be a string")))
     };
-    let mut file = ConfigFile::default();
+    let mut file = toml::Table::new();
     let host = match fields.get("listen") {
         Some(listen) => text_field(listen, "listen")?,
         None => "::".to_owned(),
@@ -234,28 +198,28 @@ fn from_sing_box(path: &Path, text: &str) -> Result<Loaded, FileError> {
         .and_then(Value::as_u64)
         .and_then(|port| u16::try_from(port).ok())
         .ok_or_else(|| invalid("\"listen_port\" must be a port number".to_owned()))?;
-    file.listen = Some(if host.contains(':') {
+    let listen = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
-    });
+    };
+    file.insert("listen".to_owned(), listen.into());
     if let Some(users) = fields.get("users") {
-        file.users = Some(
-            serde_json::from_value(users.clone())
-                .map_err(|e| invalid(format!("\"users\": {e}")))?,
-        );
+        let users: Vec<User> = serde_json::from_value(users.clone())
+            .map_err(|e| invalid(format!("\"users\": {e}")))?;
+        file.insert("users".to_owned(), toml_value(&users));
     }
     if let Some(scheme) = fields.get("padding_scheme") {
-        file.padding_scheme = Some(
-            serde_json::from_value(scheme.clone())
-                .map_err(|e| invalid(format!("\"padding_scheme\": {e}")))?,
-        );
+        let lines: Vec<String> = serde_json::from_value(scheme.clone())
+            .map_err(|e| invalid(format!("\"padding_scheme\": {e}")))?;
+        file.insert("padding_scheme".to_owned(), toml_value(&lines));
     }
     if let Some(tls) = fields.get("tls").and_then(Value::as_object) {
         for (key, value) in tls {
             match key.as_str() {
-                "certificate_path" => file.certificate_path = Some(text_field(value, key)?.into()),
-                "key_path" => file.key_path = Some(text_field(value, key)?.into()),
+                "certificate_path" | "key_path" => {
+                    file.insert(key.clone(), text_field(value, key)?.into());
+                }
                 "enabled" => {}
                 other => ignored.push(format!("inbound.tls.{other}")),
             }
@@ -268,7 +232,16 @@ fn from_sing_box(path: &Path, text: &str) -> Result<Loaded, FileError> {
         }
         note
     });
-    Ok(Loaded { file, note })
+    Ok(Loaded {
+        file,
+        note,
+        text: String::new(),
+    })
+}
+
+/// `value` as a TOML value.
+fn toml_value(value: &impl Serialize) -> toml::Value {
+    toml::Value::try_from(value).expect("users and lines have a TOML form")
 }
 
 #[cfg(test)]
@@ -295,27 +268,22 @@ mod tests {
              max_streams_per_session = 64\n\
              pool_type = \"highperf\"\n",
         );
-        let file = load(&path).unwrap().file;
-        assert_eq!(file.listen.as_deref(), Some("0.0.0.0:443"));
-        assert_eq!(file.users.unwrap()[0].name, "alice");
-        assert_eq!(file.padding_scheme.unwrap().len(), 3);
-        assert_eq!(file.max_streams_per_session, Some(64));
-        assert_eq!(file.pool_type.as_deref(), Some("highperf"));
+        let loaded = load(&path).unwrap();
+        let file = &loaded.file;
+        assert_eq!(file["listen"].as_str(), Some("0.0.0.0:443"));
+        assert_eq!(file["users"][0]["name"].as_str(), Some("alice"));
+        assert_eq!(file["padding_scheme"].as_array().unwrap().len(), 3);
+        assert_eq!(file["max_streams_per_session"].as_integer(), Some(64));
+        assert_eq!(file["pool_type"].as_str(), Some("highperf"));
+        assert_eq!(loaded.line_of("max_streams_per_session"), 6);
     }
 
     #[test]
-    fn unknown_keys_and_wrong_types_name_the_key_and_the_line() {
-        let path = write(
-            "b.toml",
-            "listen = \"[::]:443\"\n\nmax_stream_per_session = 5\n",
-        );
+    fn bad_toml_and_missing_files_are_one_line() {
+        let path = write("b.toml", "listen = \"[::]:443\"\n\nmax_streams = \n");
         let error = load(&path).unwrap_err().to_string();
         assert!(error.contains("line 3"), "{error}");
-        assert!(error.contains("max_stream_per_session"), "{error}");
         assert!(!error.contains('\n'), "one line: {error}");
-        let path = write("c.toml", "cores = \"two\"\n");
-        let error = load(&path).unwrap_err().to_string();
-        assert!(error.contains("line 1"), "{error}");
         let error = load(Path::new("/nonexistent/anytls.toml")).unwrap_err();
         assert!(error
             .to_string()
@@ -341,12 +309,15 @@ mod tests {
             }"#,
         );
         let loaded = load(&path).unwrap();
-        let file = loaded.file;
-        assert_eq!(file.listen.as_deref(), Some("[::]:8443"));
-        assert_eq!(file.users.unwrap()[0].password, "b");
-        assert_eq!(file.padding_scheme.unwrap(), ["stop=1", "0=10-10"]);
-        assert_eq!(file.certificate_path, Some(PathBuf::from("c.pem")));
-        assert_eq!(file.key_path, Some(PathBuf::from("k.pem")));
+        let file = &loaded.file;
+        assert_eq!(file["listen"].as_str(), Some("[::]:8443"));
+        assert_eq!(file["users"][0]["password"].as_str(), Some("b"));
+        assert_eq!(
+            file["padding_scheme"],
+            toml::Value::from(vec!["stop=1", "0=10-10"])
+        );
+        assert_eq!(file["certificate_path"].as_str(), Some("c.pem"));
+        assert_eq!(file["key_path"].as_str(), Some("k.pem"));
         let note = loaded.note.unwrap();
         for ignored in [
             "inbound.sniff",

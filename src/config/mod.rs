@@ -9,7 +9,7 @@ mod file;
 mod options;
 
 pub use crate::reloadable::Reloadable;
-pub use file::{ConfigFile, FileError, User};
+pub use file::{FileError, User};
 pub use options::{ConfigError, Invocation, Reloader, ServerOptions, Settled};
 
 use crate::accounts::{AccountSpec, Accounts};

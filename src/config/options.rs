@@ -15,8 +15,9 @@ use thiserror::Error;
 
 use clap::parser::ValueSource;
 use clap::ArgMatches;
+use serde::{Deserialize, Serialize};
 
-use super::file::{self, ConfigFile, FileError, User};
+use super::file::{self, FileError, User};
 use super::{parse_users, Limits, MetricsConfig, Reloadable, ServerConfig, UsersFileError};
 use crate::accounts::{Accounts, Changes};
 use crate::node::NodeSettings;
@@ -122,20 +123,34 @@ pub enum ConfigError {
     #[error("config {key}: {why}")]
     FileValue {
         /// The key.
-        key: &'static str,
+        key: String,
         /// Why.
         why: String,
     },
 }
 
-/// Everything an operator can set, as given (flags, and `--config`).
-#[derive(clap::Args, Debug, Clone)]
+impl ConfigError {
+    /// What is wrong, without the key.
+    fn why(&self) -> String {
+        match self {
+            ConfigError::FileValue { why, .. } => why.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Everything an operator can set, as given: each field is at once a flag and
+/// the config file key of the same name (`_` for `-`), or the sing-box name its
+/// `serde` attribute gives. Adding an option is one field here.
+#[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerOptions {
     /// Config file: TOML with the flags' names (and sing-box's `users`,
     /// `padding_scheme`, `certificate_path`, `key_path`), or a sing-box JSON config
     /// whose anytls inbound is served. Flags given here win over the file; SIGHUP
     /// re-reads it. See contrib/server.toml.
     #[arg(short = 'c', long, value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// Address to listen on (every core binds it with SO_REUSEPORT).
@@ -145,18 +160,22 @@ pub struct ServerOptions {
     /// Password clients authenticate with; repeat for several users
     /// (named password-1, password-2, ...).
     #[arg(short = 'p', long = "password", required_unless_present_any = ["users", "config", "panel_url"])]
+    #[serde(skip)]
     pub password: Vec<String>,
 
     /// Users from the config file's `users = [{ name, password }]`.
     #[arg(skip)]
+    #[serde(rename = "users")]
     pub named_users: Vec<User>,
 
     /// The padding scheme's lines from the config file's `padding_scheme`.
     #[arg(skip)]
+    #[serde(rename = "padding_scheme")]
     pub padding_lines: Option<Vec<String>>,
 
     /// File of `name:password` lines (# comments allowed); reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
+    #[serde(rename = "users_file")]
     pub users: Option<PathBuf>,
 
     /// TCP address (an ordinary web server) that connections failing
@@ -168,20 +187,24 @@ pub struct ServerOptions {
     /// Write a PROXY protocol header (v1: text, v2: binary) to the fallback before
     /// the client's bytes, so it sees the client's address. Off by default.
     #[arg(long, value_name = "VERSION")]
+    #[serde(default, with = "text::optional")]
     pub fallback_proxy_protocol: Option<proxy_protocol::Version>,
 
     /// Padding scheme file sent to clients (default: the reference's default
     /// scheme); reloaded on SIGHUP.
     #[arg(long = "padding-scheme", value_name = "FILE")]
+    #[serde(rename = "padding_scheme_file")]
     pub padding_scheme: Option<PathBuf>,
 
     /// PEM certificate chain. Without --cert/--key a self-signed certificate is
     /// generated at start and its SHA-256 fingerprint logged.
     #[arg(long, value_name = "FILE", requires = "key")]
+    #[serde(rename = "certificate_path")]
     pub cert: Option<PathBuf>,
 
     /// PEM private key for --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
+    #[serde(rename = "key_path")]
     pub key: Option<PathBuf>,
 
     /// Executors to run, one pinned per CPU [default: every CPU this process may use].
@@ -298,6 +321,7 @@ pub struct ServerOptions {
     /// reference server), lock, lockfree or highperf. Spares help only when streams
     /// keep going to the same few targets.
     #[arg(long, value_name = "KIND", default_value = "none")]
+    #[serde(with = "text")]
     pub pool_type: PoolKind,
 
     /// Warm spare connections kept per target asked for within --max-idle-time-secs.
@@ -351,10 +375,12 @@ pub struct ServerOptions {
 
     /// Print each user's anytls:// link (with --qr, its QR code too) and exit.
     #[arg(long)]
+    #[serde(skip)]
     pub print_links: bool,
 
     /// Also print the share links as QR codes (on standard output).
     #[arg(long)]
+    #[serde(skip)]
     pub qr: bool,
 
     /// Node mode: the panel's base URL (Xboard, V2board: what V2bX calls
@@ -424,6 +450,13 @@ impl Invocation {
             return Ok((self.options.clone(), None));
         };
         let loaded = file::load(path)?;
+        for (key, value) in &loaded.file {
+            ServerOptions::check_file_value(key, value).map_err(|message| FileError::Toml {
+                path: path.clone(),
+                line: loaded.line_of(key),
+                message,
+            })?;
+        }
         let merged = self
             .options
             .merge_file(loaded.file, |flag| self.given.contains(flag))?;
@@ -546,136 +579,124 @@ impl ServerOptions {
     }
 
     /// These options with `file` filling in every flag the command line did not
-    /// give (`given` says which it did). `-p` or `--users` on the command line
-    /// replace the file's users.
+    /// give (`given` says which it did, by field name). `-p` or `--users` on the
+    /// command line replace the file's users; a token given on the command line
+    /// (either spelling) replaces the file's.
     pub fn merge_file(
         &self,
-        file: ConfigFile,
+        file: toml::Table,
         given: impl Fn(&str) -> bool,
     ) -> Result<ServerOptions, ConfigError> {
-        let mut merged = self.clone();
-        macro_rules! fill {
-            ($($field:ident),* $(,)?) => {$(
-                if !given(stringify!($field)) {
-                    if let Some(value) = file.$field {
-                        merged.$field = value;
-                    }
+        let mine = self.to_table();
+        let mut merged = mine.clone();
+        let users_given = given("password") || given("users");
+        for (key, value) in &file {
+            let taken = match key.as_str() {
+                "users" | "users_file" => !users_given,
+                _ => !given(field_of(key)),
+            };
+            if taken {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        if file.contains_key("padding_scheme") && !given("padding_scheme") {
+            // The scheme's lines in the file win over a scheme file.
+            merged.remove("padding_scheme_file");
+        }
+        for pair in [
+            ["panel_token", "panel_token_file"],
+            ["metrics_token", "metrics_token_file"],
+        ] {
+            if pair.iter().any(|flag| given(flag)) {
+                // One token, from the command line: the file's other spelling
+                // is not taken beside it.
+                for key in pair {
+                    match mine.get(key) {
+                        Some(value) => merged.insert(key.to_owned(), value.clone()),
+                        None => merged.remove(key),
+                    };
                 }
-            )*};
-        }
-        macro_rules! fill_some {
-            ($($field:ident <- $key:ident),* $(,)?) => {$(
-                if !given(stringify!($field)) {
-                    if let Some(value) = file.$key {
-                        merged.$field = Some(value);
-                    }
-                }
-            )*};
-        }
-        fill!(
-            listen,
-            stats_interval,
-            handshake_timeout,
-            connect_timeout,
-            idle_session_timeout,
-            stream_stall_timeout,
-            stream_idle_timeout,
-            write_timeout,
-            uot_idle_timeout,
-            max_streams_per_session,
-            max_dialing_per_session,
-            max_uot_per_session,
-            max_buffered_per_session_kib,
-            max_buffered_per_user_mib,
-            max_buffered_total_mib,
-            max_sessions_per_user,
-            max_sessions_per_ip,
-            max_pending_per_subnet,
-            max_datagrams_per_sec,
-            address_timeout_ms,
-            synack_deadline_ms,
-            deny_private,
-            min_idle_connections,
-            outbound_send_buffer_kib,
-            max_idle_time_secs,
-        );
-        fill_some!(
-            fallback <- fallback,
-            metrics_token <- metrics_token,
-            metrics_token_file <- metrics_token_file,
-            cores <- cores,
-            max_outbound_connections <- max_outbound_connections,
-            max_pending <- max_pending,
-            cert <- certificate_path,
-            key <- key_path,
-            padding_scheme <- padding_scheme_file,
-            public_host <- public_host,
-            panel_url <- panel_url,
-            panel_token <- panel_token,
-            panel_token_file <- panel_token_file,
-            node_id <- node_id,
-            panel_state_file <- panel_state_file,
-        );
-        if !given("password") && !given("users") {
-            merged.named_users = file.users.unwrap_or_default();
-            merged.users = file.users_file;
-        }
-        if !given("padding_scheme") && file.padding_scheme.is_some() {
-            merged.padding_lines = file.padding_scheme;
-            merged.padding_scheme = None;
-        }
-        if !given("metrics") {
-            if let Some(text) = file.metrics {
-                merged.metrics = Some(text.parse().map_err(|e| ConfigError::FileValue {
-                    key: "metrics",
-                    why: format!("{text}: {e}"),
-                })?);
             }
         }
-        if given("panel_token") || given("panel_token_file") {
-            merged.panel_token = self.panel_token.clone();
-            merged.panel_token_file = self.panel_token_file.clone();
-        }
-        if given("metrics_token") || given("metrics_token_file") {
-            // One token, from the command line: the file's other spelling is not
-            // taken beside it.
-            merged.metrics_token = self.metrics_token.clone();
-            merged.metrics_token_file = self.metrics_token_file.clone();
-        }
-        if !given("pool_type") {
-            if let Some(text) = file.pool_type {
-                merged.pool_type = text.parse().map_err(|why| ConfigError::FileValue {
-                    key: "pool_type",
-                    why,
-                })?;
-            }
-        }
-        if !given("fallback_proxy_protocol") {
-            if let Some(text) = file.fallback_proxy_protocol {
-                merged.fallback_proxy_protocol =
-                    Some(text.parse().map_err(|why| ConfigError::FileValue {
-                        key: "fallback_proxy_protocol",
-                        why,
-                    })?);
-            }
-        }
-        if !given("deny") {
-            if let Some(ranges) = file.deny {
-                merged.deny = ranges_of("deny", &ranges)?;
-            }
-        }
-        if !given("metrics_allow") {
-            if let Some(ranges) = file.metrics_allow {
-                merged.metrics_allow = ranges_of("metrics_allow", &ranges)?;
-            }
-        }
-        if merged.cert.is_some() != merged.key.is_some() {
+        let mut options = ServerOptions::from_table(merged)?;
+        options.config = self.config.clone();
+        options.password = self.password.clone();
+        options.print_links = self.print_links;
+        options.qr = self.qr;
+        if options.cert.is_some() != options.key.is_some() {
             return Err(ConfigError::FileValue {
-                key: "certificate_path",
+                key: "certificate_path".to_owned(),
                 why: "certificate_path and key_path go together".to_owned(),
             });
         }
-        Ok(merged)
+        Ok(options)
+    }
+
+    /// Every config file key: the names of this struct's serialized fields.
+    pub fn file_keys() -> &'static [&'static str] {
+        static KEYS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| {
+            let mut keys: &'static [&'static str] = &[];
+            let _ = ServerOptions::deserialize(FieldNames(&mut keys));
+            keys
+        })
+    }
+
+    /// Whether `value` is one the file may give for `key`; why not, in a line.
+    pub fn check_file_value(key: &str, value: &toml::Value) -> Result<(), String> {
+        if !Self::file_keys().contains(&key) {
+            return Err(match closest(key, Self::file_keys()) {
+                Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
+                None => format!("unknown key `{key}`"),
+            });
+        }
+        let mut table = Self::defaults().to_table();
+        table.insert(key.to_owned(), value.clone());
+        match ServerOptions::from_table(table) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("`{key}`: {}", e.why())),
+        }
+    }
+
+    /// The options with every default and one password (what a file is checked against).
+    fn defaults() -> ServerOptions {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            options: ServerOptions,
+        }
+        Defaults::parse_from(["anytls-server", "-p", "x"]).options
+    }
+
+    /// These options as a config file would give them.
+    fn to_table(&self) -> toml::Table {
+        toml::Table::try_from(self).expect("every option has a TOML form")
+    }
+
+    /// Options from a table of config file keys, naming the key whose value does
+    /// not fit.
+    fn from_table(table: toml::Table) -> Result<ServerOptions, ConfigError> {
+        let error = match table.clone().try_into::<ServerOptions>() {
+            Ok(options) => return Ok(options),
+            Err(e) => e,
+        };
+        // Find the culprit: the first key that alone fails over the defaults.
+        let defaults = Self::defaults().to_table();
+        for (key, value) in table {
+            let mut alone = defaults.clone();
+            alone.insert(key.clone(), value);
+            if let Err(e) = alone.try_into::<ServerOptions>() {
+                return Err(ConfigError::FileValue {
+                    key,
+                    why: e.message().to_owned(),
+                });
+            }
+        }
+        Err(ConfigError::FileValue {
+            key: "config".to_owned(),
+            why: error.message().to_owned(),
+        })
     }
 
     fn limits(&self, descriptor_limit: u64) -> Result<Limits, ConfigError> {
@@ -844,12 +865,12 @@ impl ServerOptions {
             return Err(ConfigError::Empty("panel-token"));
         }
         let parsed = url::Url::parse(url).map_err(|e| ConfigError::FileValue {
-            key: "panel_url",
+            key: "panel_url".to_owned(),
             why: format!("{url}: {e}"),
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(ConfigError::FileValue {
-                key: "panel_url",
+                key: "panel_url".to_owned(),
                 why: format!("{url}: not an http:// or https:// URL"),
             });
         }
@@ -881,7 +902,7 @@ impl ServerOptions {
             return match &self.padding_lines {
                 Some(lines) => PaddingScheme::parse(lines.join("\n").as_bytes()).map_err(|e| {
                     ConfigError::FileValue {
-                        key: "padding_scheme",
+                        key: "padding_scheme".to_owned(),
                         why: e.to_string(),
                     }
                 }),
@@ -1004,17 +1025,122 @@ fn resolve(flag: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| invalid("resolves to no address".to_owned()))
 }
 
-/// The CIDR ranges of the config file's `key`.
-fn ranges_of(key: &'static str, texts: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    texts
+/// Config file keys whose flag has another name (sing-box's names).
+const RENAMED: [(&str, &str); 5] = [
+    ("certificate_path", "cert"),
+    ("key_path", "key"),
+    ("padding_scheme_file", "padding_scheme"),
+    ("padding_scheme", "padding_scheme"),
+    ("users_file", "users"),
+];
+
+/// The flag (its field name) a config file `key` stands for.
+fn field_of(key: &str) -> &str {
+    RENAMED
         .iter()
-        .map(|text| {
-            text.parse().map_err(|e| ConfigError::FileValue {
-                key,
-                why: format!("{text}: {e}"),
-            })
-        })
-        .collect()
+        .find(|(renamed, _)| *renamed == key)
+        .map_or(key, |(_, field)| field)
+}
+
+/// The known key nearest to a misspelt `key`, if one is near enough.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let substitution = diagonal + usize::from(ca != *cb);
+                diagonal = row[j + 1];
+                row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+            }
+        }
+        row[b.len()]
+    };
+    known
+        .iter()
+        .map(|candidate| (distance(key, candidate), *candidate))
+        .filter(|(d, _)| *d <= 3.max(key.len() / 4))
+        .min()
+        .map(|(_, candidate)| candidate)
+}
+
+/// A deserializer that only records the field names of the struct asked for.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("field names only"))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(serde::de::Error::custom("field names only"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+        enum identifier ignored_any
+    }
+}
+
+/// A value kept in the config file as its text (`FromStr` and `Display`).
+mod text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        T: FromStr<Err: Display>,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// The same for an optional value.
+    pub mod optional {
+        use super::*;
+
+        pub fn serialize<T: Display, S: Serializer>(
+            value: &Option<T>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(value) => serializer.collect_str(value),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+        where
+            T: FromStr<Err: Display>,
+            D: Deserializer<'de>,
+        {
+            Option::<String>::deserialize(deserializer)?
+                .map(|text| text.parse().map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
 }
 
 fn at_least_one<T: PartialOrd + From<u8>>(flag: &'static str, value: T) -> Result<T, ConfigError> {
@@ -1087,19 +1213,11 @@ mod tests {
         }
     }
 
-    /// Every key the config file knows, from serde's list of the expected ones.
+    /// Every key the config file knows.
     fn file_keys() -> std::collections::BTreeSet<String> {
-        let error = toml::from_str::<ConfigFile>("no_such_key = 1")
-            .unwrap_err()
-            .message()
-            .to_owned();
-        let list = error
-            .split("expected one of")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no list of keys in {error:?}"));
-        list.split(',')
-            .map(|key| key.trim().trim_matches('`').to_owned())
-            .filter(|key| !key.is_empty())
+        ServerOptions::file_keys()
+            .iter()
+            .map(|key| (*key).to_owned())
             .collect()
     }
 
@@ -1171,6 +1289,61 @@ mod tests {
     }
 
     #[test]
+    fn unknown_keys_and_wrong_types_name_the_key_and_the_line() {
+        let error = invocation(&[], "listen = \"[::]:443\"\n\nmax_stream_per_session = 5\n")
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 3"), "{error}");
+        assert!(
+            error.ends_with(
+                "unknown key `max_stream_per_session`; did you mean `max_streams_per_session`?"
+            ),
+            "{error}"
+        );
+        let error = invocation(&[], "cores = \"two\"\n")
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 1") && error.contains("`cores`"),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "one line: {error}");
+        let error = invocation(&[], "frobnicate = 1\n")
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(error.ends_with("unknown key `frobnicate`"), "{error}");
+    }
+
+    #[test]
+    fn every_key_of_the_file_reaches_the_options() {
+        // A key the merge forgot would keep the default: give each numeric and
+        // boolean key a value no default has and read it back.
+        let mut toml = String::from("users = [{ name = \"a\", password = \"a\" }]\n");
+        let defaults = ServerOptions::defaults().to_table();
+        let mut checked = 0;
+        for (key, value) in &defaults {
+            let new = match value {
+                toml::Value::Integer(n) => toml::Value::Integer(n + 7),
+                toml::Value::Boolean(b) => toml::Value::Boolean(!b),
+                _ => continue,
+            };
+            toml.push_str(&format!("{key} = {new}\n"));
+            checked += 1;
+        }
+        assert!(checked > 20, "{checked} keys");
+        let (options, _) = invocation(&[], &toml).resolve().unwrap();
+        let merged = options.to_table();
+        for (key, value) in &defaults {
+            if matches!(value, toml::Value::Integer(_) | toml::Value::Boolean(_)) {
+                assert_ne!(&merged[key], value, "{key} kept its default");
+            }
+        }
+    }
+
+    #[test]
     fn file_values_that_do_not_parse_are_named() {
         let error = invocation(
             &[],
@@ -1180,7 +1353,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            error.starts_with("config pool_type: unknown pool type"),
+            error.ends_with(
+                "line 2: `pool_type`: unknown pool type \"fast\" (none, direct, lock, lockfree, highperf)"
+            ),
             "{error}"
         );
         let error = invocation(&[], "listen = \"127.0.0.1:0\"\n")
@@ -1353,9 +1528,18 @@ mod tests {
             Ok(_) => panic!("{toml} was accepted"),
             Err(e) => e.to_string(),
         };
-        assert!(error("fallback_proxy_protocol = \"v3\"\n")
-            .starts_with("config fallback_proxy_protocol: unknown PROXY protocol version \"v3\""));
-        assert!(error("metrics_allow = [\"nope\"]\n").starts_with("config metrics_allow: nope:"));
+        let error_v3 = error("fallback_proxy_protocol = \"v3\"\n");
+        assert!(
+            error_v3.ends_with(
+                "line 2: `fallback_proxy_protocol`: unknown PROXY protocol version \"v3\" (v1, v2)"
+            ),
+            "{error_v3}"
+        );
+        let error_nope = error("metrics_allow = [\"nope\"]\n");
+        assert!(
+            error_nope.contains("line 2: `metrics_allow`: invalid IP address syntax"),
+            "{error_nope}"
+        );
         assert_eq!(
             error(
                 "metrics = \"127.0.0.1:0\"\nmetrics_token = \"a\"\nmetrics_token_file = \"/t\"\n"

@@ -86,6 +86,17 @@ impl FromStr for PoolKind {
     }
 }
 
+impl std::fmt::Display for PoolKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PoolKind::None => "none",
+            PoolKind::Lock => "lock",
+            PoolKind::LockFree => "lockfree",
+            PoolKind::HighPerf => "highperf",
+        })
+    }
+}
+
 /// How a pool behaves.
 #[derive(Clone, Debug)]
 pub struct PoolConfig {

@@ -43,6 +43,15 @@ impl FromStr for Version {
     }
 }
 
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+        })
+    }
+}
+
 /// Both ends of a connection in one address family.
 enum Ends {
     V4([Ipv4Addr; 2]),

@@ -577,7 +577,7 @@ pub fn metric_in(body: &str, selector: &str) -> Option<u64> {
         .filter_map(|line| {
             let (name, rest) = line.split_at(line.find(['{', ' '])?);
             let value = rest.rsplit(' ').next()?;
-            (name == family || name == counter) && rest.contains(labels)
+            ((name == family || name == counter) && rest.contains(labels))
                 .then(|| value.parse::<f64>().ok())
                 .flatten()
         })
