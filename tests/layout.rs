@@ -1,12 +1,16 @@
-//! The crate's module graph has no import cycles.
+//! The module graphs of the library (`src/`) and of the load generator
+//! (`bench/anytls-bench/`, crate root `main.rs`) have no import cycles, and their
+//! top-level modules follow the layers written in their crate roots.
 //!
-//! Every file under `src/` is read, every path it names (`use crate::a::b`, `super::c`,
+//! Every file under the crate's directory is read, every path it names (`use crate::a::b`, `super::c`,
 //! `crate::d::e(..)` in code, with `{..}` groups expanded) is resolved to the module
 //! that defines it, and the reference becomes an edge between the two sibling modules
 //! under their closest common parent: `session::stream` naming `crate::pool::dial`
 //! is the edge `session -> pool`, and `session::stream` naming `super::uot` is
 //! `stream -> uot` inside `session`. A module naming its own ancestor or descendant
 //! adds no edge. Any cycle among siblings fails the test, with the path of files.
+//! A top-level module naming one of its own or a higher layer of the crate root's
+//! `# Layers` list (src/lib.rs, bench/anytls-bench/main.rs) fails it too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -14,8 +18,10 @@ use std::path::{Path, PathBuf};
 /// A module path below the crate root, e.g. `["session", "stream"]`.
 type ModulePath = Vec<String>;
 
-fn module_of(src: &Path, file: &Path) -> ModulePath {
-    let relative = file.strip_prefix(src).expect("file under src");
+fn module_of(root: &Path, file: &Path) -> ModulePath {
+    let relative = file
+        .strip_prefix(root)
+        .expect("file under the crate's root");
     let mut parts: Vec<String> = relative
         .iter()
         .map(|part| part.to_string_lossy().into_owned())
@@ -29,7 +35,7 @@ fn module_of(src: &Path, file: &Path) -> ModulePath {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("readable src dir") {
+    for entry in std::fs::read_dir(dir).expect("readable source dir") {
         let path = entry.expect("dir entry").path();
         if path.is_dir() {
             if path.file_name().is_some_and(|name| name != "bin") {
@@ -213,17 +219,25 @@ fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
         .find_map(|node| visit(node, edges, &mut Vec::new(), &mut done))
 }
 
-#[test]
-fn no_import_cycles_between_sibling_modules_and_top_level_ones_follow_the_layers() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+/// The sibling-module edges of one crate.
+struct Graph {
+    /// parent module -> (child -> the children it names)
+    edges: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+    /// (parent, child, named child) -> the file and path that make the edge
+    witnesses: BTreeMap<(String, String, String), String>,
+}
+
+/// The graph of the crate whose module files lie under `root`.
+fn graph_of(root: &Path) -> Graph {
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    let modules: BTreeSet<ModulePath> = files.iter().map(|f| module_of(&src, f)).collect();
-    // parent module -> (child -> children it names, with the file that does)
-    let mut graphs: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
-    let mut witnesses: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    rust_files(root, &mut files);
+    let modules: BTreeSet<ModulePath> = files.iter().map(|f| module_of(root, f)).collect();
+    let mut graph = Graph {
+        edges: BTreeMap::new(),
+        witnesses: BTreeMap::new(),
+    };
     for file in &files {
-        let from = module_of(&src, file);
+        let from = module_of(root, file);
         let text = std::fs::read_to_string(file).expect("readable source");
         for path in named_paths(&code_only(&text)) {
             let Some(to) = resolve(&from, &path, &modules) else {
@@ -235,10 +249,12 @@ fn no_import_cycles_between_sibling_modules_and_top_level_ones_follow_the_layers
             }
             let parent = from[..common].join("::");
             let (a, b) = (from[common].clone(), to[common].clone());
-            witnesses
+            graph
+                .witnesses
                 .entry((parent.clone(), a.clone(), b.clone()))
                 .or_insert_with(|| format!("{} names {path}", file.display()));
-            graphs
+            graph
+                .edges
                 .entry(parent)
                 .or_default()
                 .entry(a)
@@ -247,15 +263,23 @@ fn no_import_cycles_between_sibling_modules_and_top_level_ones_follow_the_layers
         }
     }
     assert!(
-        graphs.get("").is_some_and(|top| top.len() > 5),
-        "the checker found too few edges to be reading the sources: {graphs:?}"
+        graph.edges.get("").is_some_and(|top| top.len() > 5),
+        "the checker found too few edges under {} to be reading the sources: {:?}",
+        root.display(),
+        graph.edges
     );
+    graph
+}
+
+/// One cycle among the children of each parent that has one, with the files
+/// that make its edges.
+fn cycles(graph: &Graph) -> Vec<String> {
     let mut cycles = Vec::new();
-    for (parent, edges) in &graphs {
+    for (parent, edges) in &graph.edges {
         if let Some(cycle) = find_cycle(edges) {
             let steps: Vec<String> = cycle
                 .windows(2)
-                .map(|w| witnesses[&(parent.clone(), w[0].clone(), w[1].clone())].clone())
+                .map(|w| graph.witnesses[&(parent.clone(), w[0].clone(), w[1].clone())].clone())
                 .collect();
             let scope = if parent.is_empty() { "crate" } else { parent };
             cycles.push(format!(
@@ -265,13 +289,18 @@ fn no_import_cycles_between_sibling_modules_and_top_level_ones_follow_the_layers
             ));
         }
     }
-    assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
-    let layers = layers_of(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
-    let top = &graphs[""];
+    cycles
+}
+
+/// Every top-level module that names one of its own or a higher layer, or is
+/// in no layer of the crate root `root_file`.
+fn against_layers(graph: &Graph, root_file: &Path) -> Vec<String> {
+    let layers = layers_of(&std::fs::read_to_string(root_file).expect("readable crate root"));
+    let root_name = root_file.display();
     let mut wrong_way = Vec::new();
-    for (from, names) in top {
+    for (from, names) in &graph.edges[""] {
         let Some(&from_layer) = layers.get(from) else {
-            wrong_way.push(format!("{from} is in no layer of src/lib.rs"));
+            wrong_way.push(format!("{from} is in no layer of {root_name}"));
             continue;
         };
         for to in names {
@@ -279,27 +308,56 @@ fn no_import_cycles_between_sibling_modules_and_top_level_ones_follow_the_layers
                 Some(&to_layer) if to_layer < from_layer => {}
                 Some(&to_layer) => wrong_way.push(format!(
                     "{from} (layer {from_layer}) names {to} (layer {to_layer}): {}",
-                    witnesses[&(String::new(), from.clone(), to.clone())]
+                    graph.witnesses[&(String::new(), from.clone(), to.clone())]
                 )),
-                None => wrong_way.push(format!("{to} is in no layer of src/lib.rs")),
+                None => wrong_way.push(format!("{to} is in no layer of {root_name}")),
             }
         }
     }
+    wrong_way
+}
+
+/// Fails on an import cycle among sibling modules of the crate under `root`,
+/// and on a top-level module naming another against the `# Layers` of
+/// `root_file`.
+fn check_crate(root: &Path, root_file: &str) {
+    let graph = graph_of(root);
+    let cycles = cycles(&graph);
+    assert!(
+        cycles.is_empty(),
+        "import cycles under {}:\n{}",
+        root.display(),
+        cycles.join("\n")
+    );
+    let root_file = root.join(root_file);
+    let wrong_way = against_layers(&graph, &root_file);
     assert!(
         wrong_way.is_empty(),
-        "dependencies against the layers of src/lib.rs:\n{}",
+        "dependencies against the layers of {}:\n{}",
+        root_file.display(),
         wrong_way.join("\n")
     );
 }
 
-/// The layer of each top-level module, from src/lib.rs's `# Layers` list
+#[test]
+fn no_import_cycles_between_sibling_modules_and_top_level_ones_follow_the_layers() {
+    check_crate(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), "lib.rs");
+}
+
+#[test]
+fn bench_has_no_import_cycles_and_its_top_level_modules_follow_the_layers() {
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/anytls-bench");
+    check_crate(&bench, "main.rs");
+}
+
+/// The layer of each top-level module, from a crate root's `# Layers` list
 /// (`//! N. `a`, `b``).
 fn layers_of(lib: &str) -> BTreeMap<String, usize> {
     let mut layers = BTreeMap::new();
     let section = lib
         .split("# Layers")
         .nth(1)
-        .expect("src/lib.rs has a # Layers section");
+        .expect("the crate root has a # Layers section");
     for line in section.lines().skip(1).map_while(|l| l.strip_prefix("//!")) {
         let Some((number, names)) = line.trim().split_once(". ") else {
             continue;

@@ -1,7 +1,7 @@
 //! Servers this program runs itself: an anytls-rs server inside this process
 //! (`anytls::Server` on its own pinned executor, self-signed certificate) for
-//! `relay` and `pool-e2e`, and as the `serve` command; the scenario context
-//! those commands run the ordinary scenario code with; and `serve-echo`, the
+//! `relay` and `pool-e2e`, and as the `serve` command; the spec and scenario
+//! context those commands run the ordinary scenario code with; and `serve-echo`, the
 //! generator's echo target on a given address (for a network namespace behind
 //! a delay, see scripts/lib_delay_ns.sh).
 
@@ -15,9 +15,8 @@ use anytls::tls::ServerTls;
 use anytls::{Server, ServerConfig};
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::args::{Args, Scenario};
 use crate::procfs;
-use crate::scenarios::{format_cpus, Context, ServerCpu};
+use crate::scenarios::{Context, Scenario, ServerCpu, Spec};
 use crate::targets::{self, Behaviour};
 
 /// The password of the servers `relay` and `pool-e2e` start.
@@ -101,51 +100,26 @@ pub fn check_server_cpu(cpu: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// What a scenario run against an in-process server is told.
-pub struct Run<'a> {
-    /// The scenario whose flags are checked (its name goes on the command line).
-    pub scenario: Scenario,
-    /// The server's address.
-    pub server: SocketAddr,
-    /// The generator's CPUs.
-    pub cpus: &'a [usize],
-    /// Seconds the run lasts.
-    pub duration: f64,
-    /// Never draw the progress line.
-    pub no_progress: bool,
-    /// The scenario's own flags, as on the command line.
-    pub flags: &'a [&'a str],
+/// The spec of a run against the in-process server on `server` (its password,
+/// any certificate) with the generator on `cpus` for `duration` seconds; the
+/// rest at the defaults.
+pub fn spec(server: SocketAddr, cpus: &[usize], duration: f64, no_progress: bool) -> Spec {
+    Spec {
+        server: server.to_string(),
+        password: Some(PASSWORD.to_owned()),
+        sni: Some("localhost".to_owned()),
+        insecure: true,
+        cpus: cpus.to_vec(),
+        duration: Some(duration),
+        no_progress,
+        ..Spec::default()
+    }
 }
 
-/// The scenario context for `run`: its flags parsed as `anytls-bench` parses
-/// them, the server's CPU read from this process's server threads.
-pub fn scenario_context(run: &Run) -> Result<Arc<Context>, String> {
-    let (server, cpus, duration) = (
-        run.server.to_string(),
-        format_cpus(run.cpus),
-        run.duration.to_string(),
-    );
-    let mut argv = vec![
-        "anytls-bench",
-        run.scenario.name(),
-        "--server",
-        &server,
-        "--password",
-        PASSWORD,
-        "--sni",
-        "localhost",
-        "--insecure",
-        "--cpus",
-        &cpus,
-        "--duration",
-        &duration,
-    ];
-    if run.no_progress {
-        argv.push("--no-progress");
-    }
-    argv.extend_from_slice(run.flags);
-    let args = <Args as clap::Parser>::try_parse_from(&argv).map_err(|e| e.to_string())?;
-    let mut ctx = Context::new(args)?;
+/// The context of `scenario` run with `spec`, the server's CPU read from this
+/// process's server threads.
+pub fn scenario_context(scenario: Scenario, spec: Spec) -> Result<Arc<Context>, String> {
+    let mut ctx = Context::new(spec, &[scenario])?;
     ctx.server_cpu = ServerCpu::Threads(SERVER_THREADS);
     Ok(Arc::new(ctx))
 }

@@ -12,13 +12,29 @@
 //! only benchmarks need (histograms, the progress line, JSON, charts) is its
 //! dependency, never the server's.
 //!
-//! Modules: [`args`] (flags), [`workers`] (pinned executors, progress line),
-//! [`targets`] (echo/sink/source/request-response/TLS sink), [`scenarios`] (one
-//! module per scenario plus the shared load driver), [`stats`] (what a worker
-//! counts), [`report`] (table and JSON), [`procfs`] (CPU time, RSS, TIME_WAIT),
-//! [`compare`] (the A/B comparison), [`soak`] (the soak test), [`inproc`] (a
-//! server in this process, `serve`, `serve-echo`), [`relay`] and [`pool_e2e`]
-//! (benchmarks of that server), [`panel`] (a stand-in Xboard panel, `panel`).
+//! Modules: [`args`] (the command line), [`workers`] (pinned executors,
+//! progress line), [`targets`] (echo/sink/source/request-response/TLS sink),
+//! [`scenarios`] (what a run is asked, one module per scenario plus the shared
+//! load driver), [`stats`] (what a worker counts), [`report`] (table and JSON),
+//! [`procfs`] (CPU time, RSS, TIME_WAIT), [`compare`] (the A/B comparison),
+//! [`soak`] (the soak test), [`stall_cost`] (what stalled sessions cost a
+//! server), [`inproc`] (a server in this process, `serve`, `serve-echo`),
+//! [`relay`] and [`pool_e2e`] (benchmarks of that server), [`panel`] (a
+//! stand-in Xboard panel, `panel`).
+//!
+//! # Layers
+//!
+//! A module names only modules of lower layers (`tests/layout.rs` checks this
+//! list against every `use` and `crate::` path); the command line is on top,
+//! and what a command runs never names it:
+//!
+//! 1. `procfs`, `targets`, `panel`
+//! 2. `stats`, `stall_cost`
+//! 3. `report`, `workers`
+//! 4. `scenarios`
+//! 5. `compare`, `inproc`, `soak`
+//! 6. `relay`, `pool_e2e`
+//! 7. `args`
 
 mod args;
 mod compare;
@@ -70,13 +86,13 @@ fn main() -> ExitCode {
 /// Runs every scenario asked for; whether each one had at least one success.
 fn run(args: Args) -> Result<bool, String> {
     let list = args.scenario_list();
-    let ctx = Arc::new(Context::new(args)?);
+    let ctx = Arc::new(Context::new(args.spec, &list)?);
     let header = match ctx.server {
         Some(addr) => format!(
             "anytls-bench {}: server {addr} (SNI {}, certificate {}), generator on CPU(s) {}",
             env!("CARGO_PKG_VERSION"),
             ctx.sni,
-            if ctx.args.insecure {
+            if ctx.spec.insecure {
                 "not checked"
             } else {
                 "checked"
@@ -90,10 +106,10 @@ fn run(args: Args) -> Result<bool, String> {
         ),
     };
     let context = serde_json::json!({
-        "server": ctx.args.server,
+        "server": ctx.spec.server,
         "server_addr": ctx.server.map(|s| s.to_string()),
         "sni": ctx.sni,
-        "insecure": ctx.args.insecure,
+        "insecure": ctx.spec.insecure,
         "generator_cpus": ctx.cpus,
         "allowed_cpus": procfs::allowed_cpus(),
         "kernel": procfs::kernel(),
@@ -106,7 +122,7 @@ fn run(args: Args) -> Result<bool, String> {
         reports.push(scenarios::run(&ctx, scenario)?);
     }
     print!("{}", report::table(&header, &reports));
-    if let Some(path) = &ctx.args.json {
+    if let Some(path) = &ctx.spec.json {
         report::write_json(path, context, &reports)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }

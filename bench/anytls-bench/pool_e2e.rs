@@ -25,12 +25,12 @@ use std::time::Duration;
 use anytls::pool::{PoolConfig, PoolKind};
 use anytls::server::report as server_report;
 
-use crate::args::Scenario;
-use crate::inproc::{self, Run, RunPlacement, PASSWORD};
+use crate::inproc::{self, RunPlacement, PASSWORD};
 use crate::procfs;
 use crate::report::{self, Report};
 use crate::scenarios::{
-    format_cpus, open_established, pick_cpus, request_response, run_window, Context, Load, Measured,
+    format_cpus, open_established, pick_cpus, request_response, run_window, Context, Load,
+    Measured, Scenario, Spec,
 };
 use crate::stats::{Recorder, Tally};
 use crate::targets::{self, Behaviour};
@@ -164,28 +164,16 @@ fn one_kind(
         vec![args.run.server_cpu],
         Some(pool),
     )?;
-    let (concurrency, sessions) = (args.concurrency.to_string(), args.sessions.to_string());
-    let request = REQUEST.to_string();
-    let flags = [
-        "--concurrency",
-        &concurrency,
-        "--sessions",
-        &sessions,
-        "--request-size",
-        &request,
-        "--target",
-        target,
-    ];
     let context = |duration: f64| {
-        inproc::scenario_context(&Run {
-            // Short streams on shared sessions: the flags streams checks.
-            scenario: Scenario::Streams,
-            server: server.local_addr(),
-            cpus,
-            duration,
-            no_progress: args.run.no_progress,
-            flags: &flags,
-        })
+        let spec = Spec {
+            concurrency: args.concurrency as usize,
+            sessions: Some(args.sessions as usize),
+            request_size: REQUEST as u32,
+            target: Some(target.to_owned()),
+            ..inproc::spec(server.local_addr(), cpus, duration, args.run.no_progress)
+        };
+        // Short streams on shared sessions: the settings streams checks.
+        inproc::scenario_context(Scenario::Streams, spec)
     };
     measure(&context(WARM_UP.as_secs_f64())?, kind)?;
     std::thread::sleep(WARM_UP);
@@ -282,8 +270,8 @@ fn measure(ctx: &Arc<Context>, kind: &str) -> Result<Measured, String> {
 /// One executor's share of the workers: open, SYNACK, 64 B echoed, close.
 async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
     let rec = Rc::new(Recorder::new(w.live.clone()));
-    let args = &ctx.args;
-    let Some(load) = Load::for_worker(args, &w) else {
+    let spec = &ctx.spec;
+    let Some(load) = Load::for_worker(spec, &w) else {
         return rec.take();
     };
     let target = match ctx.target(Behaviour::Echo) {
@@ -307,7 +295,7 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
             Ok(timings)
         }
     };
-    run_window(rec, load, args, &w, start, op).await
+    run_window(rec, load, spec, &w, start, op).await
 }
 
 /// One line per kind: streams/s, stream-open latency in ms, errors.

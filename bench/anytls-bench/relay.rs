@@ -11,11 +11,10 @@
 //! summary of the four rows, and the server's counters; it fails only when a row
 //! moved nothing.
 
-use crate::args::Scenario;
-use crate::inproc::{self, Run, RunPlacement, PASSWORD};
+use crate::inproc::{self, RunPlacement, PASSWORD};
 use crate::procfs;
 use crate::report::{self, Report};
-use crate::scenarios::{self, format_cpus, pick_cpus};
+use crate::scenarios::{self, format_cpus, pick_cpus, Direction, Scenario, Tuning};
 
 /// Flags of `anytls-bench relay`.
 #[derive(clap::Args, Debug, Clone)]
@@ -28,47 +27,53 @@ pub struct RelayArgs {
     pub run: RunPlacement,
 }
 
-/// One row: its label, the scenario and the scenario's flags.
+/// One row: its label, the scenario and the scenario's load.
 struct Row {
     label: &'static str,
     scenario: Scenario,
-    flags: &'static [&'static str],
+    tuning: Tuning,
 }
 
 const ROWS: [Row; 4] = [
     Row {
         label: "upload, 1 stream, 1 session",
         scenario: Scenario::Throughput,
-        flags: &["--direction", "up", "--streams", "1", "--sessions", "1"],
+        tuning: Tuning {
+            direction: Some(Direction::Up),
+            streams: Some(1),
+            sessions: Some(1),
+            ..Tuning::NONE
+        },
     },
     Row {
         label: "upload, 8 streams, 1 session",
         scenario: Scenario::Throughput,
-        flags: &["--direction", "up", "--streams", "8", "--sessions", "1"],
+        tuning: Tuning {
+            direction: Some(Direction::Up),
+            streams: Some(8),
+            sessions: Some(1),
+            ..Tuning::NONE
+        },
     },
     Row {
         label: "open+64B request/response+close, 1 in flight",
         scenario: Scenario::Streams,
-        flags: &[
-            "--concurrency",
-            "1",
-            "--sessions",
-            "1",
-            "--request-size",
-            "64",
-        ],
+        tuning: Tuning {
+            concurrency: Some(1),
+            sessions: Some(1),
+            request_size: Some(64),
+            ..Tuning::NONE
+        },
     },
     Row {
         label: "open+64B request/response+close, 32 in flight",
         scenario: Scenario::Streams,
-        flags: &[
-            "--concurrency",
-            "32",
-            "--sessions",
-            "1",
-            "--request-size",
-            "64",
-        ],
+        tuning: Tuning {
+            concurrency: Some(32),
+            sessions: Some(1),
+            request_size: Some(64),
+            ..Tuning::NONE
+        },
     },
 ];
 
@@ -95,14 +100,8 @@ pub fn run(args: RelayArgs) -> Result<bool, String> {
     );
     let mut reports = Vec::new();
     for row in &ROWS {
-        let ctx = inproc::scenario_context(&Run {
-            scenario: row.scenario,
-            server: addr,
-            cpus: &cpus,
-            duration: args.duration,
-            no_progress: args.run.no_progress,
-            flags: row.flags,
-        })?;
+        let spec = inproc::spec(addr, &cpus, args.duration, args.run.no_progress);
+        let ctx = inproc::scenario_context(row.scenario, row.tuning.applied_to(spec))?;
         let mut report = scenarios::run(&ctx, row.scenario)?;
         report.note(format!("relay row: {}", row.label));
         reports.push(report);

@@ -1,8 +1,9 @@
 //! The scenario sets of `compare`. A case is one of the existing scenarios run
-//! with fixed flags, and the figures of its report that the table shows.
+//! with a fixed [`Tuning`], and the figures of its report that the table shows.
 
-use crate::args::{CompareSet, Scenario};
+use super::CompareSet;
 use crate::report::Report;
+use crate::scenarios::{Direction, Scenario, Tuning};
 
 /// Which number of a scenario's report a table row shows.
 #[derive(Clone, Copy, Debug)]
@@ -41,7 +42,7 @@ pub struct Metric {
     pub higher_is_better: bool,
 }
 
-/// One scenario with fixed flags.
+/// One scenario with a fixed tuning.
 #[derive(Debug)]
 pub struct Case {
     /// Its name on the command line (`--only`) and in the table.
@@ -52,8 +53,8 @@ pub struct Case {
     pub set: CompareSet,
     /// The scenario run.
     pub scenario: Scenario,
-    /// Its flags, besides those every run gets (server, password, CPUs, duration).
-    pub flags: &'static [&'static str],
+    /// Its load, over what every run gets (server, password, CPUs, duration).
+    pub tuning: Tuning,
     /// The rows it gives.
     pub metrics: &'static [Metric],
     /// Sessions open at once: the descriptors each side needs, about.
@@ -106,7 +107,12 @@ pub const CASES: &[Case] = &[
         title: "bulk upload, 1 stream on 1 session",
         set: CompareSet::Single,
         scenario: Scenario::Throughput,
-        flags: &["--direction", "up", "--streams", "1", "--sessions", "1"],
+        tuning: Tuning {
+            direction: Some(Direction::Up),
+            streams: Some(1),
+            sessions: Some(1),
+            ..Tuning::NONE
+        },
         metrics: THROUGHPUT,
         sessions: 1,
         bulk: true,
@@ -116,7 +122,12 @@ pub const CASES: &[Case] = &[
         title: "bulk download, 8 streams on 2 sessions",
         set: CompareSet::Single,
         scenario: Scenario::Throughput,
-        flags: &["--direction", "down", "--streams", "8", "--sessions", "2"],
+        tuning: Tuning {
+            direction: Some(Direction::Down),
+            streams: Some(8),
+            sessions: Some(2),
+            ..Tuning::NONE
+        },
         metrics: THROUGHPUT,
         sessions: 2,
         bulk: true,
@@ -126,7 +137,10 @@ pub const CASES: &[Case] = &[
         title: "short streams on 1 session, 32 in flight",
         set: CompareSet::Single,
         scenario: Scenario::Streams,
-        flags: &["--concurrency", "32"],
+        tuning: Tuning {
+            concurrency: Some(32),
+            ..Tuning::NONE
+        },
         metrics: STREAMS,
         sessions: 1,
         bulk: false,
@@ -136,7 +150,10 @@ pub const CASES: &[Case] = &[
         title: "short streams on 1 session at 5000/s (open loop)",
         set: CompareSet::Single,
         scenario: Scenario::Streams,
-        flags: &["--rate", "5000"],
+        tuning: Tuning {
+            rate: Some(5000.0),
+            ..Tuning::NONE
+        },
         metrics: FIRST_BYTE,
         sessions: 1,
         bulk: false,
@@ -146,7 +163,10 @@ pub const CASES: &[Case] = &[
         title: "a new session per request, 8 in flight",
         set: CompareSet::Single,
         scenario: Scenario::Handshakes,
-        flags: &["--concurrency", "8"],
+        tuning: Tuning {
+            concurrency: Some(8),
+            ..Tuning::NONE
+        },
         metrics: SESSIONS,
         sessions: 8,
         bulk: false,
@@ -156,7 +176,10 @@ pub const CASES: &[Case] = &[
         title: "1000 idle sessions",
         set: CompareSet::Single,
         scenario: Scenario::Idle,
-        flags: &["--sessions", "1000"],
+        tuning: Tuning {
+            sessions: Some(1000),
+            ..Tuning::NONE
+        },
         metrics: IDLE,
         sessions: 1000,
         bulk: false,
@@ -166,7 +189,12 @@ pub const CASES: &[Case] = &[
         title: "bulk download, 64 sessions x 1 stream",
         set: CompareSet::Busy,
         scenario: Scenario::Throughput,
-        flags: &["--direction", "down", "--streams", "64", "--sessions", "64"],
+        tuning: Tuning {
+            direction: Some(Direction::Down),
+            streams: Some(64),
+            sessions: Some(64),
+            ..Tuning::NONE
+        },
         metrics: THROUGHPUT,
         sessions: 64,
         bulk: true,
@@ -176,7 +204,12 @@ pub const CASES: &[Case] = &[
         title: "bulk upload, 64 sessions x 1 stream",
         set: CompareSet::Busy,
         scenario: Scenario::Throughput,
-        flags: &["--direction", "up", "--streams", "64", "--sessions", "64"],
+        tuning: Tuning {
+            direction: Some(Direction::Up),
+            streams: Some(64),
+            sessions: Some(64),
+            ..Tuning::NONE
+        },
         metrics: THROUGHPUT,
         sessions: 64,
         bulk: true,
@@ -186,7 +219,11 @@ pub const CASES: &[Case] = &[
         title: "short streams on 64 sessions, 512 in flight",
         set: CompareSet::Busy,
         scenario: Scenario::Streams,
-        flags: &["--sessions", "64", "--concurrency", "512"],
+        tuning: Tuning {
+            sessions: Some(64),
+            concurrency: Some(512),
+            ..Tuning::NONE
+        },
         metrics: STREAMS,
         sessions: 64,
         bulk: false,
@@ -196,7 +233,11 @@ pub const CASES: &[Case] = &[
         title: "short streams on 64 sessions at 8000/s (open loop)",
         set: CompareSet::Busy,
         scenario: Scenario::Streams,
-        flags: &["--sessions", "64", "--rate", "8000"],
+        tuning: Tuning {
+            sessions: Some(64),
+            rate: Some(8000.0),
+            ..Tuning::NONE
+        },
         metrics: FIRST_BYTE,
         sessions: 64,
         bulk: false,
@@ -206,7 +247,11 @@ pub const CASES: &[Case] = &[
         title: "5,000 idle sessions",
         set: CompareSet::Busy,
         scenario: Scenario::Idle,
-        flags: &["--sessions", "5000", "--concurrency", "64"],
+        tuning: Tuning {
+            sessions: Some(5000),
+            concurrency: Some(64),
+            ..Tuning::NONE
+        },
         metrics: IDLE,
         sessions: 5000,
         bulk: false,
@@ -216,7 +261,11 @@ pub const CASES: &[Case] = &[
         title: "20,000 idle sessions",
         set: CompareSet::Busy,
         scenario: Scenario::Idle,
-        flags: &["--sessions", "20000", "--concurrency", "64"],
+        tuning: Tuning {
+            sessions: Some(20000),
+            concurrency: Some(64),
+            ..Tuning::NONE
+        },
         metrics: IDLE,
         sessions: 20000,
         bulk: false,

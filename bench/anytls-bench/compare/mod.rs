@@ -4,11 +4,11 @@
 //! For every round, every case of the chosen set ([`cases`]) and each side in
 //! turn (A, B, A, B, ...): wait until TIME_WAIT sockets are few enough, start the
 //! server on a free port pinned to --server-cpu ([`server`]), run the case's
-//! scenario in-process through the ordinary scenario code with `--server-pid`
-//! (the generator on --cpus), measure the server's CPU time around it, and kill
-//! the server, so every run starts from a fresh process. Then one table of
-//! medians ([`summary`]), a JSON file with every run's figures and report, and
-//! an SVG chart of the B/A ratios ([`chart`]).
+//! scenario in-process through the ordinary scenario code (a spec with the
+//! server's pid, the generator on --cpus), measure the server's CPU time around
+//! it, and kill the server, so every run starts from a fresh process. Then one
+//! table of medians ([`summary`]), a JSON file with every run's figures and
+//! report, and an SVG chart of the B/A ratios ([`chart`]).
 
 mod cases;
 mod chart;
@@ -20,15 +20,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::builder::PossibleValuesParser;
+use clap::ValueEnum;
 use serde::Serialize;
 
 use self::cases::Case;
 use self::server::{Server, TimeWait};
-use crate::args::{Args, CompareArgs};
 use crate::procfs;
 use crate::report::Report;
-use crate::scenarios::{self, format_cpus, Context};
+use crate::scenarios::{self, format_cpus, secs_f64, Context, Spec};
 
 /// The longest wait for TIME_WAIT sockets before a run.
 const TIME_WAIT_BOUND: Duration = Duration::from_secs(70);
@@ -42,8 +42,94 @@ const FD_MARGIN: usize = 256;
 const GENERATOR_BOUND: f64 = 95.0;
 
 /// Names of every case, for `--only`.
-pub fn case_names() -> impl Iterator<Item = &'static str> {
+fn case_names() -> impl Iterator<Item = &'static str> {
     cases::CASES.iter().map(|c| c.name)
+}
+
+/// Flags of `anytls-bench compare`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// Server A's command line. {port} and {password} are filled in; words are
+    /// split at whitespace (no shell quoting) [default: anytls-server next to
+    /// this program, "-l 127.0.0.1:{port} -p {password} --cores 1
+    /// --max-sessions-per-ip 1000000 --max-sessions-per-user 1000000 --max-pending-per-subnet 1000000"].
+    #[arg(long, value_name = "CMD")]
+    pub a_cmd: Option<String>,
+
+    /// Server B's command line, as --a-cmd [default: the reference server
+    /// ../shared/peers/anytls-server from the project root, "-l
+    /// 127.0.0.1:{port} -p {password}"; without it only A runs].
+    #[arg(long, value_name = "CMD")]
+    pub b_cmd: Option<String>,
+
+    /// A's name in the table and chart [default: anytls-rs, or A with --a-cmd].
+    #[arg(long, value_name = "NAME")]
+    pub a_name: Option<String>,
+
+    /// B's name in the table and chart [default: anytls-go, or B with --b-cmd].
+    #[arg(long, value_name = "NAME")]
+    pub b_name: Option<String>,
+
+    /// Scenario set: single (one or two sessions, as in bench/README.md), busy
+    /// (64 sessions, 5,000 and 20,000 idle sessions) or all.
+    #[arg(long, value_enum, default_value_t = CompareSet::Single)]
+    pub set: CompareSet,
+
+    /// Run only these scenarios of the set (comma separated or repeated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "NAME",
+        value_parser = PossibleValuesParser::new(case_names()),
+    )]
+    pub only: Vec<String>,
+
+    /// Runs of each scenario per server; A and B alternate, medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
+
+    /// Seconds each timed run lasts (idle runs last as long as opening the sessions takes).
+    #[arg(short = 'd', long, value_name = "SECS", default_value_t = 5.0)]
+    pub duration: f64,
+
+    /// The CPU both servers are pinned to (GOMAXPROCS=1 is set for them too).
+    #[arg(long, default_value_t = 0, value_name = "CPU")]
+    pub server_cpu: usize,
+
+    /// CPUs for the generator's executors, comma separated [default: the last
+    /// allowed CPU].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub cpus: Vec<usize>,
+
+    /// Before each run, wait (at most 70 s) until fewer than this many TCP
+    /// sockets are in TIME_WAIT (`tw` in /proc/net/sockstat).
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub max_time_wait: u64,
+
+    /// Seconds a server may take to accept connections on its port.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub start_timeout: f64,
+
+    /// Write every run's figures and the medians as JSON to this file.
+    #[arg(long, default_value = "compare.json", value_name = "FILE")]
+    pub json: PathBuf,
+
+    /// Draw the B/A ratios as an SVG chart to this file.
+    #[arg(long, default_value = "compare.svg", value_name = "FILE")]
+    pub svg: PathBuf,
+}
+
+/// The scenario sets of `compare`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareSet {
+    /// One or two sessions: bulk up and down, short streams closed and open
+    /// loop, new sessions, 1000 idle sessions.
+    Single,
+    /// Many sessions: bulk down and up over 64 sessions, short streams over 64
+    /// sessions (512 in flight, and 8000/s open loop), 5,000 and 20,000 idle sessions.
+    Busy,
+    /// Both sets.
+    All,
 }
 
 /// One server under test.
@@ -209,7 +295,7 @@ pub struct CaseResult {
     title: &'static str,
     /// The scenario and its flags (besides server, password, CPUs, duration).
     scenario: &'static str,
-    flags: &'static [&'static str],
+    flags: Vec<String>,
     /// Why the case did not run.
     skipped: Option<String>,
     runs: Vec<Run>,
@@ -260,7 +346,7 @@ pub fn run(args: CompareArgs) -> Result<bool, String> {
             name: case.name,
             title: case.title,
             scenario: case.scenario.name(),
-            flags: case.flags,
+            flags: case.tuning.flags(),
             skipped: descriptors_short(case, nofile),
             runs: Vec::new(),
         })
@@ -394,33 +480,25 @@ fn one_run(plan: &Plan, case: &'static Case, side: &Side, round: u32) -> Result<
         &side.command(addr, &plan.password),
         args.server_cpu,
         addr,
-        crate::args::secs_f64(args.start_timeout),
+        secs_f64(args.start_timeout),
         &log,
     )
     .map_err(|e| format!("{} ({}): {e}", side.key, side.name))?;
     let pid = server.pid();
-    let mut argv: Vec<String> = [
-        "anytls-bench",
-        case.scenario.name(),
-        "--server",
-        &addr.to_string(),
-        "--password",
-        &plan.password,
-        "--insecure",
-        "--no-progress",
-        "--cpus",
-        &format_cpus(&plan.generator_cpus),
-        "--server-pid",
-        &pid.to_string(),
-        "--duration",
-        &args.duration.to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    argv.extend(case.flags.iter().map(|s| (*s).to_owned()));
-    let parsed = Args::try_parse_from(&argv).map_err(|e| format!("{}: {e}", case.name))?;
-    let ctx = Arc::new(Context::new(parsed)?);
+    let spec = Spec {
+        server: addr.to_string(),
+        password: Some(plan.password.clone()),
+        insecure: true,
+        no_progress: true,
+        cpus: plan.generator_cpus.clone(),
+        server_pid: Some(pid),
+        duration: Some(args.duration),
+        ..Spec::default()
+    };
+    let ctx = Arc::new(Context::new(
+        case.tuning.applied_to(spec),
+        &[case.scenario],
+    )?);
 
     let server_cpus_allowed = procfs::cpus_allowed_list(pid);
     let cpu_before = procfs::process_cpu(pid);
@@ -657,7 +735,6 @@ mod tests {
 
     #[test]
     fn only_narrows_the_set() {
-        use crate::args::CompareSet;
         let names = |set, only: &[&str]| {
             let only: Vec<String> = only.iter().map(|s| (*s).to_owned()).collect();
             cases::select(set, &only).map(|c| c.iter().map(|c| c.name).collect::<Vec<_>>())

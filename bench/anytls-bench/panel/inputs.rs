@@ -282,6 +282,11 @@ pub fn php_number(v: &Value) -> Option<f64> {
     }
 }
 
+/// Whether `s` is one or more ASCII digits.
+pub fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Parses a node config file: a JSON object.
 pub fn parse_node_config(bytes: &[u8]) -> Result<Map<String, Value>, String> {
     match serde_json::from_slice(bytes) {

@@ -8,8 +8,7 @@
 use serde_json::Value;
 
 use super::http::{Request, Response};
-use super::inputs::php_number;
-use super::uniproxy::is_digits;
+use super::inputs::{is_digits, php_number};
 use super::xboard;
 use super::{lock, Panel};
 

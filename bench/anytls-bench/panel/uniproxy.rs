@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::http::{Request, Response};
-use super::inputs::{php_number, Cached};
+use super::inputs::{is_digits, php_number, Cached};
 use super::xboard::{self, php_object};
 use super::{lock, status, Action, Devices, OutageMode, Panel};
 
@@ -350,11 +350,6 @@ fn normalize_ip(ip: &str) -> String {
         }
     }
     ip.to_string()
-}
-
-/// Whether `s` is one or more ASCII digits.
-pub fn is_digits(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `alivelist`: for each user with a device limit above 0, the distinct IPs

@@ -22,9 +22,8 @@ use rustls::pki_types::ServerName;
 use super::streams::per_sec;
 use super::{
     budget_for, left, load_params, run_window, share_of, tls_client, unless, Context, Load,
-    Measured, Timings,
+    Measured, Scenario, Timings,
 };
-use crate::args::Scenario;
 use crate::procfs;
 use crate::report::Report;
 use crate::stats::{Budget, Failed, Failure, Recorder, Tally};
@@ -42,22 +41,22 @@ struct Sinks {
 
 /// Runs the four measurements and reports them together.
 pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
-    let args = &ctx.args;
+    let spec = &ctx.spec;
     let server_tls =
         ServerTls::self_signed().map_err(|e| format!("baseline TLS certificate: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
-    let host = args.target_host;
+    let host = spec.target_host;
     let request_response = Behaviour::RequestResponse {
-        request: args.request_size as usize,
-        response: args.response_size(),
+        request: spec.request_size as usize,
+        response: spec.response_size(),
     };
     let handle = {
         let stop = stop.clone();
         let config = server_tls.config.clone();
         workers::spawn_executor(
             "bench-srv".into(),
-            args.baseline_server_cpu,
+            spec.baseline_server_cpu,
             move || async move {
                 let sinks = targets::start(host, Behaviour::Sink).and_then(|tcp| {
                     let tls = targets::start_tls_sink(host, config)?;
@@ -91,10 +90,10 @@ pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
 }
 
 fn measure(ctx: &Arc<Context>, sinks: &Sinks) -> Result<Report, String> {
-    let args = &ctx.args;
+    let spec = &ctx.spec;
     let tid = sinks.thread;
     let sink_cpu = move || tid.and_then(procfs::thread_cpu);
-    let client = tls_client(ServerVerification::Insecure, args.tls_resume);
+    let client = tls_client(ServerVerification::Insecure, spec.tls_resume);
 
     let tcp = {
         let (ctx, addr) = (ctx.clone(), sinks.tcp);
@@ -156,18 +155,18 @@ fn measure(ctx: &Arc<Context>, sinks: &Sinks) -> Result<Report, String> {
     all.merge(handshakes.tally);
     let mut report = Report::new(Scenario::Baseline.name(), &all);
     report
-        .param("streams", args.streams)
-        .param("chunk_size", args.chunk_size)
-        .param("baseline_server_cpu", args.baseline_server_cpu)
+        .param("streams", spec.streams)
+        .param("chunk_size", spec.chunk_size)
+        .param("baseline_server_cpu", spec.baseline_server_cpu)
         .param("generator_cpus", super::format_cpus(&ctx.cpus))
-        .param("tls_resume", args.tls_resume)
-        .param("request_size", args.request_size)
-        .param("response_size", args.response_size());
-    load_params(args, &mut report);
-    if let Some(d) = args.duration {
+        .param("tls_resume", spec.tls_resume)
+        .param("request_size", spec.request_size)
+        .param("response_size", spec.response_size());
+    load_params(spec, &mut report);
+    if let Some(d) = spec.duration {
         report.param("duration_s_per_part", d);
     }
-    if let Some(n) = args.count {
+    if let Some(n) = spec.count {
         report.param("count", n);
     }
     report
@@ -198,10 +197,10 @@ fn measure(ctx: &Arc<Context>, sinks: &Sinks) -> Result<Report, String> {
             )
             .figure_opt(&format!("{part}: sink CPU"), sink, "% of one CPU");
     }
-    if ctx.cpus.contains(&args.baseline_server_cpu) {
+    if ctx.cpus.contains(&spec.baseline_server_cpu) {
         report.note(format!(
             "the sinks share CPU {} with the generator",
-            args.baseline_server_cpu
+            spec.baseline_server_cpu
         ));
     }
     report.succeeded = succeeded;
@@ -225,13 +224,13 @@ async fn bulk(
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Tally {
     let rec = Rc::new(Recorder::new(w.live.clone()));
-    let args = &ctx.args;
-    let conns = share_of(&w, args.streams, 0);
+    let spec = &ctx.spec;
+    let conns = share_of(&w, spec.streams, 0);
     let stop = Rc::new(Event::default());
-    let budget = budget_for(args, &w, 1_000_000);
-    let chunk: Rc<[u8]> = vec![0x5A; args.chunk_size as usize].into();
+    let budget = budget_for(spec, &w, 1_000_000);
+    let chunk: Rc<[u8]> = vec![0x5A; spec.chunk_size as usize].into();
     let mut writers = Vec::new();
-    let setup = Instant::now() + args.op_timeout();
+    let setup = Instant::now() + spec.op_timeout();
     for _ in 0..conns {
         let connected = timeout(left(setup), async {
             let tcp = tcp_connect(addr).await?;
@@ -273,7 +272,7 @@ async fn bulk(
             }
         })
         .collect();
-    let limit = args.run_limit();
+    let limit = spec.run_limit();
     let timer = {
         let stop = stop.clone();
         glommio::spawn_local(async move {
@@ -348,12 +347,12 @@ async fn request_response_worker(
     addr: std::net::SocketAddr,
 ) -> Tally {
     let rec = Rc::new(Recorder::new(w.live.clone()));
-    let args = &ctx.args;
-    let Some(load) = Load::for_worker(args, &w) else {
+    let spec = &ctx.spec;
+    let Some(load) = Load::for_worker(spec, &w) else {
         return rec.take();
     };
-    let response = args.response_size();
-    let request: Rc<[u8]> = vec![0x42; args.request_size as usize].into();
+    let response = spec.response_size();
+    let request: Rc<[u8]> = vec![0x42; spec.request_size as usize].into();
     let start = rec.start_window();
     let op = move |_t0: Instant| {
         let request = request.clone();
@@ -379,7 +378,7 @@ async fn request_response_worker(
             Ok(Timings::default())
         }
     };
-    run_window(rec, load, args, &w, start, op).await
+    run_window(rec, load, spec, &w, start, op).await
 }
 
 /// TCP connect + full TLS handshake + close, under --rate/--concurrency.
@@ -390,8 +389,8 @@ async fn handshake_worker(
     config: Arc<rustls::ClientConfig>,
 ) -> Tally {
     let rec = Rc::new(Recorder::new(w.live.clone()));
-    let args = &ctx.args;
-    let Some(load) = Load::for_worker(args, &w) else {
+    let spec = &ctx.spec;
+    let Some(load) = Load::for_worker(spec, &w) else {
         return rec.take();
     };
     let start = rec.start_window();
@@ -406,5 +405,5 @@ async fn handshake_worker(
             })
         }
     };
-    run_window(rec, load, args, &w, start, op).await
+    run_window(rec, load, spec, &w, start, op).await
 }

@@ -8,8 +8,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::share_of;
-use crate::args::Args;
+use super::{share_of, Spec};
 use crate::stats::{Budget, Failed, Failure, Recorder, Tally};
 use crate::workers::Worker;
 
@@ -67,14 +66,14 @@ pub enum Load {
 impl Load {
     /// This executor's share of the load from --rate/--concurrency; `None` if
     /// this executor gets none of it.
-    pub fn for_worker(args: &Args, worker: &Worker) -> Option<Load> {
-        match args.rate {
+    pub fn for_worker(spec: &Spec, worker: &Worker) -> Option<Load> {
+        match spec.rate {
             Some(rate) => Some(Load::Open {
                 rate: rate / worker.count as f64,
-                max_in_flight: args.max_in_flight.div_ceil(worker.count),
+                max_in_flight: spec.max_in_flight.div_ceil(worker.count),
             }),
             None => {
-                let concurrency = share_of(worker, args.concurrency, 0);
+                let concurrency = share_of(worker, spec.concurrency, 0);
                 (concurrency > 0).then_some(Load::Closed { concurrency })
             }
         }
@@ -196,7 +195,7 @@ async fn attempt(
 pub async fn run_window<F, Fut>(
     rec: Rc<Recorder>,
     load: Load,
-    args: &Args,
+    spec: &Spec,
     worker: &Worker,
     start: Instant,
     op: F,
@@ -208,9 +207,9 @@ where
     drive(
         rec.clone(),
         load,
-        start + args.run_limit(),
-        super::budget_for(args, worker, 1),
-        args.op_timeout(),
+        start + spec.run_limit(),
+        super::budget_for(spec, worker, 1),
+        spec.op_timeout(),
         op,
     )
     .await;

@@ -7,8 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::streams::per_sec;
-use super::{connect, exchange, load_params, run_window, Context, Load};
-use crate::args::Scenario;
+use super::{connect, exchange, load_params, run_window, Context, Load, Scenario};
 use crate::report::Report;
 use crate::stats::{Recorder, Tally};
 use crate::workers::Worker;
@@ -17,14 +16,14 @@ use crate::workers::Worker;
 pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
     let shared = ctx.clone();
     let measured = ctx.run_load("handshakes", move |w| worker(shared.clone(), w))?;
-    let args = &ctx.args;
+    let spec = &ctx.spec;
     let tally = &measured.tally;
     let secs = tally.wall().as_secs_f64();
     let mut report = Report::new(Scenario::Handshakes.name(), tally);
     report
-        .param("request_size", args.request_size)
-        .param("response_size", args.response_size());
-    load_params(args, &mut report);
+        .param("request_size", spec.request_size)
+        .param("response_size", spec.response_size());
+    load_params(spec, &mut report);
     ctx.common_params(&mut report);
     report
         .figure("sessions/s", per_sec(tally.ok, secs), "sessions/s")
@@ -36,16 +35,16 @@ pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
 
 async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
     let rec = Rc::new(Recorder::new(w.live.clone()));
-    let args = &ctx.args;
-    let Some(load) = Load::for_worker(args, &w) else {
+    let spec = &ctx.spec;
+    let Some(load) = Load::for_worker(spec, &w) else {
         return rec.take();
     };
-    let response = args.response_size();
+    let response = spec.response_size();
     let Some(target) = ctx.request_response_target(&rec) else {
         return rec.take();
     };
     let config = Rc::new(ctx.client_config());
-    let request: Rc<[u8]> = vec![0x42; args.request_size as usize].into();
+    let request: Rc<[u8]> = vec![0x42; spec.request_size as usize].into();
     let start = rec.start_window();
     let op = move |t0: std::time::Instant| {
         let (config, target, request) = (config.clone(), target.clone(), request.clone());
@@ -57,5 +56,5 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
             Ok(timings)
         }
     };
-    run_window(rec, load, args, &w, start, op).await
+    run_window(rec, load, spec, &w, start, op).await
 }

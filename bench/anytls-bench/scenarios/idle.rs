@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use anytls::client::ClientSession;
 
-use super::{connect, drive, share_of, Context, Load, Timings};
-use crate::args::Scenario;
+use super::{connect, drive, secs_f64, share_of, Context, Load, Scenario, Timings};
 use crate::procfs;
 use crate::report::Report;
 use crate::stats::{Budget, Failed, Failure, Live, Recorder, Tally};
@@ -31,11 +30,11 @@ struct Phase {
 
 /// Opens the sessions, measures, and reports.
 pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
-    let args = &ctx.args;
-    let pid = args.server_pid.ok_or("idle needs --server-pid")?;
+    let spec = &ctx.spec;
+    let pid = spec.server_pid.ok_or("idle needs --server-pid")?;
     let read_rss =
         || procfs::rss_kib(pid).ok_or_else(|| format!("cannot read VmRSS of process {pid}"));
-    let settle = Duration::from_millis(args.settle_ms);
+    let settle = Duration::from_millis(spec.settle_ms);
     let before = read_rss()?;
     let phase = Arc::new(Phase::default());
     let live = Arc::new(Live::default());
@@ -67,12 +66,12 @@ pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
     std::thread::sleep(settle);
     let after_close = procfs::rss_kib(pid);
 
-    let sessions = args.sessions_for(Scenario::Idle);
+    let sessions = spec.sessions_for(Scenario::Idle);
     let mut report = Report::new(Scenario::Idle.name(), &tally);
     report
         .param("sessions", sessions)
-        .param("settle_ms", args.settle_ms)
-        .param("concurrency", args.concurrency)
+        .param("settle_ms", spec.settle_ms)
+        .param("concurrency", spec.concurrency)
         .param("server_pid", pid);
     ctx.common_params(&mut report);
     report
@@ -110,8 +109,8 @@ pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
 
 async fn worker(ctx: Arc<Context>, phase: Arc<Phase>, w: Worker) -> Tally {
     let rec = Rc::new(Recorder::new(w.live.clone()));
-    let args = &ctx.args;
-    let sessions = share_of(&w, args.sessions_for(Scenario::Idle), 0);
+    let spec = &ctx.spec;
+    let sessions = share_of(&w, spec.sessions_for(Scenario::Idle), 0);
     let open: Rc<RefCell<Vec<ClientSession>>> = Rc::default();
     if sessions > 0 {
         let config = Rc::new(ctx.client_config());
@@ -137,16 +136,16 @@ async fn worker(ctx: Arc<Context>, phase: Arc<Phase>, w: Worker) -> Tally {
         };
         let start = rec.start_window();
         let load = Load::Closed {
-            concurrency: share_of(&w, args.concurrency, 1),
+            concurrency: share_of(&w, spec.concurrency, 1),
         };
         let budget = Rc::new(Budget::new(Some(sessions as u64)));
-        let deadline = start + crate::args::secs_f64(args.max_time);
-        drive(rec.clone(), load, deadline, budget, args.op_timeout(), op).await;
+        let deadline = start + secs_f64(spec.max_time);
+        drive(rec.clone(), load, deadline, budget, spec.op_timeout(), op).await;
         rec.end_window();
     }
     phase.ready.fetch_add(1, Ordering::AcqRel);
     // The main thread releases us once it has read RSS; never wait forever.
-    let give_up = Instant::now() + Duration::from_millis(args.settle_ms) + Duration::from_secs(30);
+    let give_up = Instant::now() + Duration::from_millis(spec.settle_ms) + Duration::from_secs(30);
     while !phase.release.load(Ordering::Acquire) && Instant::now() < give_up {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }

@@ -1,12 +1,14 @@
-//! The scenarios (one module each) and what they share: the run's [`Context`]
-//! (flags, CPUs, TLS, running a load on every executor), the load driver
-//! ([`drive`]) and the AnyTLS operations ([`Pool`], [`exchange`]).
+//! The scenarios (one module each) and what they share: what a run is asked
+//! ([`Scenario`], [`Spec`], in [`spec`]), the run's [`Context`] (its spec,
+//! CPUs, TLS, running a load on every executor), the load driver ([`drive`])
+//! and the AnyTLS operations ([`Pool`], [`exchange`]).
 
 pub mod baseline;
 mod drive;
 pub mod handshakes;
 pub mod idle;
 mod ops;
+mod spec;
 pub mod streams;
 pub mod throughput;
 
@@ -14,6 +16,7 @@ pub use drive::{drive, run_window, Load, Timings};
 pub use ops::{
     connect, exchange, left, open_established, request_response, stream_ended, unless, Pool,
 };
+pub use spec::{secs_f64, Direction, Scenario, Spec, Tuning};
 
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -26,7 +29,6 @@ use anytls::mux::timeout;
 use anytls::proto::Address;
 use anytls::tls::{client_config, ServerVerification};
 
-use crate::args::{Args, Scenario};
 use crate::procfs;
 use crate::report::Report;
 use crate::stats::{Budget, Failed, Failure, Live, Recorder, Tally};
@@ -35,8 +37,8 @@ use crate::workers::{self, Progress, Worker};
 
 /// Everything a scenario needs, shared by the executors (it is `Send`).
 pub struct Context {
-    /// The flags.
-    pub args: Args,
+    /// What the run is asked.
+    pub spec: Spec,
     /// The generator's CPUs, one executor each.
     pub cpus: Vec<usize>,
     /// The AnyTLS server, resolved (`None` when only baseline runs).
@@ -73,29 +75,26 @@ impl ServerCpu {
 }
 
 impl Context {
-    /// Checks `args` and builds the run's context: the generator's CPUs, the
-    /// server's address (unless only baseline runs), SNI and TLS configuration.
-    pub fn new(args: Args) -> Result<Context, String> {
-        args.validate()?;
-        if let Some(target) = &args.target {
+    /// Checks `spec` for running `scenarios` and builds the run's context: the
+    /// generator's CPUs, the server's address (unless only baseline runs), SNI
+    /// and TLS configuration.
+    pub fn new(spec: Spec, scenarios: &[Scenario]) -> Result<Context, String> {
+        spec.validate(scenarios)?;
+        if let Some(target) = &spec.target {
             Address::parse(target)
                 .ok_or_else(|| format!("--target {target}: expected host:port"))?;
         }
-        let cpus = pick_cpus(&args.cpus, args.cores)?;
-        let server = if args
-            .scenario_list()
-            .iter()
-            .any(|s| *s != Scenario::Baseline)
-        {
-            Some(resolve(&args.server)?)
+        let cpus = pick_cpus(&spec.cpus, spec.cores)?;
+        let server = if scenarios.iter().any(|s| *s != Scenario::Baseline) {
+            Some(resolve(&spec.server)?)
         } else {
             None
         };
-        let sni = args
+        let sni = spec
             .sni
             .clone()
-            .unwrap_or_else(|| host_of(&args.server).to_owned());
-        let verification = if args.insecure {
+            .unwrap_or_else(|| host_of(&spec.server).to_owned());
+        let verification = if spec.insecure {
             ServerVerification::Insecure
         } else {
             let roots = rustls::RootCertStore {
@@ -103,12 +102,12 @@ impl Context {
             };
             ServerVerification::Roots(roots)
         };
-        let tls = tls_client(verification, args.tls_resume);
-        let server_cpu = args
+        let tls = tls_client(verification, spec.tls_resume);
+        let server_cpu = spec
             .server_pid
             .map_or(ServerCpu::Unknown, ServerCpu::Process);
         Ok(Context {
-            args,
+            spec,
             cpus,
             server,
             sni,
@@ -121,7 +120,7 @@ impl Context {
     /// by the executor's sessions, so build it once per executor).
     pub fn client_config(&self) -> ClientConfig {
         let server = self.server.expect("checked when the context was built");
-        let password = self.args.password.as_deref().unwrap_or_default();
+        let password = self.spec.password.as_deref().unwrap_or_default();
         ClientConfig::new(server, &self.sni, self.tls.clone(), password)
     }
 
@@ -131,9 +130,9 @@ impl Context {
     /// This worker's share of the streams scenarios' sessions, connected (each
     /// failure, or running out of time, is recorded).
     pub async fn connected_pool(&self, worker: &Worker, rec: &Recorder) -> Rc<Pool> {
-        let sessions = share_of(worker, self.args.sessions_for(Scenario::Streams), 1);
+        let sessions = share_of(worker, self.spec.sessions_for(Scenario::Streams), 1);
         let pool = Rc::new(Pool::new(self.client_config(), sessions));
-        match timeout(self.args.op_timeout(), pool.fill()).await {
+        match timeout(self.spec.op_timeout(), pool.fill()).await {
             Some(failures) => failures.into_iter().for_each(|f| rec.fail(f)),
             None => rec.fail(Failed::new(Failure::Timeout, "connecting the sessions")),
         }
@@ -142,8 +141,8 @@ impl Context {
 
     pub fn request_response_target(&self, rec: &Recorder) -> Option<Rc<Address>> {
         let behaviour = Behaviour::RequestResponse {
-            request: self.args.request_size as usize,
-            response: self.args.response_size(),
+            request: self.spec.request_size as usize,
+            response: self.spec.response_size(),
         };
         match self.target(behaviour) {
             Ok(target) => Some(Rc::new(target)),
@@ -155,11 +154,11 @@ impl Context {
     }
 
     pub fn target(&self, behaviour: Behaviour) -> Result<Address, Failed> {
-        if let Some(text) = &self.args.target {
+        if let Some(text) = &self.spec.target {
             return Address::parse(text)
                 .ok_or_else(|| Failed::new(Failure::Connect, format!("bad --target {text}")));
         }
-        targets::start(self.args.target_host, behaviour)
+        targets::start(self.spec.target_host, behaviour)
             .map(Address::Ip)
             .map_err(|e| {
                 Failed::new(
@@ -174,25 +173,25 @@ impl Context {
         use std::io::IsTerminal;
         Progress::new(
             label,
-            !self.args.no_progress && std::io::stderr().is_terminal(),
+            !self.spec.no_progress && std::io::stderr().is_terminal(),
         )
     }
 
     /// Parameters every AnyTLS scenario reports.
     pub fn common_params(&self, report: &mut Report) {
         report
-            .param("server", self.args.server.clone())
+            .param("server", self.spec.server.clone())
             .param("generator_cpus", format_cpus(&self.cpus));
-        if let Some(target) = &self.args.target {
+        if let Some(target) = &self.spec.target {
             report.param("target", target.clone());
         }
-        if let Some(d) = self.args.duration {
+        if let Some(d) = self.spec.duration {
             report.param("duration_s", d);
         }
-        if let Some(n) = self.args.count {
+        if let Some(n) = self.spec.count {
             report.param("count", n);
         }
-        report.param("tls_resume", self.args.tls_resume);
+        report.param("tls_resume", self.spec.tls_resume);
     }
 
     /// Runs `load` on every generator executor with a progress line, merges the
@@ -315,15 +314,15 @@ pub fn run(ctx: &Arc<Context>, scenario: Scenario) -> Result<Report, String> {
 }
 
 /// Parameters describing --rate or --concurrency.
-pub fn load_params(args: &Args, report: &mut Report) {
-    match args.rate {
+pub fn load_params(spec: &Spec, report: &mut Report) {
+    match spec.rate {
         Some(rate) => report
             .param("mode", "open loop")
             .param("rate", rate)
-            .param("max_in_flight", args.max_in_flight),
+            .param("max_in_flight", spec.max_in_flight),
         None => report
             .param("mode", "closed loop")
-            .param("concurrency", args.concurrency),
+            .param("concurrency", spec.concurrency),
     };
 }
 
@@ -341,8 +340,8 @@ pub fn share_of(worker: &Worker, total: usize, min: usize) -> usize {
 }
 
 /// A worker's budget: its share of --count times `unit`, or unlimited.
-pub fn budget_for(args: &Args, worker: &Worker, unit: u64) -> Rc<Budget> {
-    let units = args
+pub fn budget_for(spec: &Spec, worker: &Worker, unit: u64) -> Rc<Budget> {
+    let units = spec
         .count
         .map(|n| crate::stats::share(n, worker.count, worker.index).saturating_mul(unit));
     Rc::new(Budget::new(units))

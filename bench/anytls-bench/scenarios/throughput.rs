@@ -11,8 +11,9 @@ use anytls::client::{ClientSession, ClientStream, StreamError};
 use anytls::mux::{timeout, Event};
 use futures_lite::future;
 
-use super::{budget_for, connect, left, share_of, stream_ended, unless, Context};
-use crate::args::{Direction, Scenario};
+use super::{
+    budget_for, connect, left, share_of, stream_ended, unless, Context, Direction, Scenario,
+};
 use crate::report::Report;
 use crate::stats::{Budget, Failed, Failure, Recorder, Tally};
 use crate::targets::Behaviour;
@@ -22,7 +23,7 @@ use crate::workers::Worker;
 pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
     let shared = ctx.clone();
     let measured = ctx.run_load("throughput", move |w| worker(shared.clone(), w))?;
-    let args = &ctx.args;
+    let spec = &ctx.spec;
     let tally = &measured.tally;
     let secs = tally.wall().as_secs_f64();
     let rate = |bytes: u64| {
@@ -34,17 +35,17 @@ pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
     };
     let mut report = Report::new(Scenario::Throughput.name(), tally);
     report
-        .param("direction", args.direction.name())
-        .param("streams", args.streams)
-        .param("sessions", args.sessions_for(Scenario::Throughput))
-        .param("chunk_size", args.chunk_size);
+        .param("direction", spec.direction.name())
+        .param("streams", spec.streams)
+        .param("sessions", spec.sessions_for(Scenario::Throughput))
+        .param("chunk_size", spec.chunk_size);
     ctx.common_params(&mut report);
     report.figure(
         "throughput",
         rate(tally.bytes_up + tally.bytes_down),
         "MB/s",
     );
-    match args.direction {
+    match spec.direction {
         Direction::Up => {
             report.figure("upload", rate(tally.bytes_up), "MB/s");
         }
@@ -73,12 +74,12 @@ pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
 
 async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
     let rec = Rc::new(Recorder::new(w.live.clone()));
-    let args = &ctx.args;
-    let streams = share_of(&w, args.streams, 0);
+    let spec = &ctx.spec;
+    let streams = share_of(&w, spec.streams, 0);
     if streams == 0 {
         return rec.take();
     }
-    let behaviour = match args.direction {
+    let behaviour = match spec.direction {
         Direction::Up => Behaviour::Sink,
         Direction::Down => Behaviour::Source,
         Direction::Both => Behaviour::Echo,
@@ -92,9 +93,9 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
     };
 
     let config = ctx.client_config();
-    let setup = Instant::now() + args.op_timeout();
+    let setup = Instant::now() + spec.op_timeout();
     let mut sessions = Vec::new();
-    for _ in 0..share_of(&w, args.sessions_for(Scenario::Throughput), 1).min(streams) {
+    for _ in 0..share_of(&w, spec.sessions_for(Scenario::Throughput), 1).min(streams) {
         match timeout(left(setup), connect(&config)).await {
             Some(Ok(session)) => sessions.push(Rc::new(session)),
             Some(Err(failed)) => rec.fail(failed),
@@ -117,7 +118,7 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
         })
         .collect();
     let mut ready = Vec::new();
-    let setup = Instant::now() + args.op_timeout();
+    let setup = Instant::now() + spec.op_timeout();
     for (session, stream) in opened {
         match timeout(left(setup), stream.established()).await {
             Some(Ok(())) => {
@@ -142,10 +143,10 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
     }
 
     let stop = Rc::new(Event::default());
-    let budget = budget_for(args, &w, 1_000_000);
-    let chunk: Rc<[u8]> = vec![0x5A; args.chunk_size as usize].into();
+    let budget = budget_for(spec, &w, 1_000_000);
+    let chunk: Rc<[u8]> = vec![0x5A; spec.chunk_size as usize].into();
     rec.start_window();
-    let limit = args.run_limit();
+    let limit = spec.run_limit();
     let timer = {
         let stop = stop.clone();
         glommio::spawn_local(async move {
@@ -164,7 +165,7 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
                 budget: budget.clone(),
                 chunk: chunk.clone(),
             };
-            let direction = args.direction;
+            let direction = spec.direction;
             glommio::spawn_local(async move { bulk.run(direction).await })
         })
         .collect();

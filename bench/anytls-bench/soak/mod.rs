@@ -500,7 +500,7 @@ pub fn run(args: SoakArgs) -> Result<bool, String> {
             ));
         }
     }
-    for kind in well::KINDS {
+    for kind in tally::KINDS {
         if tally.served.get(kind).is_none_or(|s| s.streams == 0) {
             failures.push(format!("no {kind} stream was served"));
         }
@@ -707,7 +707,7 @@ async fn phase(ctx: &Ctx, end: Instant, hard_end: Instant, warmup: bool) {
     let clients = well::Clients::new(ctx);
     let maintain = glommio::spawn_local(clients.pool.clone().maintain());
     let mut tasks = Vec::new();
-    for kind in well::KINDS {
+    for kind in tally::KINDS {
         for lane in 0..clients.lanes(kind) {
             let (clients, stop) = (clients.clone(), stop.clone());
             tasks.push(glommio::spawn_local(async move {

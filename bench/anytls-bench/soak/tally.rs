@@ -12,6 +12,9 @@ use std::sync::Arc;
 
 use super::Shared;
 
+/// The kinds of well-behaved streams ([`super::well`]), in report order.
+pub const KINDS: [&str; 4] = ["bulk", "short", "udp", "slow"];
+
 /// Distinct error messages kept (later ones are only counted).
 const MESSAGES_KEPT: usize = 50;
 /// Distinct error messages printed.
@@ -124,7 +127,7 @@ impl Tally {
             "  streams served: {total} on {} sessions dialed (reused sessions)",
             self.sessions_dialed
         );
-        for kind in super::well::KINDS {
+        for kind in KINDS {
             let s = self.served.get(kind).copied().unwrap_or_default();
             let what = match kind {
                 "bulk" => format!("{:.1} MiB echoed and checked", s.bytes as f64 / 1048576.0),

@@ -31,9 +31,6 @@ use super::targets::{download_request, Targets};
 use super::{Ctx, Plan};
 use crate::scenarios::unless;
 
-/// The well-behaved kinds, in report order.
-pub const KINDS: [&str; 4] = ["bulk", "short", "udp", "slow"];
-
 /// Pause between two operations of a lane (keeps a 2-core machine responsive).
 fn pause_of(kind: &str) -> Duration {
     Duration::from_millis(match kind {
