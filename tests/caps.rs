@@ -54,7 +54,8 @@ fn streams_past_the_session_cap_are_refused_and_the_session_goes_on() {
     });
     server.assert_serves();
     assert!(
-        server.wait_for_metric("anytls_limit_hits{limit=\"streams_per_session\"}", Duration::from_secs(3), |n| n == 1).is_some_and(|n| n == 1),
+        server.metric_reaches("anytls_limit_hits{limit=\"streams_per_session\"}", |n| n
+            == 1),
         "the metrics count the refusal"
     );
 }
@@ -241,13 +242,8 @@ fn sessions_past_the_per_address_and_per_user_caps_are_closed() {
             .count();
         assert_eq!(refusals, 1, "two refusals, logged once ({flag})");
         assert!(
-            server
-                .wait_for_metric(
-                    &format!("anytls_limit_hits{{limit=\"{limit}\"}}"),
-                    Duration::from_secs(3),
-                    |n| n == 2
-                )
-                .is_some_and(|n| n == 2),
+            server.metric_reaches(&format!("anytls_limit_hits{{limit=\"{limit}\"}}"), |n| n
+                == 2),
             "the metrics count both ({flag})"
         );
     }
@@ -311,7 +307,7 @@ fn slow_targets_cannot_add_up_past_the_session_budget() {
     assert!(closed >= STREAMS / 2, "only {closed} streams were closed");
     server.assert_serves();
     assert!(
-        server.wait_for_metric("anytls_limit_hits{limit=\"session_buffer\"}", Duration::from_secs(3), |n| n >= 1).is_some_and(|n| n >= 1),
+        server.metric_reaches("anytls_limit_hits{limit=\"session_buffer\"}", |n| n >= 1),
         "the metrics count the budget reached"
     );
     server.assert_fds_back_to_baseline();
@@ -343,7 +339,7 @@ fn outbound_streams_stop_short_of_the_descriptor_limit() {
         drop(open);
     });
     assert!(
-        server.wait_for_metric("anytls_limit_hits{limit=\"outbound_share\"}", Duration::from_secs(3), |n| n == 24).is_some_and(|n| n == 24),
+        server.metric_reaches("anytls_limit_hits{limit=\"outbound_share\"}", |n| n == 24),
         "the metrics count the refusals"
     );
     server.assert_fds_back_to_baseline();

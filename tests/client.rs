@@ -91,8 +91,9 @@ fn idle_cleanup_keeps_min_idle_sessions() {
         .collect();
     conns.clear();
     let sessions = |open: u64| {
-        server.wait_for_metric("anytls_sessions_open", Duration::from_secs(8), |n| n == open)
-            == Some(open)
+        server.wait_for_metric("anytls_sessions_open", Duration::from_secs(8), |n| {
+            n == open
+        }) == Some(open)
     };
     assert!(sessions(5));
     assert_eq!(server.metric("anytls_sessions"), Some(5));

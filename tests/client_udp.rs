@@ -152,7 +152,10 @@ fn closing_the_control_connection_ends_the_association() {
     assert_eq!(streams_open(&server, 1), Some(1));
     assert_eq!(server.metric("anytls_streams"), Some(2));
     assert_eq!(
-        (server.metric("anytls_sessions_open"), server.metric("anytls_sessions")),
+        (
+            server.metric("anytls_sessions_open"),
+            server.metric("anytls_sessions")
+        ),
         (Some(1), Some(1))
     );
 }

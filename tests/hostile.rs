@@ -73,8 +73,8 @@ fn a_client_that_never_reads_its_answers_is_no_longer_read() {
     );
     assert!(grown < 64 * 1024, "the server grew by {grown} KiB");
     assert!(
-        server.wait_for_metric("anytls_limit_hits{limit=\"unread_answers\"}", Duration::from_secs(3), |n| n >= 1).is_some_and(|n| n >= 1),
-        "the stats line counts the pause"
+        server.metric_reaches("anytls_limit_hits{limit=\"unread_answers\"}", |n| n >= 1),
+        "the metrics count the pause"
     );
     assert!(server.logged("answers unread by the client; reading paused"));
     server.assert_serves();
@@ -171,7 +171,10 @@ fn pending_connections_are_capped_per_subnet() {
         fresh.heartbeat().await.expect("another subnet is served");
         drop(silent);
     });
-    assert!(server.wait_for_metric("anytls_limit_hits{limit=\"pending_per_subnet\"}", Duration::from_secs(3), |n| n == 10).is_some_and(|n| n == 10));
+    assert!(
+        server.metric_reaches("anytls_limit_hits{limit=\"pending_per_subnet\"}", |n| n
+            == 10)
+    );
     server.assert_fds_back_to_baseline();
 }
 
@@ -228,7 +231,7 @@ fn one_user_cannot_take_every_outbound_connection() {
             stream_echoes(stream, b"fair").await;
         }
     });
-    assert!(server.wait_for_metric("anytls_limit_hits{limit=\"outbound_share\"}", Duration::from_secs(3), |n| n >= 1).is_some_and(|n| n >= 1));
+    assert!(server.metric_reaches("anytls_limit_hits{limit=\"outbound_share\"}", |n| n >= 1));
     server.assert_fds_back_to_baseline();
 }
 
@@ -307,7 +310,7 @@ fn stalled_targets_across_sessions_stay_within_the_users_budget() {
         queued <= 2 << 20,
         "one user's sessions made the kernel hold {queued} bytes for targets (user budget 2 MiB)"
     );
-    assert!(server.wait_for_metric("anytls_limit_hits{limit=\"buffered_per_user\"}", Duration::from_secs(3), |n| n >= 1).is_some_and(|n| n >= 1));
+    assert!(server.metric_reaches("anytls_limit_hits{limit=\"buffered_per_user\"}", |n| n >= 1));
     // Sessions whose client closed while they were paused still deliver what
     // they hold until their targets stall for the stall timeout (each stream in
     // turn), then close.

@@ -87,7 +87,12 @@ fn spares_carry_one_client_each(kind: &str) {
     assert_eq!(stats.new, 1, "{stats:?}");
     assert_eq!(stats.reused, 5, "{stats:?}");
     assert_eq!(stats.total, 8, "1 dial + 7 spares: {stats:?}");
-    assert!(server.wait_for_log("[Pool Status] {\"127.0.0.1", WAIT));
+    assert!(
+        server
+            .wait_for_metric("anytls_pool_spares{target=\"127.0.0.1", WAIT, |n| n > 0)
+            .is_some_and(|n| n > 0),
+        "spares are held for the target"
+    );
 }
 
 /// Spares older than --max-idle-time-secs are closed and counted Cleaned.
@@ -117,7 +122,11 @@ fn idle_spares_expire(kind: &str) {
         stats.total, 3,
         "no refill for a target nobody wants: {stats:?}"
     );
-    assert!(server.wait_for_log("[Pool Status] {}", WAIT));
+    let deadline = std::time::Instant::now() + WAIT;
+    while server.metric("anytls_pool_spares").is_some_and(|n| n > 0) {
+        assert!(std::time::Instant::now() < deadline, "spares are all gone");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     server.assert_fds_back_to_baseline();
 }
 

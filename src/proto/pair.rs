@@ -27,7 +27,7 @@ fn scheme_md5() -> String {
 }
 
 /// The server's rules in these tests (the server's defaults, small buffers).
-pub fn rules() -> SessionRules {
+fn rules() -> SessionRules {
     SessionRules {
         streams: 4,
         dialing: 2,

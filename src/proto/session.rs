@@ -1017,7 +1017,20 @@ mod tests {
     const MD5: &str = "0123456789abcdef0123456789abcdef";
 
     fn rules() -> SessionRules {
-        crate::proto::pair::rules()
+        SessionRules {
+            streams: 4,
+            dialing: 2,
+            uot: 1,
+            idle_timeout: Duration::from_secs(30),
+            stream_idle_timeout: Duration::from_secs(60),
+            uot_idle_timeout: Duration::from_secs(20),
+            address_timeout: Duration::from_secs(3),
+            synack_deadline: Duration::from_secs(2),
+            stall_timeout: Duration::from_secs(5),
+            stream_buffer: 64 * 1024,
+            session_buffer: 128 * 1024,
+            check_period: Duration::from_millis(250),
+        }
     }
 
     fn frame(cmd: Command, stream_id: u32, data: &[u8]) -> Frame<'_> {

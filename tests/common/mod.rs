@@ -535,6 +535,12 @@ impl TestServer {
         }
     }
 
+    /// Whether the metric `selector` satisfies `check` within 3 s.
+    pub fn metric_reaches(&self, selector: &str, check: impl Fn(u64) -> bool) -> bool {
+        self.wait_for_metric(selector, Duration::from_secs(3), &check)
+            .is_some_and(check)
+    }
+
     /// The pool's counters, from the metrics endpoint.
     pub fn pool_stats(&self) -> Option<PoolLine> {
         let body = self.scrape();
