@@ -41,7 +41,7 @@ fn socks_connect_reaches_target_byte_exact() {
 
 #[test]
 fn sequential_connections_reuse_one_session() {
-    let server = TestServer::start(&["--stats-interval", "1"]);
+    let server = TestServer::start(&["--metrics", "127.0.0.1:0"]);
     let client = TestClient::start(server.addr, &["-p", PASSWORD]);
     let echo = spawn_target(TargetKind::Echo);
     for i in 0..10 {
@@ -53,13 +53,10 @@ fn sequential_connections_reuse_one_session() {
         // Let the client see the end of the stream before the next connection.
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        server.wait_for_log(
-            "Sessions: 1 open (1 total), Streams: 0 open (10 total)",
-            Duration::from_secs(5)
-        ),
-        "{:?}",
-        server.log_lines()
+    assert!(server.metric_reaches("anytls_streams_open", |n| n == 0));
+    assert_eq!(
+        ["anytls_sessions_open", "anytls_sessions", "anytls_streams"].map(|m| server.metric(m)),
+        [Some(1), Some(1), Some(10)]
     );
 }
 

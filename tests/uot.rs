@@ -227,7 +227,7 @@ fn idle_association_ends() {
 fn empty_datagrams_past_the_rate_are_dropped() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    let server = TestServer::start(&["--max-datagrams-per-sec", "200", "--stats-interval", "1"]);
+    let server = TestServer::start(&["--max-datagrams-per-sec", "200", "--metrics", "127.0.0.1:0"]);
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     enlarge_receive_buffer(&sink);
     let sink_addr = sink.local_addr().unwrap();
@@ -261,6 +261,15 @@ fn empty_datagrams_past_the_rate_are_dropped() {
         (150..=allowed).contains(&passed),
         "{passed} of 5000 datagrams passed in {elapsed:?} (at most {allowed})"
     );
-    assert!(server.wait_for_log("datagram_rate", Duration::from_secs(3)));
+    // Every datagram dropped for the rate is counted: at least those past what
+    // the rate allows, and none of those that arrived.
+    let counted = (5000 - allowed as u64)..=(5000 - passed as u64);
+    assert!(
+        server.metric_reaches("anytls_limit_hits{limit=\"datagram_rate\"}", |n| {
+            counted.contains(&n)
+        }),
+        "{:?} counted, expected {counted:?}",
+        server.metric("anytls_limit_hits{limit=\"datagram_rate\"}")
+    );
     server.assert_fds_back_to_baseline();
 }
