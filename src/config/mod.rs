@@ -16,6 +16,7 @@ use crate::accounts::{AccountSpec, Accounts};
 use crate::node::routes::RouteRules;
 use crate::pool::PoolConfig;
 use crate::proto::proxy_protocol;
+use crate::proto::session::SessionRules;
 use crate::proto::PaddingScheme;
 
 /// Default bound on TLS handshake + authentication.
@@ -35,6 +36,9 @@ pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Default cap on connections not yet authenticated (or handed to the fallback).
 pub const DEFAULT_MAX_PENDING: usize = 4096;
+/// Client->target bytes buffered per stream before the session stops reading
+/// (see docs/operating.md, "Memory per stream and session").
+pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
 
 /// The default cap on pending connections for a process allowed `descriptors`
 /// open files: [`DEFAULT_MAX_PENDING`], or an eighth of them if less (each may
@@ -170,6 +174,30 @@ impl std::fmt::Debug for MetricsConfig {
 }
 
 impl ServerConfig {
+    /// The rules every session follows, for its machine.
+    pub fn session_rules(&self) -> SessionRules {
+        let limits = &self.limits;
+        SessionRules {
+            streams: limits.streams_per_session,
+            dialing: limits.dialing_per_session,
+            uot: limits.uot_per_session,
+            idle_timeout: self.session_idle_timeout,
+            stream_idle_timeout: self.stream_idle_timeout,
+            uot_idle_timeout: self.uot_idle_timeout,
+            address_timeout: limits.address_timeout,
+            synack_deadline: limits.synack_deadline,
+            stall_timeout: self.stream_stall_timeout,
+            stream_buffer: STREAM_UPLOAD_LIMIT,
+            session_buffer: limits.buffered_per_session,
+            check_period: crate::mux::check_period(
+                self.session_idle_timeout
+                    .min(self.stream_idle_timeout)
+                    .min(self.uot_idle_timeout)
+                    .min(self.write_timeout),
+            ),
+        }
+    }
+
     /// A configuration with the defaults, one user and the given TLS config,
     /// listening on `listen` with one executor on the first allowed CPU.
     pub fn new(listen: SocketAddr, password: &str, tls: Arc<rustls::ServerConfig>) -> Self {

@@ -108,7 +108,7 @@ impl Pair {
         Pair {
             now,
             client: ClientSession::new("pair", md5, now),
-            server: ServerSession::new(rules, &scheme_md5(), now),
+            server: ServerSession::new(rules.into(), &scheme_md5(), now),
             to_server: Vec::new(),
             to_client: Vec::new(),
             dial: Dial::After(Duration::from_millis(20)),
@@ -636,7 +636,7 @@ fn caps_refuse_with_the_reason_and_free_again() {
 #[test]
 fn a_syn_before_settings_ends_the_session_with_an_alert() {
     let now = Instant::now();
-    let mut server = ServerSession::new(rules(), "md5", now);
+    let mut server = ServerSession::new(rules().into(), "md5", now);
     let mut wire = Vec::new();
     frame::encode(Command::Syn, 1, b"", &mut wire).unwrap();
     server.handle_frame(frame::decode(&wire).unwrap(), now);

@@ -34,6 +34,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::addr::Address;
@@ -343,15 +344,17 @@ pub struct Delivery<'a> {
 
 /// The server side of one session. See the module documentation.
 pub struct ServerSession {
-    rules: SessionRules,
+    /// Shared by every session of a core.
+    rules: Rc<SessionRules>,
     streams: HashMap<u32, Stream>,
     timers: BinaryHeap<Reverse<(Instant, u32, Timer)>>,
     actions: VecDeque<Action>,
     padding_md5: String,
     settings_received: bool,
     version: u32,
-    /// The md5 of the padding scheme the client is known to have.
-    padding_known: Option<String>,
+    /// The client has the current padding scheme: it announced it, or it was
+    /// sent to it.
+    client_has_padding: bool,
     server_settings_sent: bool,
     last_refused: Option<u32>,
     dialing: usize,
@@ -370,16 +373,15 @@ pub struct ServerSession {
 impl ServerSession {
     /// A session that has just authenticated at `now`, with the server's current
     /// padding scheme `padding_md5`.
-    pub fn new(rules: SessionRules, padding_md5: &str, now: Instant) -> Self {
+    pub fn new(rules: Rc<SessionRules>, padding_md5: &str, now: Instant) -> Self {
         ServerSession {
-            rules,
             streams: HashMap::new(),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
             padding_md5: padding_md5.to_owned(),
             settings_received: false,
             version: 0,
-            padding_known: None,
+            client_has_padding: false,
             server_settings_sent: false,
             last_refused: None,
             dialing: 0,
@@ -390,6 +392,7 @@ impl ServerSession {
             full: None,
             last_activity: now,
             next_check: now + rules.check_period,
+            rules,
             ended: false,
         }
     }
@@ -647,8 +650,9 @@ impl ServerSession {
             return;
         }
         self.padding_md5 = padding_md5.to_owned();
+        self.client_has_padding = false;
         if self.settings_received && !self.ended {
-            self.padding_changed();
+            self.send_padding();
         }
     }
 
@@ -751,21 +755,20 @@ impl ServerSession {
         self.settings_received = true;
         self.version = settings.version();
         if settings.get("padding-md5") == Some(self.padding_md5.as_str()) {
-            self.padding_known = Some(self.padding_md5.clone());
+            self.client_has_padding = true;
         } else {
-            self.padding_changed();
+            self.send_padding();
         }
         if self.version >= 2 && !std::mem::replace(&mut self.server_settings_sent, true) {
             self.send(Command::ServerSettings, 0, Payload::ServerSettings);
         }
     }
 
-    fn padding_changed(&mut self) {
-        if self.padding_known.as_deref() == Some(self.padding_md5.as_str()) {
-            return;
+    /// Sends the current padding scheme, unless the client has it.
+    fn send_padding(&mut self) {
+        if !std::mem::replace(&mut self.client_has_padding, true) {
+            self.send(Command::UpdatePaddingScheme, 0, Payload::PaddingScheme);
         }
-        self.padding_known = Some(self.padding_md5.clone());
-        self.send(Command::UpdatePaddingScheme, 0, Payload::PaddingScheme);
     }
 
     fn on_syn(&mut self, id: u32, now: Instant) {
@@ -1052,7 +1055,7 @@ mod tests {
 
     #[test]
     fn settings_are_answered_by_version_and_padding_once() {
-        let mut session = ServerSession::new(rules(), MD5, Instant::now());
+        let mut session = ServerSession::new(rules().into(), MD5, Instant::now());
         let stale = settings(2, "stale");
         assert_eq!(
             run(&mut session, Command::Settings, 0, &stale),
@@ -1065,7 +1068,7 @@ mod tests {
             assert!(run(&mut session, Command::Settings, 0, &stale).is_empty());
             assert!(run(&mut session, Command::Settings, 0, &[]).is_empty());
         }
-        let mut garbage = ServerSession::new(rules(), MD5, Instant::now());
+        let mut garbage = ServerSession::new(rules().into(), MD5, Instant::now());
         assert_eq!(
             run(&mut garbage, Command::Settings, 0, &[0xff, 0xfe]),
             [Action::Send(
@@ -1080,7 +1083,7 @@ mod tests {
 
     #[test]
     fn frames_for_unknown_streams_and_server_only_frames_are_ignored() {
-        let mut session = ServerSession::new(rules(), MD5, Instant::now());
+        let mut session = ServerSession::new(rules().into(), MD5, Instant::now());
         run(&mut session, Command::Settings, 0, &settings(2, MD5));
         for cmd in [
             Command::Push,
@@ -1100,7 +1103,7 @@ mod tests {
 
     #[test]
     fn a_repeated_syn_for_a_live_stream_is_ignored() {
-        let mut session = ServerSession::new(rules(), MD5, Instant::now());
+        let mut session = ServerSession::new(rules().into(), MD5, Instant::now());
         run(&mut session, Command::Settings, 0, &settings(2, MD5));
         assert_eq!(run(&mut session, Command::Syn, 1, &[]), [Action::Open(1)]);
         assert!(run(&mut session, Command::Syn, 1, &[]).is_empty());
@@ -1110,7 +1113,7 @@ mod tests {
     #[test]
     fn events_for_streams_not_open_are_ignored() {
         let now = Instant::now();
-        let mut session = ServerSession::new(rules(), MD5, now);
+        let mut session = ServerSession::new(rules().into(), MD5, now);
         run(&mut session, Command::Settings, 0, &settings(2, MD5));
         for event in [
             StreamEvent::Dialed,

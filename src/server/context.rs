@@ -15,6 +15,7 @@ use crate::limits::{PendingLimits, SessionLimits};
 use crate::mux::{Event, Throttle};
 use crate::pool::dial::Resolver;
 use crate::pool::CorePool;
+use crate::proto::session::SessionRules;
 use crate::speed_limit::CoreCredit;
 use crate::stats::{CoreCounters, Limit, Stats, UserCounters};
 
@@ -29,6 +30,8 @@ pub(crate) struct CoreContext {
     pub resolver: Resolver,
     pub pool: Rc<CorePool>,
     pub shutdown: Event,
+    /// The rules every session of this core follows.
+    pub session_rules: Rc<SessionRules>,
     /// Sessions per user and per client address, over all cores.
     pub sessions: Arc<SessionLimits>,
     /// Connections not yet authenticated (or handed to the fallback), over all cores.
@@ -63,6 +66,7 @@ impl CoreContext {
     ) -> CoreContext {
         CoreContext {
             tls_client_order: crate::tls::client_order(&config.tls),
+            session_rules: Rc::new(config.session_rules()),
             config,
             resolver,
             pool,

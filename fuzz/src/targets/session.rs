@@ -83,7 +83,7 @@ fn settings(rng: &mut SmallRng) -> Vec<u8> {
 /// Runs `input` through a session; `Err` names the first broken rule.
 pub(super) fn check(input: &[u8], rng: &mut SmallRng) -> Result<String, String> {
     let start = Instant::now();
-    let mut session = ServerSession::new(RULES, MD5, start);
+    let mut session = ServerSession::new(RULES.into(), MD5, start);
     // The model: streams the driver was told to open and has not been told to
     // forget, and those it was told to dial (a task runs for them).
     let mut open: HashSet<u32> = HashSet::new();

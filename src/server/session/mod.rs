@@ -39,8 +39,7 @@ use crate::mux::{
 use crate::node::routes::Protocol;
 use crate::proto::frame::Frame;
 use crate::proto::session::{
-    Action, Close, Delivery, Notice, Payload, Refusal, ServerSession, SessionRules, SharedBudget,
-    StreamEvent,
+    Action, Close, Delivery, Notice, Payload, Refusal, ServerSession, SharedBudget, StreamEvent,
 };
 use crate::proto::Address;
 use crate::proto::Settings;
@@ -51,9 +50,6 @@ use handshake::Admission;
 
 /// Free space offered to TLS per read.
 const READ_CHUNK: usize = 16 * 1024;
-/// Client->target bytes buffered per stream before the session stops reading
-/// (see docs/operating.md, "Memory per stream and session").
-pub const STREAM_UPLOAD_LIMIT: usize = 256 * 1024;
 /// The reason a client reads for a stream past its user's outbound share.
 const OUTBOUND_SHARE_REACHED: &str =
     "outbound connection limit reached for this user (others are using the server)";
@@ -249,29 +245,11 @@ impl Session {
         user_held: Arc<AtomicUsize>,
         this: Weak<Session>,
     ) -> Session {
-        let config = &core.config;
-        let limits = &config.limits;
-        let rules = SessionRules {
-            streams: limits.streams_per_session,
-            dialing: limits.dialing_per_session,
-            uot: limits.uot_per_session,
-            idle_timeout: config.session_idle_timeout,
-            stream_idle_timeout: config.stream_idle_timeout,
-            uot_idle_timeout: config.uot_idle_timeout,
-            address_timeout: limits.address_timeout,
-            synack_deadline: limits.synack_deadline,
-            stall_timeout: config.stream_stall_timeout,
-            stream_buffer: STREAM_UPLOAD_LIMIT,
-            session_buffer: limits.buffered_per_session,
-            check_period: mux::check_period(
-                config
-                    .session_idle_timeout
-                    .min(config.stream_idle_timeout)
-                    .min(config.uot_idle_timeout)
-                    .min(config.write_timeout),
-            ),
-        };
-        let machine = ServerSession::new(rules, config.padding.load().md5_hex(), Instant::now());
+        let machine = ServerSession::new(
+            core.session_rules.clone(),
+            core.config.padding.load().md5_hex(),
+            Instant::now(),
+        );
         Session {
             core_user: core.user(account.name()),
             account,
@@ -437,10 +415,14 @@ impl Session {
 
     /// A stream's task reports `event`; its consequences are carried out.
     pub(super) fn stream_event(&self, id: u32, event: StreamEvent) {
+        // Bytes downloaded only mark the stream active: nothing to carry out.
+        let quiet = matches!(event, StreamEvent::Downloaded(_));
         self.machine
             .borrow_mut()
             .handle_stream_event(id, event, Instant::now());
-        self.carry_out();
+        if !quiet {
+            self.carry_out();
+        }
     }
 
     /// Carries out the machine's actions, then wakes the loops it concerns.
