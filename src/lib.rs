@@ -6,7 +6,7 @@
 //!   padding scheme, SOCKS addresses, UDP over TCP, and both sides' session rules
 //!   as state machines ([`proto::session`], [`proto::client_session`]). No
 //!   sockets, no clock, no global RNG.
-//! - [`mux`]: executor-local plumbing both ends share: pooled buffers, the
+//! - [`plumbing`]: executor-local plumbing both ends share: pooled buffers, the
 //!   coalescing frame write queue, the TCP transport under TLS, bounded
 //!   per-stream pipes, events, timeouts.
 //! - [`server`]: the server: [`Server::start`], the per-core serve and accept
@@ -50,7 +50,7 @@
 //! list against every `use` and `crate::` path):
 //!
 //! 1. `proto`, `reloadable`, `speed_limit`, `stats`, `tls`, `cli`
-//! 2. `mux`, `accounts`, `limits`
+//! 2. `plumbing`, `accounts`, `limits`
 //! 3. `pool`
 //! 4. `runtime`, `node`
 //! 5. `config`
@@ -65,8 +65,8 @@ pub mod client;
 pub mod config;
 pub mod limits;
 pub mod metrics;
-pub mod mux;
 pub mod node;
+pub mod plumbing;
 pub mod pool;
 pub mod proto;
 pub mod reloadable;

@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::MetricsConfig;
-use crate::mux::{timeout, Throttle};
+use crate::plumbing::{timeout, Throttle};
 use crate::pool::SharedPool;
 use crate::stats::{CoreCounters, Counter, Limit, Stats};
 

@@ -61,7 +61,7 @@ pub enum Limit {
     /// An `accept`, dial or UDP socket failed for want of a descriptor (EMFILE/ENFILE).
     Descriptors,
     /// A session stopped reading: its client left more than
-    /// [`crate::mux::CONTROL_HIGH_WATER`] bytes of answers (control frames) unread.
+    /// [`crate::plumbing::CONTROL_HIGH_WATER`] bytes of answers (control frames) unread.
     UnreadAnswers,
     /// A connection closed at once: the server had `--max-pending` connections
     /// not yet authenticated (or handed to the fallback).

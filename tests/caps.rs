@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anytls::client::{connect_tls, ClientSession, StreamError};
-use anytls::mux::timeout;
+use anytls::plumbing::timeout;
 use anytls::proto::frame::{self, Command};
 use anytls::proto::uot::{Request, UOT_V2_NAME};
 use anytls::proto::Address;

@@ -137,7 +137,7 @@ fn sigterm_with_open_sessions_exits_0_within_2s() {
                 }
                 ready_tx.send(()).unwrap();
                 for s in &sessions {
-                    anytls::mux::timeout(Duration::from_secs(5), s.closed())
+                    anytls::plumbing::timeout(Duration::from_secs(5), s.closed())
                         .await
                         .expect("server closes the session on shutdown");
                 }

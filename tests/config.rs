@@ -44,7 +44,8 @@ fn serves(server: &TestServer, password: &str, target: std::net::SocketAddr) -> 
         let mut back = [0u8; 5];
         let mut got = 0;
         while got < 5 {
-            let read = anytls::mux::timeout(Duration::from_secs(5), stream.read(&mut back[got..]));
+            let read =
+                anytls::plumbing::timeout(Duration::from_secs(5), stream.read(&mut back[got..]));
             match read.await {
                 Some(n) if n > 0 => got += n,
                 _ => return false,

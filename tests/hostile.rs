@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anytls::client::connect_tls;
-use anytls::mux::timeout;
+use anytls::plumbing::timeout;
 use anytls::proto::frame::{self, Command};
 use common::*;
 use futures_lite::AsyncWriteExt;

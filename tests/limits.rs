@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anytls::client::{connect_tls, ClientSession};
-use anytls::mux::timeout;
+use anytls::plumbing::timeout;
 use anytls::proto::auth::{encode_preamble, PasswordHash};
 use anytls::proto::frame::{self, Command};
 use anytls::proto::{Address, Settings};

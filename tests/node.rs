@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anytls::client::{ClientConfig, ClientSession, StreamError};
-use anytls::mux::timeout;
+use anytls::plumbing::timeout;
 use anytls::proto::Address;
 use anytls::tls::{client_config, ServerVerification};
 use common::*;

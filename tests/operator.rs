@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anytls::client::{connect_tls, ClientConfig, ClientSession};
-use anytls::mux::timeout;
+use anytls::plumbing::timeout;
 use anytls::tls::{client_config, ServerVerification};
 use common::*;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anytls::client::{ClientSession, ClientStream, StreamError};
-use anytls::mux::timeout;
+use anytls::plumbing::timeout;
 use anytls::proto::Address;
 use common::*;
 

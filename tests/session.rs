@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anytls::client::{connect_tls, ClientSession, StreamError};
-use anytls::mux::timeout;
+use anytls::plumbing::timeout;
 use anytls::proto::frame::{self, Command};
 use anytls::proto::padding::DEFAULT_SCHEME;
 use anytls::proto::Address;

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use anytls::client::{ClientSession, ClientStream, StreamError};
-use anytls::mux::timeout;
+use anytls::plumbing::timeout;
 use anytls::proto::uot::{decode_datagram, encode_datagram, Request, UOT_V1_NAME, UOT_V2_NAME};
 use anytls::proto::Address;
 use common::*;

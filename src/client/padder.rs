@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::mux::Shaper;
+use crate::plumbing::Shaper;
 use crate::proto::padding::{self, PaddingScheme};
 
 /// A padding scheme that can be replaced while sessions use it (UpdatePaddingScheme).

@@ -10,7 +10,7 @@ use log::{debug, info};
 use super::options::{ClientOptions, ClientSettled};
 use super::{inbound, ClientConfig, SessionPool};
 use crate::cli::{self, Fatal};
-use crate::mux::Event;
+use crate::plumbing::Event;
 use crate::runtime::{self, Executors};
 
 /// Serves local SOCKS5 connections from `listener` through `pool` until `stop`.

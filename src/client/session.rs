@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rustls::pki_types::ServerName;
 
 use super::padder::{Padder, SharedScheme};
-use crate::mux::{self, Event, Pipe, ReadBuffer, Signal, WriteQueue};
+use crate::plumbing::{self, Event, Pipe, ReadBuffer, Signal, WriteQueue};
 use crate::proto::auth::{encode_preamble, PasswordHash};
 pub use crate::proto::client_session::SYNACK_TIMEOUT;
 use crate::proto::client_session::{self, Action, Close};
@@ -82,15 +82,18 @@ impl ClientConfig {
 }
 
 /// Connects TCP and completes the TLS handshake, nothing more.
-pub async fn connect_tls(config: &ClientConfig) -> io::Result<TlsStream<mux::Transport>> {
+pub async fn connect_tls(config: &ClientConfig) -> io::Result<TlsStream<plumbing::Transport>> {
     tls_over(TcpStream::connect(config.server).await?, config).await
 }
 
 /// Completes the TLS handshake over a TCP connection already made to the server.
-async fn tls_over(tcp: TcpStream, config: &ClientConfig) -> io::Result<TlsStream<mux::Transport>> {
+async fn tls_over(
+    tcp: TcpStream,
+    config: &ClientConfig,
+) -> io::Result<TlsStream<plumbing::Transport>> {
     tcp.set_nodelay(true)?;
     futures_rustls::TlsConnector::from(config.tls.clone())
-        .connect(config.server_name.clone(), mux::Transport::new(tcp))
+        .connect(config.server_name.clone(), plumbing::Transport::new(tcp))
         .await
 }
 
@@ -378,13 +381,13 @@ impl Slot {
     }
 }
 
-async fn run(inner: Rc<Inner>, tls: TlsStream<mux::Transport>) {
-    let (reader, writer) = mux::split(tls);
+async fn run(inner: Rc<Inner>, tls: TlsStream<plumbing::Transport>) {
+    let (reader, writer) = plumbing::split(tls);
     let reading = read_loop(&inner, reader);
     let writing = async {
         inner.started.wait().await;
         let mut padder = Padder::new(inner.padding.clone());
-        if let Err(e) = mux::write_loop(writer, &inner.queue, Some(&mut padder)).await {
+        if let Err(e) = plumbing::write_loop(writer, &inner.queue, Some(&mut padder)).await {
             debug!("client session write failed: {e}");
         }
     };
@@ -399,7 +402,7 @@ async fn run(inner: Rc<Inner>, tls: TlsStream<mux::Transport>) {
 async fn read_loop<R: AsyncRead + Unpin>(inner: &Inner, mut reader: R) {
     let mut buf = ReadBuffer::new(READ_CHUNK);
     let handle = async |frame: Frame<'_>| inner.handle_frame(frame).await;
-    mux::read_frames(&mut reader, &mut buf, handle, || {}).await;
+    plumbing::read_frames(&mut reader, &mut buf, handle, || {}).await;
 }
 
 /// One stream of a [`ClientSession`]. Dropping it sends FIN.

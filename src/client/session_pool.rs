@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 
 use super::session::{ClientConfig, ClientSession};
-use crate::mux::timeout;
+use crate::plumbing::timeout;
 
 /// How a [`SessionPool`] keeps sessions.
 #[derive(Clone, Debug)]

@@ -189,7 +189,7 @@ impl ServerConfig {
             stall_timeout: self.stream_stall_timeout,
             stream_buffer: STREAM_UPLOAD_LIMIT,
             session_buffer: limits.buffered_per_session,
-            check_period: crate::mux::check_period(
+            check_period: crate::plumbing::check_period(
                 self.session_idle_timeout
                     .min(self.stream_idle_timeout)
                     .min(self.uot_idle_timeout)

@@ -22,7 +22,7 @@ use glommio_socket2::Socket;
 use ipnet::IpNet;
 
 use super::lookup_slots::LookupSlots;
-use crate::mux::Event;
+use crate::plumbing::Event;
 use crate::proto::Address;
 use crate::stats::Limit;
 
@@ -445,7 +445,7 @@ impl Dial for TcpDialer {
     }
 
     fn set_send_buffer(&self, stream: &TcpStream, bytes: usize) {
-        crate::mux::set_send_buffer(stream, bytes).ok();
+        crate::plumbing::set_send_buffer(stream, bytes).ok();
     }
 }
 
@@ -505,7 +505,7 @@ mod tests {
                         let resolver = resolver.clone();
                         glommio::spawn_local(async move {
                             let name = Address::Domain(format!("hang{n}.example"), 80);
-                            let gave_up = crate::mux::timeout(
+                            let gave_up = crate::plumbing::timeout(
                                 Duration::from_millis(300),
                                 resolver.resolve(&name, "mallory"),
                             )

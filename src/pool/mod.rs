@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use glommio_socket2::Socket;
 use log::debug;
 
-use crate::mux::timeout;
+use crate::plumbing::timeout;
 use crate::proto::Address;
 use dial::{Dial, DialError, Resolver, TcpDialer};
 use highperf::HighPerfPool;

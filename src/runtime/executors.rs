@@ -18,7 +18,7 @@ use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{preflight, StartError};
-use crate::mux::Event;
+use crate::plumbing::Event;
 
 /// How often executors look at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(50);

@@ -12,7 +12,7 @@ use log::warn;
 
 use crate::config::ServerConfig;
 use crate::limits::{PendingLimits, SessionLimits};
-use crate::mux::{Event, Throttle};
+use crate::plumbing::{Event, Throttle};
 use crate::pool::dial::Resolver;
 use crate::pool::CorePool;
 use crate::proto::session::SessionRules;

@@ -26,7 +26,7 @@ use log::{info, warn};
 use crate::config::ServerConfig;
 use crate::limits::{PendingLimits, SessionLimits};
 use crate::metrics;
-use crate::mux::Event;
+use crate::plumbing::Event;
 use crate::pool::dial::{Resolver, TargetPolicy};
 use crate::pool::SharedPool;
 use crate::runtime::{self, Executors, StartError};
@@ -220,7 +220,7 @@ async fn accept_loop(listener: &TcpListener, core: &Rc<CoreContext>) {
             }
             Err(limit) => {
                 // Closed with RST: no handshake, no buffer, no TIME_WAIT socket.
-                crate::mux::reset_on_close(&stream);
+                crate::plumbing::reset_on_close(&stream);
                 core.limit_reached(limit, || {
                     format!("{peer}: connection closed before its handshake")
                 });

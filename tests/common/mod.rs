@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anytls::client::ClientConfig;
-use anytls::mux::timeout;
+use anytls::plumbing::timeout;
 use anytls::proto::auth::{encode_preamble, PasswordHash};
 use anytls::proto::frame::{self, Command as FrameCommand};
 use anytls::proto::Settings;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anytls::mux::{reset_on_close_if_delivered, timeout, Event};
+use anytls::plumbing::{reset_on_close_if_delivered, timeout, Event};
 use anytls::tls::{ServerTls, ServerVerification};
 use futures_lite::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::TlsConnector;

@@ -166,7 +166,7 @@ async fn attempt(
 ) -> bool {
     let left = deadline.saturating_duration_since(Instant::now());
     let limit = op_timeout.min(left);
-    match anytls::mux::timeout(limit, op).await {
+    match anytls::plumbing::timeout(limit, op).await {
         Some(Ok(timings)) => {
             timings.record(rec);
             rec.ok();

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anytls::client::ClientConfig;
-use anytls::mux::timeout;
+use anytls::plumbing::timeout;
 use anytls::proto::Address;
 use anytls::tls::{client_config, ServerVerification};
 

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anytls::client::{ClientConfig, ClientSession, ClientStream, StreamError};
-use anytls::mux::Event;
+use anytls::plumbing::Event;
 use anytls::proto::Address;
 use futures_lite::future;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anytls::client::{ClientSession, ClientStream, StreamError};
-use anytls::mux::{timeout, Event};
+use anytls::plumbing::{timeout, Event};
 use futures_lite::future;
 
 use super::{

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anytls::mux::{timeout, Event};
+use anytls::plumbing::{timeout, Event};
 use anytls::proto::frame::{Command, MAX_DATA_LEN};
 use anytls::proto::uot::{encode_datagram, Request, UOT_V2_NAME};
 use anytls::proto::{Address, PaddingScheme};

@@ -703,7 +703,7 @@ pub struct Ctx {
 /// Runs every lane until `end` (for the warm-up: until `end` and one round of the
 /// hostile actions, or `hard_end`), then closes the well-behaved sessions.
 async fn phase(ctx: &Ctx, end: Instant, hard_end: Instant, warmup: bool) {
-    let stop = std::rc::Rc::new(anytls::mux::Event::default());
+    let stop = std::rc::Rc::new(anytls::plumbing::Event::default());
     let clients = well::Clients::new(ctx);
     let maintain = glommio::spawn_local(clients.pool.clone().maintain());
     let mut tasks = Vec::new();

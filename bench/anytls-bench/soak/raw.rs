@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anytls::mux::{self, timeout, Event, ReadHalf, WriteHalf};
+use anytls::plumbing::{self, timeout, Event, ReadHalf, WriteHalf};
 use anytls::proto::auth::{encode_preamble, PasswordHash};
 use anytls::proto::frame::{self, Command};
 use anytls::proto::{PaddingScheme, Settings};
@@ -93,7 +93,7 @@ pub async fn tls(
     let connecting = async {
         let tcp = tcp(server, source).await?;
         if rst {
-            mux::reset_on_close(&tcp);
+            plumbing::reset_on_close(&tcp);
         }
         let name = ServerName::try_from("localhost").expect("a valid name");
         futures_rustls::TlsConnector::from(config.clone())
@@ -159,7 +159,7 @@ impl Raw {
         rst: bool,
     ) -> io::Result<Raw> {
         let tls = tls(server, source, config, rst).await?;
-        let (reader, writer) = mux::split(tls);
+        let (reader, writer) = plumbing::split(tls);
         let seen = Rc::new(Seen::default());
         let task = glommio::spawn_local(read_frames(reader, seen.clone())).detach();
         Ok(Raw {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anytls::client::{
     ClientConfig, ClientSession, ClientStream, PoolSettings, SessionPool, StreamError,
 };
-use anytls::mux::{timeout, Event};
+use anytls::plumbing::{timeout, Event};
 use anytls::proto::uot::{decode_datagram, encode_datagram, Request, UOT_V2_NAME};
 use anytls::proto::Address;
 use futures_lite::future;

@@ -19,7 +19,7 @@ use super::http::{self, HttpError, ProxyRequest};
 use super::session::{ClientStream, StreamError};
 use super::session_pool::{Lease, SessionPool};
 use super::socks5::{self, Reply, SocksCommand, SocksError};
-use crate::mux::{self, timeout};
+use crate::plumbing::{self, timeout};
 use crate::proto::error::UotError;
 use crate::proto::Address;
 
@@ -193,7 +193,7 @@ async fn relay(
             .await
             .map_err(InboundError::Session)?;
     }
-    let (mut local_in, mut local_out) = mux::split(conn);
+    let (mut local_in, mut local_out) = plumbing::split(conn);
     let upload = async {
         let mut chunk = vec![0u8; 16 * 1024];
         loop {

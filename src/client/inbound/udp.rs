@@ -137,15 +137,17 @@ pub async fn associate(
 ) -> Result<(), InboundError> {
     let local = conn.local_addr().map_err(io::Error::from)?;
     let peer = conn.peer_addr().map_err(io::Error::from)?;
-    let socket =
-        match crate::mux::bind_udp(local.ip().to_canonical(), crate::mux::UDP_RECEIVE_BUFFER) {
-            Ok(socket) => socket,
-            Err(e) => {
-                conn.write_all(&socks5::reply(Reply::GeneralFailure))
-                    .await?;
-                return Err(InboundError::Udp(e));
-            }
-        };
+    let socket = match crate::plumbing::bind_udp(
+        local.ip().to_canonical(),
+        crate::plumbing::UDP_RECEIVE_BUFFER,
+    ) {
+        Ok(socket) => socket,
+        Err(e) => {
+            conn.write_all(&socks5::reply(Reply::GeneralFailure))
+                .await?;
+            return Err(InboundError::Udp(e));
+        }
+    };
     let bound = socket
         .local_addr()
         .map_err(|e| InboundError::Udp(e.into()))?;
@@ -199,7 +201,7 @@ impl Association {
     /// Ends after the pool's UDP idle timeout without a datagram either way.
     async fn expire(&self) -> Result<(), InboundError> {
         let limit = self.pool.settings().udp_idle_timeout;
-        let check = crate::mux::check_period(limit);
+        let check = crate::plumbing::check_period(limit);
         loop {
             glommio::timer::sleep(check).await;
             if self.last_datagram.get().elapsed() >= limit {

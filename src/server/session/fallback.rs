@@ -17,7 +17,7 @@ use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use log::debug;
 
-use crate::mux::{self, timeout};
+use crate::plumbing::{self, timeout};
 use crate::proto::proxy_protocol;
 use crate::server::context::CoreContext;
 
@@ -25,7 +25,7 @@ use crate::server::context::CoreContext;
 /// upstream) to the fallback service until either side ends, nothing arrives for
 /// the session idle timeout, or a write makes no progress for the write timeout.
 pub(crate) async fn relay(
-    tls: TlsStream<crate::mux::Transport>,
+    tls: TlsStream<crate::plumbing::Transport>,
     read: Vec<u8>,
     fallback: SocketAddr,
     peer: SocketAddr,
@@ -53,8 +53,8 @@ pub(crate) async fn relay(
     }
     drop(first);
     let idle = core.config.session_idle_timeout;
-    let (mut from_client, mut to_client) = mux::split(tls);
-    let (mut from_upstream, mut to_upstream) = mux::split(upstream);
+    let (mut from_client, mut to_client) = plumbing::split(tls);
+    let (mut from_upstream, mut to_upstream) = plumbing::split(upstream);
     let up = async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {

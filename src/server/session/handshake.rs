@@ -16,12 +16,12 @@ use futures_lite::{AsyncRead, AsyncReadExt};
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 
-use crate::mux::Transport;
+use crate::plumbing::Transport;
 
 use super::READ_CHUNK;
 use crate::accounts::Account;
-use crate::mux::timeout;
-use crate::mux::ReadBuffer;
+use crate::plumbing::timeout;
+use crate::plumbing::ReadBuffer;
 use crate::proto::auth::{decode_preamble, PasswordHash, FIXED_LEN, HASH_LEN};
 use crate::server::context::CoreContext;
 

@@ -6,7 +6,7 @@
 //! once: the reader (read, decode, hand each frame to the machine, carry out its
 //! actions, wait while it wants no more), the timer loop (sleep until the
 //! machine's next deadline, tell it the time, carry out its actions) and the
-//! coalescing writer ([`crate::mux::write_loop`]). Each stream is its own task
+//! coalescing writer ([`crate::plumbing::write_loop`]). Each stream is its own task
 //! (see [`stream`], [`uot`]), so one slow dial never stalls the others; it reports
 //! each step to the machine. Failures are scoped as in h2: a stream failure
 //! answers SYNACK error or FIN and the session goes on; a session failure sends
@@ -33,10 +33,10 @@ use log::{debug, info};
 
 use crate::accounts::Account;
 use crate::limits::{OutboundShare, PendingSlot};
-use crate::mux::{
+use crate::node::routes::Protocol;
+use crate::plumbing::{
     self, Event, FramesEnd, Pipe, ReadBuffer, ReadHalf, Signal, Transport, WriteHalf, WriteQueue,
 };
-use crate::node::routes::Protocol;
 use crate::proto::frame::Frame;
 use crate::proto::session::{
     Action, Close, Delivery, Notice, Payload, Refusal, ServerSession, SharedBudget, StreamEvent,
@@ -119,7 +119,7 @@ pub(crate) async fn serve_connection(
     });
     // Split before the session's future is made, so the TLS connection lives in
     // its own allocation rather than inside the task.
-    let (reader, writer) = mux::split(tls);
+    let (reader, writer) = plumbing::split(tls);
     glommio::spawn_local(async move {
         let _slot = slot;
         let reason = session.clone().run(reader, writer, leftover).await;
@@ -181,7 +181,7 @@ impl StreamEntry {
     /// the socket's kernel send queue.
     fn unacknowledged(&self) -> usize {
         let in_kernel = self
-            .with_target(|tcp| mux::unacknowledged(tcp).ok())
+            .with_target(|tcp| plumbing::unacknowledged(tcp).ok())
             .flatten()
             .unwrap_or(0);
         self.upload.buffered() + self.in_transit.get() + in_kernel
@@ -315,7 +315,7 @@ impl Session {
             glommio::timer::sleep(CLOSE_FLUSH_TIMEOUT).await;
             Ok(())
         };
-        let writing = mux::write_loop(writer, &self.queue, None);
+        let writing = plumbing::write_loop(writer, &self.queue, None);
         let written = future::or(reading, writing).await;
         self.close();
         let decided = decided.take();
@@ -334,7 +334,7 @@ impl Session {
         for (_, entry) in streams {
             // What the targets did not acknowledge is dropped at once instead of
             // staying with an orphaned socket after the accounting is gone.
-            entry.with_target(mux::reset_on_close);
+            entry.with_target(plumbing::reset_on_close);
             entry.upload.abort();
             self.core.counters().streams_open.sub(1);
         }
@@ -376,7 +376,7 @@ impl Session {
             }
             ControlFlow::Continue(())
         };
-        let end = mux::read_frames(&mut reader, &mut buf, handle, || {}).await;
+        let end = plumbing::read_frames(&mut reader, &mut buf, handle, || {}).await;
         match end {
             FramesEnd::Closed => SessionEnd::ClientClosed,
             FramesEnd::Failed(e) => SessionEnd::ReadFailed(e),

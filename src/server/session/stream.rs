@@ -7,8 +7,8 @@ use std::rc::Rc;
 use futures_lite::{future, AsyncWriteExt};
 
 use super::{Session, StreamEntry};
-use crate::mux;
 use crate::node::routes::Protocol;
+use crate::plumbing;
 use crate::proto::session::{StreamEnd, StreamEvent};
 use crate::proto::Address;
 use crate::speed_limit::Direction;
@@ -89,7 +89,7 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry, target: Address)
         }
     };
     log::debug!("{peer}: stream {id} connected to {target}");
-    let (mut from_target, mut to_target) = mux::split(outbound.stream);
+    let (mut from_target, mut to_target) = plumbing::split(outbound.stream);
     *entry.target.borrow_mut() = from_target.downgrade();
     // Stopped by the machine (stalled, idle, drained): whatever the kernel still
     // holds for the target is dropped with an RST, not kept by an orphan for
@@ -123,7 +123,7 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry, target: Address)
         loop {
             // The target's bytes land behind a header slot and that buffer is the
             // frame TLS encrypts from: no copy on the way down.
-            match mux::read_frame(&mut from_target).await {
+            match plumbing::read_frame(&mut from_target).await {
                 Ok(None) | Err(_) => return StreamEnd::TargetClosed,
                 Ok(Some((buf, n))) => {
                     if session.queue.push_frame_buffer(id, buf, n).await.is_err() {
@@ -139,7 +139,9 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry, target: Address)
         }
     };
     let end = future::or(upload, download).await;
-    if end == StreamEnd::ClientDone && !mux::reset_on_close_if_delivered(&from_target.get_ref()) {
+    if end == StreamEnd::ClientDone
+        && !plumbing::reset_on_close_if_delivered(&from_target.get_ref())
+    {
         // The client is done but the target has not taken everything: it gets
         // its bytes and FIN while the stream still counts against the session,
         // until the machine says it drained or stalled (and stops the task).
@@ -160,7 +162,7 @@ struct ResetOnDrop<'a>(&'a StreamEntry, bool);
 impl Drop for ResetOnDrop<'_> {
     fn drop(&mut self) {
         if self.1 {
-            self.0.with_target(mux::reset_on_close);
+            self.0.with_target(plumbing::reset_on_close);
         }
     }
 }

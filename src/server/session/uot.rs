@@ -21,8 +21,8 @@ use log::{debug, warn};
 
 use super::stream::{report, until_stopped, TaskEnd};
 use super::{Session, StreamEntry, ROUTE_BLOCKED};
-use crate::mux;
 use crate::node::routes::Protocol;
+use crate::plumbing;
 use crate::pool::dial::is_descriptor_exhaustion;
 use crate::proto::rate::TokenBucket;
 use crate::proto::session::{StreamEnd, StreamEvent};
@@ -38,7 +38,7 @@ const MIN_RECEIVE_BUFFER: usize = 16 * 1024;
 
 /// An association's kernel receive buffer, reserved from its session's share
 /// (as large as the session's budget for its targets): each new association
-/// asks for a quarter of what is left, at most [`mux::UDP_RECEIVE_BUFFER`], so
+/// asks for a quarter of what is left, at most [`plumbing::UDP_RECEIVE_BUFFER`], so
 /// the first few take bursts and a session's many together stay within it.
 struct ReceiveBuffer<'a> {
     session: &'a Session,
@@ -50,7 +50,7 @@ impl<'a> ReceiveBuffer<'a> {
     fn reserve(session: &'a Session) -> ReceiveBuffer<'a> {
         let share = session.core.config.limits.buffered_per_session;
         let left = share.saturating_sub(session.udp_buffers.get());
-        let asked = (left / 4).clamp(MIN_RECEIVE_BUFFER, mux::UDP_RECEIVE_BUFFER);
+        let asked = (left / 4).clamp(MIN_RECEIVE_BUFFER, plumbing::UDP_RECEIVE_BUFFER);
         // The kernel doubles what is asked, for its bookkeeping.
         session
             .udp_buffers
@@ -136,7 +136,7 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> TaskEnd {
     };
     let limits = &core.config.limits;
     let receive_buffer = ReceiveBuffer::reserve(session);
-    let socket = match mux::bind_udp(any, receive_buffer.asked) {
+    let socket = match plumbing::bind_udp(any, receive_buffer.asked) {
         Ok(socket) => socket,
         Err(e) => {
             if is_descriptor_exhaustion(&e) {

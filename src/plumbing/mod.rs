@@ -2,8 +2,8 @@
 //! of frame and read buffers, a coalescing frame write queue that hands TLS one
 //! vectored write, a read buffer held only while bytes are buffered, the TCP
 //! transport under TLS (vectored sends, read-ahead), a bounded byte pipe per
-//! stream, a one-shot event, an `Rc`-based read/write split, timeouts and a
-//! once-per-interval throttle.
+//! stream, a one-shot event and a re-armable signal, an `Rc`-based read/write
+//! split, timeouts and a once-per-interval throttle.
 //!
 //! Everything here lives on one executor thread (`Rc`, `Cell`, `RefCell`): no locks,
 //! no atomics.
