@@ -14,13 +14,13 @@
 //!
 //! Modules: [`args`] (the command line), [`workers`] (pinned executors,
 //! progress line), [`targets`] (echo/sink/source/request-response/TLS sink),
-//! [`scenarios`] (what a run is asked, one module per scenario plus the shared
-//! load driver), [`stats`] (what a worker counts), [`report`] (table and JSON),
-//! [`procfs`] (CPU time, RSS, TIME_WAIT), [`compare`] (the A/B comparison),
-//! [`soak`] (the soak test), [`stall_cost`] (what stalled sessions cost a
-//! server), [`inproc`] (a server in this process, `serve`, `serve-echo`),
-//! [`relay`] and [`pool_e2e`] (benchmarks of that server), [`panel`] (a
-//! stand-in Xboard panel, `panel`).
+//! [`pace`] (a sender held to a rate), [`scenarios`] (what a run is asked,
+//! one module per scenario plus the shared load driver), [`stats`] (what a
+//! worker counts), [`report`] (table and JSON), [`procfs`] (CPU time, RSS,
+//! TIME_WAIT), [`compare`] (the A/B comparison), [`soak`] (the soak test),
+//! [`stall_cost`] (what stalled sessions cost a server), [`inproc`] (a server
+//! in this process, `serve`, `serve-echo`), [`relay`] and [`pool_e2e`]
+//! (benchmarks of that server), [`panel`] (a stand-in Xboard panel, `panel`).
 //!
 //! # Layers
 //!
@@ -28,8 +28,8 @@
 //! list against every `use` and `crate::` path); the command line is on top,
 //! and what a command runs never names it:
 //!
-//! 1. `procfs`, `targets`, `panel`
-//! 2. `stats`, `stall_cost`
+//! 1. `procfs`, `pace`, `panel`
+//! 2. `targets`, `stats`, `stall_cost`
 //! 3. `report`, `workers`
 //! 4. `scenarios`
 //! 5. `compare`, `inproc`, `soak`
@@ -39,6 +39,7 @@
 mod args;
 mod compare;
 mod inproc;
+mod pace;
 mod panel;
 mod pool_e2e;
 mod procfs;

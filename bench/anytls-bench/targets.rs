@@ -1,7 +1,7 @@
 //! The generator's own targets, served by detached tasks on the calling
-//! executor: echo, sink, source (writes forever), request/response (answers
-//! every `request` bytes with `response` bytes), and for baseline a plain TCP
-//! sink and a TLS sink. They live as long as the executor that started them.
+//! executor: echo, sink, source (writes forever, flat out or paced to a rate
+//! per connection), request/response (answers every `request` bytes with
+//! `response` bytes), and for baseline a plain TCP sink and a TLS sink. They live as long as the executor that started them.
 //! `anytls-bench serve-echo` runs the echo on a given address ([`start_at`]).
 
 use std::future::Future;
@@ -9,9 +9,12 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+
+use crate::pace::Pacer;
 
 const BUF: usize = 64 * 1024;
 
@@ -22,8 +25,12 @@ pub enum Behaviour {
     Echo,
     /// Reads and discards.
     Sink,
-    /// Writes until the peer goes away.
-    Source,
+    /// Writes until the peer goes away: flat out, or at `bytes_per_sec` on
+    /// each connection (from its accept on).
+    Source {
+        /// The pace of each connection's writes; `None`: as fast as it can.
+        bytes_per_sec: Option<f64>,
+    },
     /// Reads `request` bytes, writes `response` bytes, repeats.
     RequestResponse {
         /// Bytes per request.
@@ -84,9 +91,23 @@ async fn serve(mut conn: TcpStream, behaviour: Behaviour, payload: &[u8]) -> io:
             }
             conn.write_all(&buf[..n]).await?;
         },
-        Behaviour::Source => loop {
+        Behaviour::Source {
+            bytes_per_sec: None,
+        } => loop {
             conn.write_all(payload).await?;
         },
+        Behaviour::Source {
+            bytes_per_sec: Some(rate),
+        } => {
+            let mut pacer = Pacer::new(rate, payload.len(), Instant::now());
+            loop {
+                let wait = pacer.take(payload.len(), Instant::now());
+                if !wait.is_zero() {
+                    glommio::timer::sleep(wait).await;
+                }
+                conn.write_all(payload).await?;
+            }
+        }
         Behaviour::RequestResponse { request, response } => {
             let mut pending = 0usize;
             loop {

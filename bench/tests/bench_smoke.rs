@@ -3,7 +3,9 @@
 //! parameters. Checks exit status, that the table names the scenario with a
 //! number, that --json parses, and that a wrong password exits non-zero; and
 //! `anytls-bench compare` once, with that server as both A and B, and `relay`
-//! and `pool-e2e` once each. Figures are not asserted beyond being positive.
+//! and `pool-e2e` once each. Figures are not asserted beyond being positive,
+//! but for a paced `throughput --rate-mbps`, whose achieved rate must be
+//! within 15% of the offered one.
 //! Every child process is bounded by a time limit; one still running after
 //! [`SLOW_RUN`] gets a snapshot of what it waits on printed (threads, sockets,
 //! the kernel's SYN retransmission counters).
@@ -329,6 +331,42 @@ fn every_scenario_runs_and_reports() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("session_closed"), "{stdout}");
+}
+
+/// `throughput --rate-mbps` holds its offered load: 20 MB/s over 2 streams for
+/// 2 s, up (the client's writers paced) and down (the source target paced),
+/// each within 15%, with the server's CPU reported next to it.
+#[test]
+fn a_paced_throughput_run_holds_its_rate() {
+    const OFFERED_MB_S: f64 = 20.0;
+    let server = Server::start();
+    let pid = server.pid().to_string();
+    let addr = server.addr.to_string();
+    for direction in ["up", "down"] {
+        let out = run_ok(&strings(&[
+            "throughput",
+            "--server",
+            &addr,
+            "--password",
+            PASSWORD,
+            "--direction",
+            direction,
+            "--streams",
+            "2",
+            "--rate-mbps",
+            &OFFERED_MB_S.to_string(),
+            "--duration",
+            "2",
+            "--server-pid",
+            &pid,
+        ]));
+        check(&out, "throughput", "server CPU");
+        let achieved = figure(&out, "throughput").unwrap_or_default();
+        assert!(
+            (achieved - OFFERED_MB_S).abs() <= OFFERED_MB_S * 0.15,
+            "{direction}: {achieved} MB/s achieved of {OFFERED_MB_S} offered:\n{out}"
+        );
+    }
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! The scenario sets of `compare`. A case is one of the existing scenarios run
 //! with a fixed [`Tuning`], and the figures of its report that the table shows.
+//! Most run flat out; the fixed-load cases (`busy-up-400`, `busy-down-400`,
+//! `busy-rate-5000`) offer a set rate and show the server's CPU at it, the
+//! figure an operator sizes a server by, next to the rate achieved.
 
 use super::CompareSet;
 use crate::report::Report;
@@ -87,6 +90,35 @@ const FIRST_BYTE: &[Metric] = &[
         higher_is_better: false,
     },
 ];
+
+/// A fixed bulk load (--rate-mbps): what it cost the server, and whether it
+/// was held.
+const FIXED_BULK: &[Metric] = &[
+    SERVER_CPU,
+    Metric {
+        label: "MB/s achieved",
+        pick: Pick::Figure("throughput"),
+        higher_is_better: true,
+    },
+];
+
+/// A fixed rate of short streams (--rate): what it cost the server, and
+/// whether it was held.
+const FIXED_STREAMS: &[Metric] = &[
+    SERVER_CPU,
+    Metric {
+        label: "streams/s achieved",
+        pick: Pick::Figure("streams/s"),
+        higher_is_better: true,
+    },
+];
+
+/// The server's CPU over the run, percent of one CPU (the report's figure).
+const SERVER_CPU: Metric = Metric {
+    label: "server CPU %",
+    pick: Pick::Figure("server CPU"),
+    higher_is_better: false,
+};
 
 const SESSIONS: &[Metric] = &[Metric {
     label: "sessions/s",
@@ -215,6 +247,38 @@ pub const CASES: &[Case] = &[
         bulk: true,
     },
     Case {
+        name: "busy-down-400",
+        title: "bulk download at 400 MB/s over 64 sessions x 1 stream: server CPU",
+        set: CompareSet::Busy,
+        scenario: Scenario::Throughput,
+        tuning: Tuning {
+            direction: Some(Direction::Down),
+            streams: Some(64),
+            sessions: Some(64),
+            rate_mbps: Some(400.0),
+            ..Tuning::NONE
+        },
+        metrics: FIXED_BULK,
+        sessions: 64,
+        bulk: true,
+    },
+    Case {
+        name: "busy-up-400",
+        title: "bulk upload at 400 MB/s over 64 sessions x 1 stream: server CPU",
+        set: CompareSet::Busy,
+        scenario: Scenario::Throughput,
+        tuning: Tuning {
+            direction: Some(Direction::Up),
+            streams: Some(64),
+            sessions: Some(64),
+            rate_mbps: Some(400.0),
+            ..Tuning::NONE
+        },
+        metrics: FIXED_BULK,
+        sessions: 64,
+        bulk: true,
+    },
+    Case {
         name: "busy-streams",
         title: "short streams on 64 sessions, 512 in flight",
         set: CompareSet::Busy,
@@ -239,6 +303,20 @@ pub const CASES: &[Case] = &[
             ..Tuning::NONE
         },
         metrics: FIRST_BYTE,
+        sessions: 64,
+        bulk: false,
+    },
+    Case {
+        name: "busy-rate-5000",
+        title: "short streams on 64 sessions at 5000/s (open loop): server CPU",
+        set: CompareSet::Busy,
+        scenario: Scenario::Streams,
+        tuning: Tuning {
+            sessions: Some(64),
+            rate: Some(5000.0),
+            ..Tuning::NONE
+        },
+        metrics: FIXED_STREAMS,
         sessions: 64,
         bulk: false,
     },
@@ -271,6 +349,26 @@ pub const CASES: &[Case] = &[
         bulk: false,
     },
 ];
+
+impl Case {
+    /// For a fixed-load case (--rate-mbps, --rate): the load offered, and
+    /// where its report gives the load achieved, in the same unit.
+    pub fn fixed_load(&self) -> Option<(f64, Pick)> {
+        match self.scenario {
+            Scenario::Throughput => {
+                // The paced side: the client's writes, or the source's for download.
+                let sent = match self.tuning.direction {
+                    Some(Direction::Down) => "download",
+                    _ => "upload",
+                };
+                self.tuning.rate_mbps.map(|mb| (mb, Pick::Figure(sent)))
+            }
+            Scenario::Streams => self.tuning.rate.map(|r| (r, Pick::Figure("streams/s"))),
+            Scenario::Handshakes => self.tuning.rate.map(|r| (r, Pick::Figure("sessions/s"))),
+            Scenario::Idle | Scenario::Baseline => None,
+        }
+    }
+}
 
 /// The cases of `set`, narrowed to `only` when it names any. A name of another
 /// set is an error.

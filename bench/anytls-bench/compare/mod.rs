@@ -28,7 +28,7 @@ use self::cases::Case;
 use self::server::{Server, TimeWait};
 use crate::procfs;
 use crate::report::Report;
-use crate::scenarios::{self, format_cpus, secs_f64, Context, Spec};
+use crate::scenarios::{self, format_cpus, secs_f64, Context, Spec, LOAD_HELD};
 
 /// The longest wait for TIME_WAIT sockets before a run.
 const TIME_WAIT_BOUND: Duration = Duration::from_secs(70);
@@ -71,7 +71,8 @@ pub struct CompareArgs {
     pub b_name: Option<String>,
 
     /// Scenario set: single (one or two sessions, as in bench/README.md), busy
-    /// (64 sessions, 5,000 and 20,000 idle sessions) or all.
+    /// (64 sessions flat out and at fixed loads, 5,000 and 20,000 idle
+    /// sessions) or all.
     #[arg(long, value_enum, default_value_t = CompareSet::Single)]
     pub set: CompareSet,
 
@@ -125,8 +126,9 @@ pub enum CompareSet {
     /// One or two sessions: bulk up and down, short streams closed and open
     /// loop, new sessions, 1000 idle sessions.
     Single,
-    /// Many sessions: bulk down and up over 64 sessions, short streams over 64
-    /// sessions (512 in flight, and 8000/s open loop), 5,000 and 20,000 idle sessions.
+    /// Many sessions: bulk down and up over 64 sessions, flat out and at 400
+    /// MB/s, short streams over 64 sessions (512 in flight, and 8000/s and
+    /// 5000/s open loop), 5,000 and 20,000 idle sessions.
     Busy,
     /// Both sets.
     All,
@@ -595,7 +597,8 @@ fn progress_line(plan: &Plan, case: &Case, side: &Side, run: &Run) -> String {
 }
 
 /// Notes under the table: waits that hit their bound, errors, failed runs,
-/// servers that died, figures that may be the generator's limit.
+/// servers that died, fixed loads not held, figures that may be the
+/// generator's limit.
 fn run_notes(results: &[CaseResult], rows: &[summary::Row]) -> Vec<String> {
     let mut notes = Vec::new();
     let runs = || {
@@ -645,6 +648,9 @@ fn run_notes(results: &[CaseResult], rows: &[summary::Row]) -> Vec<String> {
             ));
         }
     }
+    for result in results {
+        notes.extend(load_not_held(result));
+    }
     for row in rows {
         for side in &row.sides {
             if side.errors > 0 {
@@ -669,6 +675,42 @@ fn run_notes(results: &[CaseResult], rows: &[summary::Row]) -> Vec<String> {
     }
     notes.dedup();
     notes
+}
+
+/// For a fixed-load case, a note for each side whose median achieved load fell
+/// short of the offered one: its CPU % is then what it managed, not the cost
+/// of the load.
+fn load_not_held(result: &CaseResult) -> Vec<String> {
+    let Some((offered, achieved)) = result.case.fixed_load() else {
+        return Vec::new();
+    };
+    let mut sides: Vec<&'static str> = Vec::new();
+    for run in &result.runs {
+        if !sides.contains(&run.side) {
+            sides.push(run.side);
+        }
+    }
+    sides
+        .into_iter()
+        .filter_map(|side| {
+            let median = summary::median(
+                result
+                    .runs
+                    .iter()
+                    .filter(|r| r.side == side)
+                    .filter_map(|r| r.report.as_ref().and_then(|report| achieved.read(report))),
+            )?;
+            (median < offered * LOAD_HELD).then(|| {
+                format!(
+                    "{} {side}: the offered load was not held ({} of {}): its CPU % is the \
+                     server at its limit, not the cost of this load",
+                    result.case.name,
+                    crate::report::format_value(median),
+                    crate::report::format_value(offered)
+                )
+            })
+        })
+        .collect()
 }
 
 /// The chart's bars: each figure's B/A, and for bulk cases B/A of server
@@ -740,7 +782,7 @@ mod tests {
             cases::select(set, &only).map(|c| c.iter().map(|c| c.name).collect::<Vec<_>>())
         };
         assert_eq!(names(CompareSet::Single, &[]).unwrap().len(), 6);
-        assert_eq!(names(CompareSet::All, &[]).unwrap().len(), 12);
+        assert_eq!(names(CompareSet::All, &[]).unwrap().len(), 15);
         assert_eq!(
             names(CompareSet::Single, &["streams", "up"]).unwrap(),
             ["up", "streams"]

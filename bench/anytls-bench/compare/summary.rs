@@ -149,20 +149,20 @@ pub fn table(
     }
     let _ = writeln!(out);
     let header = format!(
-        "{:<13} {:<18} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10} {:>10}",
+        "{:<14} {:<18} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10} {:>10}",
         "scenario", "figure", "A", "B", "B/A", "CPU% A", "CPU% B", "CPU-s/GB A", "CPU-s/GB B"
     );
     let _ = writeln!(out, "{header}");
     let _ = writeln!(out, "{}", "-".repeat(header.len()));
     for row in rows {
         if let Some(why) = &row.skipped {
-            let _ = writeln!(out, "{:<13} skipped: {why}", row.case);
+            let _ = writeln!(out, "{:<14} skipped: {why}", row.case);
             continue;
         }
         let side = |i: usize| row.sides.get(i);
         let _ = writeln!(
             out,
-            "{:<13} {:<18} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10} {:>10}",
+            "{:<14} {:<18} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10} {:>10}",
             row.case,
             row.figure,
             cell(side(0).and_then(|s| s.median)),
@@ -177,11 +177,11 @@ pub fn table(
     }
     let _ = writeln!(out);
     for (name, title) in glossary {
-        let _ = writeln!(out, "{name:<13} {title}");
+        let _ = writeln!(out, "{name:<14} {title}");
     }
     let _ = writeln!(
         out,
-        "B/A above 1: B's figure is larger (better for /s figures, worse for us, KiB and CPU-s/GB)"
+        "B/A above 1: B's figure is larger (better for /s figures, worse for us, KiB, CPU % and CPU-s/GB)"
     );
     if !notes.is_empty() {
         let _ = writeln!(out);

@@ -16,7 +16,7 @@ pub use drive::{drive, run_window, Load, Timings};
 pub use ops::{
     connect, exchange, left, open_established, request_response, stream_ended, unless, Pool,
 };
-pub use spec::{secs_f64, Direction, Scenario, Spec, Tuning};
+pub use spec::{secs_f64, Direction, Scenario, Spec, Tuning, LOAD_HELD};
 
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};

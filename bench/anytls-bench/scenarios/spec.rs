@@ -137,6 +137,15 @@ pub struct Spec {
     #[arg(long, value_enum, default_value_t = Spec::default().direction)]
     pub direction: Direction,
 
+    /// Throughput: offered load in MB/s, megabytes (10^6 bytes of payload) per
+    /// second, not megabits, in total, spread evenly over the --streams. Each
+    /// stream's writer (up, both), or for down the generator's source target,
+    /// sends its share paced, catching up after a stall by at most 20 ms'
+    /// worth (or one write). For both, the echo sends as much back, so
+    /// throughput shows twice this. Without it: flat out.
+    #[arg(long, value_name = "MB_PER_SEC")]
+    pub rate_mbps: Option<f64>,
+
     /// Bytes per write in bulk transfers.
     #[arg(long, default_value_t = Spec::default().chunk_size, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     pub chunk_size: u32,
@@ -208,6 +217,7 @@ impl Default for Spec {
             streams: 1,
             sessions: None,
             direction: Direction::Up,
+            rate_mbps: None,
             chunk_size: 32 * 1024,
             request_size: 1024,
             response_size: None,
@@ -244,6 +254,11 @@ impl Spec {
         self.response_size.unwrap_or(self.request_size) as usize
     }
 
+    /// Each throughput stream's share of --rate-mbps, in bytes per second.
+    pub fn stream_bytes_per_sec(&self) -> Option<f64> {
+        self.rate_mbps.map(|mb| mb * 1e6 / self.streams as f64)
+    }
+
     /// --sessions with the scenario's default.
     pub fn sessions_for(&self, scenario: Scenario) -> usize {
         self.sessions.unwrap_or(match scenario {
@@ -277,6 +292,20 @@ impl Spec {
                 return Err("--rate must be a positive number of operations per second".into());
             }
         }
+        if let Some(mb) = self.rate_mbps {
+            if !(mb.is_finite() && mb > 0.0) {
+                return Err("--rate-mbps must be a positive number of MB/s".into());
+            }
+            let paced_source =
+                scenarios.contains(&Scenario::Throughput) && self.direction == Direction::Down;
+            if paced_source && self.target.is_some() {
+                return Err(
+                    "--rate-mbps with --direction down paces the generator's own \
+                     source target; a --target source sends at its own pace"
+                        .into(),
+                );
+            }
+        }
         if self.count == Some(0) {
             return Err("--count must be at least 1".into());
         }
@@ -303,6 +332,11 @@ impl Spec {
     }
 }
 
+/// The share of a fixed offered load (--rate-mbps, --rate) below which a run
+/// did not hold it: the server's CPU is then what it managed, not what the
+/// load would cost.
+pub const LOAD_HELD: f64 = 0.95;
+
 /// The shape of the load a `compare` case or a `relay` row fixes, over the
 /// spec it runs with; what is `None` keeps the spec's value.
 #[derive(Clone, Copy, Debug)]
@@ -317,6 +351,8 @@ pub struct Tuning {
     pub concurrency: Option<usize>,
     /// --rate.
     pub rate: Option<f64>,
+    /// --rate-mbps.
+    pub rate_mbps: Option<f64>,
     /// --request-size.
     pub request_size: Option<u32>,
 }
@@ -329,6 +365,7 @@ impl Tuning {
         sessions: None,
         concurrency: None,
         rate: None,
+        rate_mbps: None,
         request_size: None,
     };
 
@@ -340,6 +377,7 @@ impl Tuning {
             sessions: self.sessions.or(spec.sessions),
             concurrency: self.concurrency.unwrap_or(spec.concurrency),
             rate: self.rate.or(spec.rate),
+            rate_mbps: self.rate_mbps.or(spec.rate_mbps),
             request_size: self.request_size.unwrap_or(spec.request_size),
             ..spec
         }
@@ -359,6 +397,7 @@ impl Tuning {
         flag("--sessions", self.sessions.map(|n| n.to_string()));
         flag("--concurrency", self.concurrency.map(|n| n.to_string()));
         flag("--rate", self.rate.map(|r| r.to_string()));
+        flag("--rate-mbps", self.rate_mbps.map(|r| r.to_string()));
         flag("--request-size", self.request_size.map(|n| n.to_string()));
         flags
     }
@@ -379,6 +418,7 @@ mod tests {
             direction: Some(Direction::Down),
             sessions: Some(2),
             rate: Some(5000.0),
+            rate_mbps: Some(400.0),
             ..Tuning::NONE
         };
         let base = Spec {
@@ -390,11 +430,58 @@ mod tests {
         assert_eq!(spec.direction, Direction::Down);
         assert_eq!(spec.sessions, Some(2));
         assert_eq!(spec.rate, Some(5000.0));
+        assert_eq!(spec.rate_mbps, Some(400.0));
         assert_eq!(spec.concurrency, 3);
         assert_eq!(spec.streams, Spec::default().streams);
         assert_eq!(
             tuning.flags(),
-            ["--direction", "down", "--sessions", "2", "--rate", "5000"]
+            [
+                "--direction",
+                "down",
+                "--sessions",
+                "2",
+                "--rate",
+                "5000",
+                "--rate-mbps",
+                "400"
+            ]
         );
+    }
+
+    #[test]
+    fn the_offered_rate_is_megabytes_per_second_spread_over_the_streams() {
+        let spec = Spec {
+            rate_mbps: Some(400.0),
+            streams: 64,
+            ..Spec::default()
+        };
+        assert_eq!(spec.stream_bytes_per_sec(), Some(6_250_000.0));
+        assert_eq!(Spec::default().stream_bytes_per_sec(), None);
+    }
+
+    #[test]
+    fn a_paced_download_needs_the_generators_own_source() {
+        let spec = Spec {
+            password: Some("pw".into()),
+            rate_mbps: Some(20.0),
+            direction: Direction::Down,
+            ..Spec::default()
+        };
+        assert!(spec.validate(&[Scenario::Throughput]).is_ok());
+        let with_target = Spec {
+            target: Some("10.0.0.5:9000".into()),
+            ..spec.clone()
+        };
+        assert!(with_target.validate(&[Scenario::Throughput]).is_err());
+        let up = Spec {
+            direction: Direction::Up,
+            ..with_target
+        };
+        assert!(up.validate(&[Scenario::Throughput]).is_ok());
+        let zero = Spec {
+            rate_mbps: Some(0.0),
+            ..spec
+        };
+        assert!(zero.validate(&[Scenario::Throughput]).is_err());
     }
 }

@@ -1,6 +1,9 @@
 //! `throughput`: N long-lived streams over M sessions moving bulk data up (to a
 //! sink), down (from a source) or both (through an echo); MB/s of payload over
-//! the wall time of the transfer (connecting and opening are not timed).
+//! the wall time of the transfer (connecting and opening are not timed). Flat
+//! out, or at a fixed offered load (`--rate-mbps`, for the server's CPU at that
+//! load): each stream's writer, or for download the source target on each
+//! connection, is paced to its share ([`Pacer`]).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -13,7 +16,9 @@ use futures_lite::future;
 
 use super::{
     budget_for, connect, left, share_of, stream_ended, unless, Context, Direction, Scenario,
+    LOAD_HELD,
 };
+use crate::pace::Pacer;
 use crate::report::Report;
 use crate::stats::{Budget, Failed, Failure, Recorder, Tally};
 use crate::targets::Behaviour;
@@ -39,6 +44,9 @@ pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
         .param("streams", spec.streams)
         .param("sessions", spec.sessions_for(Scenario::Throughput))
         .param("chunk_size", spec.chunk_size);
+    if let Some(mb) = spec.rate_mbps {
+        report.param("rate_mbps", mb);
+    }
     ctx.common_params(&mut report);
     report.figure(
         "throughput",
@@ -68,6 +76,20 @@ pub fn run(ctx: &Arc<Context>) -> Result<Report, String> {
         .figure("wall time", secs, "s")
         .figure("streams established", tally.ok as f64, "");
     measured.cpu_figures(&mut report);
+    if let Some(offered) = spec.rate_mbps {
+        // What the paced side sent: the client up (and for both), the source down.
+        let sent = match spec.direction {
+            Direction::Up | Direction::Both => tally.bytes_up,
+            Direction::Down => tally.bytes_down,
+        };
+        let achieved = rate(sent);
+        if achieved < offered * LOAD_HELD {
+            report.note(format!(
+                "the offered load was not held: {achieved:.1} of {offered} MB/s sent; \
+                 the server CPU is then what it managed, not what {offered} MB/s costs"
+            ));
+        }
+    }
     report.succeeded = tally.bytes_up + tally.bytes_down > 0;
     Ok(report)
 }
@@ -81,7 +103,9 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
     }
     let behaviour = match spec.direction {
         Direction::Up => Behaviour::Sink,
-        Direction::Down => Behaviour::Source,
+        Direction::Down => Behaviour::Source {
+            bytes_per_sec: spec.stream_bytes_per_sec(),
+        },
         Direction::Both => Behaviour::Echo,
     };
     let target = match ctx.target(behaviour) {
@@ -164,6 +188,7 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
                 stop: stop.clone(),
                 budget: budget.clone(),
                 chunk: chunk.clone(),
+                bytes_per_sec: spec.stream_bytes_per_sec(),
             };
             let direction = spec.direction;
             glommio::spawn_local(async move { bulk.run(direction).await })
@@ -185,6 +210,9 @@ struct Bulk {
     stop: Rc<Event>,
     budget: Rc<Budget>,
     chunk: Rc<[u8]>,
+    /// The writer's pace (up, both); `None`: flat out. Downloads are paced by
+    /// the source target instead.
+    bytes_per_sec: Option<f64>,
 }
 
 impl Bulk {
@@ -214,10 +242,23 @@ impl Bulk {
     }
 
     async fn write(&self, up: &Cell<u64>) {
+        let mut pacer = self
+            .bytes_per_sec
+            .map(|rate| Pacer::new(rate, self.chunk.len(), Instant::now()));
         loop {
             let n = self.budget.claim(self.chunk.len() as u64) as usize;
             if n == 0 {
                 return;
+            }
+            if let Some(pacer) = &mut pacer {
+                let wait = pacer.take(n, Instant::now());
+                let stopped = !wait.is_zero()
+                    && unless(&self.stop, glommio::timer::sleep(wait))
+                        .await
+                        .is_none();
+                if stopped {
+                    return;
+                }
             }
             match unless(&self.stop, self.stream.write_all(&self.chunk[..n])).await {
                 None => return,
