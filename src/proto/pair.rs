@@ -11,8 +11,8 @@ use super::addr::Address;
 use super::client_session::{self, ClientSession, SYNACK_TIMEOUT};
 use super::frame::{self, Command};
 use super::session::{
-    Action, Close, Notice, Payload, Refusal, ServerSession, SessionRules, SharedBudget, StreamEnd,
-    StreamEvent,
+    test_rules, Action, Close, Notice, Payload, Refusal, ServerSession, SessionRules, SharedBudget,
+    StreamEnd, StreamEvent,
 };
 use super::settings::Settings;
 
@@ -24,24 +24,6 @@ fn scheme_md5() -> String {
         .expect("the test scheme parses")
         .md5_hex()
         .to_owned()
-}
-
-/// The server's rules in these tests (the server's defaults, small buffers).
-fn rules() -> SessionRules {
-    SessionRules {
-        streams: 4,
-        dialing: 2,
-        uot: 1,
-        idle_timeout: Duration::from_secs(30),
-        stream_idle_timeout: Duration::from_secs(60),
-        uot_idle_timeout: Duration::from_secs(20),
-        address_timeout: Duration::from_secs(3),
-        synack_deadline: Duration::from_secs(2),
-        stall_timeout: Duration::from_secs(5),
-        stream_buffer: 64 * 1024,
-        session_buffer: 128 * 1024,
-        check_period: Duration::from_millis(250),
-    }
 }
 
 /// How a simulated target answers its dial.
@@ -444,7 +426,7 @@ use client_session::Action as Client;
 
 #[test]
 fn a_v2_stream_opens_relays_and_closes_both_ways() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     let id = pair.open("127.0.0.1:443");
     assert_eq!(
         pair.client.server_version(),
@@ -477,7 +459,7 @@ fn a_v2_stream_opens_relays_and_closes_both_ways() {
 
 #[test]
 fn a_v1_client_gets_no_synack_and_its_streams_open_at_the_timeout() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     pair.client_settings = Some(v1_settings());
     let id = pair.open("127.0.0.1:443");
     pair.advance(Duration::from_secs(2));
@@ -496,7 +478,7 @@ fn a_v1_client_gets_no_synack_and_its_streams_open_at_the_timeout() {
 
 #[test]
 fn padding_goes_once_to_a_client_that_lacks_it_and_again_when_changed() {
-    let mut pair = Pair::with_client_md5(rules(), "stale");
+    let mut pair = Pair::with_client_md5(test_rules(), "stale");
     pair.drive();
     let updates = |pair: &Pair| {
         pair.client_actions
@@ -512,7 +494,7 @@ fn padding_goes_once_to_a_client_that_lacks_it_and_again_when_changed() {
     pair.server.handle_padding_changed("another");
     pair.drive();
     assert_eq!(updates(&pair), 2, "a new scheme goes once");
-    let mut current = Pair::new(rules());
+    let mut current = Pair::new(test_rules());
     current.drive();
     assert_eq!(
         updates(&current),
@@ -523,7 +505,7 @@ fn padding_goes_once_to_a_client_that_lacks_it_and_again_when_changed() {
 
 #[test]
 fn heartbeats_are_answered() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     pair.client.heartbeat();
     pair.drive();
     assert!(pair.client_saw(&Client::HeartbeatAnswered));
@@ -534,7 +516,7 @@ fn heartbeats_are_answered() {
 
 #[test]
 fn a_session_with_no_stream_ends_after_its_idle_timeout_and_not_before() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     let id = pair.open("127.0.0.1:443");
     pair.advance(Duration::from_secs(50));
     assert!(!pair.server.is_ended(), "a stream is open");
@@ -554,7 +536,7 @@ fn a_session_with_no_stream_ends_after_its_idle_timeout_and_not_before() {
 
 #[test]
 fn a_slow_dial_gets_synack_at_the_deadline_and_fin_when_it_fails() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     pair.dial = Dial::FailsAfter(Duration::from_secs(5), "connection timed out");
     let id = pair.open("127.0.0.1:443");
     pair.advance(Duration::from_millis(1999));
@@ -576,7 +558,7 @@ fn a_slow_dial_gets_synack_at_the_deadline_and_fin_when_it_fails() {
 
 #[test]
 fn a_dial_that_fails_in_time_is_refused_with_its_reason() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     pair.dial = Dial::FailsAfter(Duration::from_millis(5), "connection refused");
     let id = pair.open("127.0.0.1:443");
     pair.advance(Duration::from_millis(5));
@@ -586,7 +568,7 @@ fn a_dial_that_fails_in_time_is_refused_with_its_reason() {
 
 #[test]
 fn a_v2_server_that_never_answers_ends_the_client_session_at_3_s() {
-    let mut slow = rules();
+    let mut slow = test_rules();
     slow.synack_deadline = Duration::from_secs(10);
     let mut pair = Pair::new(slow);
     pair.dial = Dial::Never;
@@ -600,7 +582,7 @@ fn a_v2_server_that_never_answers_ends_the_client_session_at_3_s() {
 
 #[test]
 fn caps_refuse_with_the_reason_and_free_again() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     pair.dial = Dial::Never;
     let a = pair.open("127.0.0.1:1");
     let b = pair.open("127.0.0.1:2");
@@ -636,7 +618,7 @@ fn caps_refuse_with_the_reason_and_free_again() {
 #[test]
 fn a_syn_before_settings_ends_the_session_with_an_alert() {
     let now = Instant::now();
-    let mut server = ServerSession::new(rules().into(), "md5", now);
+    let mut server = ServerSession::new(test_rules().into(), "md5", now);
     let mut wire = Vec::new();
     frame::encode(Command::Syn, 1, b"", &mut wire).unwrap();
     server.handle_frame(frame::decode(&wire).unwrap(), now);
@@ -674,7 +656,7 @@ fn a_syn_before_settings_ends_the_session_with_an_alert() {
 
 #[test]
 fn addresses_come_in_pieces_late_or_wrong() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     pair.drive();
     // In pieces, the rest of the frame going to the target.
     let mut address = Vec::new();
@@ -714,7 +696,7 @@ fn addresses_come_in_pieces_late_or_wrong() {
 
 #[test]
 fn udp_over_tcp_v2_is_an_association_capped_per_session_and_v1_is_refused() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     let first = pair.open("sp.v2.udp-over-tcp.arpa:0");
     assert_eq!(
         pair.server.stream_state(first),
@@ -743,7 +725,7 @@ fn udp_over_tcp_v2_is_an_association_capped_per_session_and_v1_is_refused() {
 
 #[test]
 fn a_quiet_stream_is_closed_after_its_idle_timeout() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     let id = pair.open("127.0.0.1:443");
     pair.advance(Duration::from_secs(50));
     pair.target_sends(id, b"x");
@@ -755,7 +737,7 @@ fn a_quiet_stream_is_closed_after_its_idle_timeout() {
 
 #[test]
 fn a_target_that_takes_nothing_pauses_the_session_then_loses_its_stream() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     pair.targets_take = false;
     let stuck = pair.open("127.0.0.1:1");
     pair.targets_take = true;
@@ -784,7 +766,7 @@ fn a_target_that_takes_nothing_pauses_the_session_then_loses_its_stream() {
 
 #[test]
 fn past_the_session_budget_reading_waits_for_targets_and_stalled_ones_are_closed() {
-    let mut roomy = rules();
+    let mut roomy = test_rules();
     roomy.stream_buffer = 1024 * 1024;
     roomy.session_buffer = 96 * 1024;
     let mut pair = Pair::new(roomy);
@@ -830,7 +812,7 @@ fn past_the_session_budget_reading_waits_for_targets_and_stalled_ones_are_closed
 
 #[test]
 fn a_budget_shared_with_other_sessions_pauses_reading_until_it_is_met() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     let id = pair.open("127.0.0.1:1");
     pair.advance(Duration::from_millis(20));
     pair.shared = Some(SharedBudget::User);
@@ -849,7 +831,7 @@ fn a_budget_shared_with_other_sessions_pauses_reading_until_it_is_met() {
 
 #[test]
 fn a_finished_stream_drains_to_its_target_or_is_closed_when_it_stalls() {
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     pair.targets_take = false;
     let drains = pair.open("127.0.0.1:1");
     let stalls = pair.open("127.0.0.1:2");
@@ -883,7 +865,7 @@ fn a_finished_stream_drains_to_its_target_or_is_closed_when_it_stalls() {
 fn the_whole_pair_suite_is_simulated() {
     // A day of simulated time with a heartbeat now and then costs nothing real.
     let started = std::time::Instant::now();
-    let mut pair = Pair::new(rules());
+    let mut pair = Pair::new(test_rules());
     let id = pair.open("127.0.0.1:1");
     for _ in 0..24 * 60 {
         pair.target_sends(id, b".");

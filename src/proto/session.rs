@@ -1013,28 +1013,30 @@ fn stream_takes_bytes(state: &StreamState) -> bool {
     )
 }
 
+/// The rules the unit and pair tests use: the server's defaults, small buffers.
+#[cfg(test)]
+pub(crate) fn test_rules() -> SessionRules {
+    SessionRules {
+        streams: 4,
+        dialing: 2,
+        uot: 1,
+        idle_timeout: Duration::from_secs(30),
+        stream_idle_timeout: Duration::from_secs(60),
+        uot_idle_timeout: Duration::from_secs(20),
+        address_timeout: Duration::from_secs(3),
+        synack_deadline: Duration::from_secs(2),
+        stall_timeout: Duration::from_secs(5),
+        stream_buffer: 64 * 1024,
+        session_buffer: 128 * 1024,
+        check_period: Duration::from_millis(250),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MD5: &str = "0123456789abcdef0123456789abcdef";
-
-    fn rules() -> SessionRules {
-        SessionRules {
-            streams: 4,
-            dialing: 2,
-            uot: 1,
-            idle_timeout: Duration::from_secs(30),
-            stream_idle_timeout: Duration::from_secs(60),
-            uot_idle_timeout: Duration::from_secs(20),
-            address_timeout: Duration::from_secs(3),
-            synack_deadline: Duration::from_secs(2),
-            stall_timeout: Duration::from_secs(5),
-            stream_buffer: 64 * 1024,
-            session_buffer: 128 * 1024,
-            check_period: Duration::from_millis(250),
-        }
-    }
 
     fn frame(cmd: Command, stream_id: u32, data: &[u8]) -> Frame<'_> {
         Frame {
@@ -1055,7 +1057,7 @@ mod tests {
 
     #[test]
     fn settings_are_answered_by_version_and_padding_once() {
-        let mut session = ServerSession::new(rules().into(), MD5, Instant::now());
+        let mut session = ServerSession::new(test_rules().into(), MD5, Instant::now());
         let stale = settings(2, "stale");
         assert_eq!(
             run(&mut session, Command::Settings, 0, &stale),
@@ -1068,7 +1070,7 @@ mod tests {
             assert!(run(&mut session, Command::Settings, 0, &stale).is_empty());
             assert!(run(&mut session, Command::Settings, 0, &[]).is_empty());
         }
-        let mut garbage = ServerSession::new(rules().into(), MD5, Instant::now());
+        let mut garbage = ServerSession::new(test_rules().into(), MD5, Instant::now());
         assert_eq!(
             run(&mut garbage, Command::Settings, 0, &[0xff, 0xfe]),
             [Action::Send(
@@ -1083,7 +1085,7 @@ mod tests {
 
     #[test]
     fn frames_for_unknown_streams_and_server_only_frames_are_ignored() {
-        let mut session = ServerSession::new(rules().into(), MD5, Instant::now());
+        let mut session = ServerSession::new(test_rules().into(), MD5, Instant::now());
         run(&mut session, Command::Settings, 0, &settings(2, MD5));
         for cmd in [
             Command::Push,
@@ -1103,7 +1105,7 @@ mod tests {
 
     #[test]
     fn a_repeated_syn_for_a_live_stream_is_ignored() {
-        let mut session = ServerSession::new(rules().into(), MD5, Instant::now());
+        let mut session = ServerSession::new(test_rules().into(), MD5, Instant::now());
         run(&mut session, Command::Settings, 0, &settings(2, MD5));
         assert_eq!(run(&mut session, Command::Syn, 1, &[]), [Action::Open(1)]);
         assert!(run(&mut session, Command::Syn, 1, &[]).is_empty());
@@ -1113,7 +1115,7 @@ mod tests {
     #[test]
     fn events_for_streams_not_open_are_ignored() {
         let now = Instant::now();
-        let mut session = ServerSession::new(rules().into(), MD5, now);
+        let mut session = ServerSession::new(test_rules().into(), MD5, now);
         run(&mut session, Command::Settings, 0, &settings(2, MD5));
         for event in [
             StreamEvent::Dialed,
