@@ -22,7 +22,7 @@ static ALLOC: CountingAlloc = CountingAlloc;
 /// Structure-aware fuzzing of the AnyTLS protocol decoders.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Target: frame, address, settings, auth, uot-request, uot-datagram, padding, all.
+    /// Target: frame, address, settings, auth, uot-request, uot-datagram, padding, session, pair, all.
     #[arg(long, default_value = "all")]
     target: Target,
     /// Seconds to run (default 600 when --cases is not given either).

@@ -90,13 +90,16 @@ pub enum Target {
     /// A whole session: a client's frames after authentication, in reads of any
     /// size, through [`anytls::proto::session::ServerSession`].
     Session,
+    /// The client and server session machines against each other on simulated
+    /// time ([`anytls::proto::pair::Pair`]), driven by a script of steps.
+    Pair,
     /// Every target above, in turn.
     All,
 }
 
 impl Target {
     /// Every single target, in the order `All` runs them.
-    pub const EACH: [Target; 8] = [
+    pub const EACH: [Target; 9] = [
         Target::Frame,
         Target::Address,
         Target::Settings,
@@ -105,6 +108,7 @@ impl Target {
         Target::UotDatagram,
         Target::Padding,
         Target::Session,
+        Target::Pair,
     ];
 
     /// The name used on the command line and for the corpus folder.
@@ -118,6 +122,7 @@ impl Target {
             Target::UotDatagram => "uot-datagram",
             Target::Padding => "padding",
             Target::Session => "session",
+            Target::Pair => "pair",
             Target::All => "all",
         }
     }

@@ -74,6 +74,11 @@ fn session() {
 }
 
 #[test]
+fn pair() {
+    fuzz_target(Target::Pair, 3_000, 8);
+}
+
+#[test]
 fn corpus_replays_clean() {
     let root = corpus_root();
     let mut failures = Vec::new();

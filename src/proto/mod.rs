@@ -15,8 +15,9 @@
 //!   fallback before a rejected client's bytes.
 //! - [`session`]: the server session's rules as a state machine (frames, stream
 //!   events and time in; actions and the next deadline out); [`client_session`]:
-//!   the client session's, with the same shape and names. The unit tests' `pair`
-//!   module runs the two against each other on simulated time.
+//!   the client session's, with the same shape and names. [`pair`] (unit tests,
+//!   and the fuzzer with the `pair` feature) runs the two against each other on
+//!   simulated time.
 //! - [`error`]: one error enum per kind of input.
 //!
 //! ```
@@ -36,8 +37,8 @@ pub mod client_session;
 pub mod error;
 pub mod frame;
 pub mod padding;
-#[cfg(test)]
-mod pair;
+#[cfg(any(test, feature = "pair"))]
+pub mod pair;
 pub mod proxy_protocol;
 pub mod rate;
 pub mod session;

@@ -8,13 +8,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::addr::Address;
-use super::client_session::{self, ClientSession, SYNACK_TIMEOUT};
+use super::client_session::{self, ClientSession};
 use super::frame::{self, Command};
-use super::session::{
-    test_rules, Action, Close, Notice, Payload, Refusal, ServerSession, SessionRules, SharedBudget,
-    StreamEnd, StreamEvent,
-};
 use super::settings::Settings;
+use crate::proto::session::{
+    Action, Notice, Payload, ServerSession, SessionRules, SharedBudget, StreamEnd, StreamEvent,
+};
 
 /// The server's padding scheme in these tests.
 const SCHEME: &str = "stop=2\n0=30-30\n1=100-200";
@@ -179,8 +178,11 @@ impl Pair {
     }
 
     /// Lets `duration` of simulated time pass, firing every deadline on the way.
+    /// Panics if a machine keeps asking for a deadline that has passed (its
+    /// `handle_timeout` does not clear it).
     pub fn advance(&mut self, duration: Duration) {
         let end = self.now + duration;
+        let mut stuck = 0;
         loop {
             let next = [
                 self.server.poll_timeout(),
@@ -193,6 +195,12 @@ impl Pair {
             let Some(next) = next.filter(|n| *n <= end) else {
                 break;
             };
+            if next <= self.now {
+                stuck += 1;
+                assert!(stuck < 1000, "a deadline at {next:?} is never cleared");
+            } else {
+                stuck = 0;
+            }
             self.now = self.now.max(next);
             self.server.handle_timeout(self.now);
             self.client.handle_timeout(self.now);
@@ -417,461 +425,469 @@ impl Pair {
     }
 }
 
-/// A client of protocol version 1 (its Settings say `v=1`).
-fn v1_settings() -> Vec<u8> {
-    format!("v=1\nclient=old\npadding-md5={}", scheme_md5()).into_bytes()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::client_session::SYNACK_TIMEOUT;
+    use crate::proto::session::{test_rules, Close, Refusal};
+    use client_session::Action as Client;
 
-use client_session::Action as Client;
-
-#[test]
-fn a_v2_stream_opens_relays_and_closes_both_ways() {
-    let mut pair = Pair::new(test_rules());
-    let id = pair.open("127.0.0.1:443");
-    assert_eq!(
-        pair.client.server_version(),
-        2,
-        "ServerSettings answered v2"
-    );
-    assert_eq!(
-        pair.server.stream_state(id),
-        Some(&super::session::StreamState::Dialing)
-    );
-    pair.write(id, b"hello");
-    assert!(
-        !pair.client_saw(&Client::Established(id)),
-        "not before the dial"
-    );
-    pair.advance(Duration::from_millis(20));
-    assert!(pair.client_saw(&Client::Established(id)));
-    assert_eq!(
-        pair.target_received(id),
-        b"hello",
-        "bytes sent while dialing wait for it"
-    );
-    pair.target_sends(id, b"world");
-    assert_eq!(pair.client_received[&id], b"world");
-    pair.target_closes(id);
-    assert!(pair.client_saw(&Client::Finished(id)));
-    assert_eq!(pair.server.streams(), 0);
-    assert_eq!(pair.sent_to_client(id), [Command::SynAck, Command::Fin]);
-}
-
-#[test]
-fn a_v1_client_gets_no_synack_and_its_streams_open_at_the_timeout() {
-    let mut pair = Pair::new(test_rules());
-    pair.client_settings = Some(v1_settings());
-    let id = pair.open("127.0.0.1:443");
-    pair.advance(Duration::from_secs(2));
-    assert_eq!(pair.server.version(), 1);
-    assert_eq!(pair.client.server_version(), 0, "no ServerSettings for v1");
-    assert!(pair.sent_to_client(id).is_empty(), "no SYNACK for v1");
-    assert!(!pair.client_saw(&Client::Established(id)));
-    pair.advance(SYNACK_TIMEOUT);
-    assert!(pair.client_saw(&Client::Established(id)), "counts as open");
-    assert!(!pair.client.is_ended());
-    // A refusal is FIN alone.
-    pair.dial = Dial::FailsAfter(Duration::ZERO, "refused");
-    let refused = pair.open("127.0.0.1:444");
-    assert_eq!(pair.sent_to_client(refused), [Command::Fin]);
-}
-
-#[test]
-fn padding_goes_once_to_a_client_that_lacks_it_and_again_when_changed() {
-    let mut pair = Pair::with_client_md5(test_rules(), "stale");
-    pair.drive();
-    let updates = |pair: &Pair| {
-        pair.client_actions
-            .iter()
-            .filter(|a| matches!(a, Client::NewPaddingScheme(_)))
-            .count()
-    };
-    assert_eq!(updates(&pair), 1);
-    pair.server.handle_padding_changed(&scheme_md5());
-    pair.drive();
-    assert_eq!(updates(&pair), 1, "the same scheme is not sent again");
-    pair.server.handle_padding_changed("another");
-    pair.server.handle_padding_changed("another");
-    pair.drive();
-    assert_eq!(updates(&pair), 2, "a new scheme goes once");
-    let mut current = Pair::new(test_rules());
-    current.drive();
-    assert_eq!(
-        updates(&current),
-        0,
-        "a client with the scheme is not sent it"
-    );
-}
-
-#[test]
-fn heartbeats_are_answered() {
-    let mut pair = Pair::new(test_rules());
-    pair.client.heartbeat();
-    pair.drive();
-    assert!(pair.client_saw(&Client::HeartbeatAnswered));
-    pair.send_raw(Command::HeartResponse, 0, b"");
-    pair.send_raw(Command::Waste, 0, &[0; 100]);
-    assert!(!pair.server.is_ended());
-}
-
-#[test]
-fn a_session_with_no_stream_ends_after_its_idle_timeout_and_not_before() {
-    let mut pair = Pair::new(test_rules());
-    let id = pair.open("127.0.0.1:443");
-    pair.advance(Duration::from_secs(50));
-    assert!(!pair.server.is_ended(), "a stream is open");
-    pair.target_closes(id);
-    pair.advance(Duration::from_secs(29));
-    pair.client.heartbeat();
-    pair.drive();
-    pair.advance(Duration::from_secs(29));
-    assert!(!pair.server.is_ended(), "a heartbeat is activity");
-    pair.advance(Duration::from_secs(2));
-    assert!(pair
-        .server_actions
-        .contains(&Action::Close(Close::Idle(Duration::from_secs(30)))));
-    assert!(pair.server.is_ended());
-    assert_eq!(pair.server.poll_timeout(), None);
-}
-
-#[test]
-fn a_slow_dial_gets_synack_at_the_deadline_and_fin_when_it_fails() {
-    let mut pair = Pair::new(test_rules());
-    pair.dial = Dial::FailsAfter(Duration::from_secs(5), "connection timed out");
-    let id = pair.open("127.0.0.1:443");
-    pair.advance(Duration::from_millis(1999));
-    assert!(pair.sent_to_client(id).is_empty());
-    pair.advance(Duration::from_millis(1));
-    assert_eq!(pair.sent_to_client(id), [Command::SynAck]);
-    assert!(pair.notices().contains(&&Notice::SynAckDeadline(id)));
-    assert!(
-        pair.client_saw(&Client::Established(id)),
-        "before the client's 3 s"
-    );
-    assert_eq!(pair.server.dialing(), 1, "still counts as dialing");
-    pair.advance(Duration::from_secs(3));
-    assert_eq!(pair.sent_to_client(id), [Command::SynAck, Command::Fin]);
-    assert!(pair.client_saw(&Client::Finished(id)));
-    assert!(!pair.client.is_ended());
-    assert_eq!((pair.server.streams(), pair.server.dialing()), (0, 0));
-}
-
-#[test]
-fn a_dial_that_fails_in_time_is_refused_with_its_reason() {
-    let mut pair = Pair::new(test_rules());
-    pair.dial = Dial::FailsAfter(Duration::from_millis(5), "connection refused");
-    let id = pair.open("127.0.0.1:443");
-    pair.advance(Duration::from_millis(5));
-    assert!(pair.client_saw(&Client::Refused(id, "connection refused".into())));
-    assert!(pair.client_saw(&Client::Finished(id)));
-}
-
-#[test]
-fn a_v2_server_that_never_answers_ends_the_client_session_at_3_s() {
-    let mut slow = test_rules();
-    slow.synack_deadline = Duration::from_secs(10);
-    let mut pair = Pair::new(slow);
-    pair.dial = Dial::Never;
-    let id = pair.open("127.0.0.1:443");
-    pair.advance(SYNACK_TIMEOUT - Duration::from_millis(1));
-    assert!(!pair.client.is_ended());
-    pair.advance(Duration::from_millis(1));
-    assert!(pair.client_saw(&Client::Close(client_session::Close::SynAckTimeout(id))));
-    assert!(pair.client.is_ended());
-}
-
-#[test]
-fn caps_refuse_with_the_reason_and_free_again() {
-    let mut pair = Pair::new(test_rules());
-    pair.dial = Dial::Never;
-    let a = pair.open("127.0.0.1:1");
-    let b = pair.open("127.0.0.1:2");
-    let c = pair.open("127.0.0.1:3");
-    assert!(pair.client_saw(&Client::Refused(c, Refusal::TooManyDialing.reason())));
-    assert!(pair
-        .notices()
-        .contains(&&Notice::Refused(c, Refusal::TooManyDialing)));
-    pair.dial = Dial::After(Duration::ZERO);
-    pair.server
-        .handle_stream_event(a, StreamEvent::Dialed, pair.now);
-    pair.server
-        .handle_stream_event(b, StreamEvent::Dialed, pair.now);
-    pair.drive();
-    let d = pair.open("127.0.0.1:4");
-    let e = pair.open("127.0.0.1:5");
-    pair.advance(Duration::ZERO);
-    assert!(pair.client_saw(&Client::Established(d)) && pair.client_saw(&Client::Established(e)));
-    let f = pair.open("127.0.0.1:6");
-    assert!(pair.client_saw(&Client::Refused(f, Refusal::TooManyStreams.reason())));
-    // The same id refused twice in a row gets one answer.
-    pair.send_raw(Command::Syn, f, b"");
-    assert_eq!(pair.sent_to_client(f), [Command::SynAck, Command::Fin]);
-    pair.target_closes(a);
-    let g = pair.open("127.0.0.1:7");
-    pair.advance(Duration::ZERO);
-    assert!(
-        pair.client_saw(&Client::Established(g)),
-        "a slot freed is used again"
-    );
-}
-
-#[test]
-fn a_syn_before_settings_ends_the_session_with_an_alert() {
-    let now = Instant::now();
-    let mut server = ServerSession::new(test_rules().into(), "md5", now);
-    let mut wire = Vec::new();
-    frame::encode(Command::Syn, 1, b"", &mut wire).unwrap();
-    server.handle_frame(frame::decode(&wire).unwrap(), now);
-    let actions: Vec<_> = std::iter::from_fn(|| server.poll_action()).collect();
-    assert_eq!(
-        actions,
-        [
-            Action::Send(
-                Command::Alert,
-                0,
-                Payload::Text(super::session::ALERT_NO_SETTINGS.into())
-            ),
-            Action::Close(Close::Alerted(super::session::ALERT_NO_SETTINGS)),
-        ]
-    );
-    assert!(server.is_ended() && !server.wants_read());
-    // And the client side reads it as the end.
-    let mut client = ClientSession::new("t", "m", now);
-    let mut alert = Vec::new();
-    frame::encode(
-        Command::Alert,
-        0,
-        b"client did not send its settings",
-        &mut alert,
-    )
-    .unwrap();
-    client.handle_frame(frame::decode(&alert).unwrap(), now);
-    assert_eq!(
-        std::iter::from_fn(|| client.poll_action()).last(),
-        Some(Client::Close(client_session::Close::Alert(
-            "client did not send its settings".into()
-        )))
-    );
-}
-
-#[test]
-fn addresses_come_in_pieces_late_or_wrong() {
-    let mut pair = Pair::new(test_rules());
-    pair.drive();
-    // In pieces, the rest of the frame going to the target.
-    let mut address = Vec::new();
-    Address::parse("example.com:80")
-        .unwrap()
-        .encode(&mut address)
-        .unwrap();
-    pair.send_raw(Command::Syn, 1, b"");
-    pair.send_raw(Command::Push, 1, &address[..3]);
-    assert_eq!(
-        pair.server.stream_state(1),
-        Some(&super::session::StreamState::AwaitingAddress)
-    );
-    let mut rest = address[3..].to_vec();
-    rest.extend_from_slice(b"GET /");
-    pair.send_raw(Command::Push, 1, &rest);
-    assert_eq!(pair.target_received(1), b"GET /");
-    // Late: refused at the address deadline.
-    pair.send_raw(Command::Syn, 3, b"");
-    pair.advance(Duration::from_secs(3));
-    let timeout = Refusal::AddressTimeout(Duration::from_secs(3));
-    assert!(pair.notices().contains(&&Notice::Refused(3, timeout)));
-    assert_eq!(pair.sent_to_client(3), [Command::SynAck, Command::Fin]);
-    // Wrong.
-    pair.send_raw(Command::Syn, 5, b"");
-    pair.send_raw(Command::Push, 5, &[9, 9, 9]);
-    assert!(matches!(
-        pair.notices().last(),
-        Some(Notice::Refused(5, Refusal::BadAddress(_)))
-    ));
-    // FIN before an address: gone, nothing said.
-    pair.send_raw(Command::Syn, 7, b"");
-    pair.send_raw(Command::Fin, 7, b"");
-    assert!(pair.sent_to_client(7).is_empty());
-    assert_eq!(pair.server.streams(), 1);
-}
-
-#[test]
-fn udp_over_tcp_v2_is_an_association_capped_per_session_and_v1_is_refused() {
-    let mut pair = Pair::new(test_rules());
-    let first = pair.open("sp.v2.udp-over-tcp.arpa:0");
-    assert_eq!(
-        pair.server.stream_state(first),
-        Some(&super::session::StreamState::Association)
-    );
-    assert_eq!((pair.server.associations(), pair.server.dialing()), (1, 0));
-    pair.advance(Duration::from_millis(20));
-    assert!(pair.client_saw(&Client::Established(first)));
-    let second = pair.open("sp.v2.udp-over-tcp.arpa:0");
-    assert!(pair.client_saw(&Client::Refused(
-        second,
-        Refusal::TooManyAssociations.reason()
-    )));
-    let legacy = pair.open("sp.udp-over-tcp.arpa:0");
-    assert!(pair.client_saw(&Client::Refused(legacy, Refusal::UotV1.reason())));
-    // An association with no datagram for its idle timeout ends with FIN.
-    pair.advance(Duration::from_secs(19));
-    assert!(pair.has_target(first));
-    pair.advance(Duration::from_secs(2));
-    assert!(pair.client_saw(&Client::Finished(first)));
-    assert!(pair
-        .notices()
-        .contains(&&Notice::StreamIdle(first, Duration::from_secs(20))));
-    assert_eq!(pair.server.associations(), 0);
-}
-
-#[test]
-fn a_quiet_stream_is_closed_after_its_idle_timeout() {
-    let mut pair = Pair::new(test_rules());
-    let id = pair.open("127.0.0.1:443");
-    pair.advance(Duration::from_secs(50));
-    pair.target_sends(id, b"x");
-    pair.advance(Duration::from_secs(50));
-    assert!(!pair.client_saw(&Client::Finished(id)), "activity counts");
-    pair.advance(Duration::from_secs(11));
-    assert!(pair.client_saw(&Client::Finished(id)));
-}
-
-#[test]
-fn a_target_that_takes_nothing_pauses_the_session_then_loses_its_stream() {
-    let mut pair = Pair::new(test_rules());
-    pair.targets_take = false;
-    let stuck = pair.open("127.0.0.1:1");
-    pair.targets_take = true;
-    let other = pair.open("127.0.0.1:2");
-    pair.advance(Duration::from_millis(20));
-    pair.write(stuck, &vec![1; 200 * 1024]);
-    assert!(!pair.server.wants_read(), "past the stream's buffer");
-    pair.write(other, b"waits");
-    assert!(pair.unread_by_server() > 0);
-    assert_eq!(pair.target_received(other), b"");
-    pair.advance(Duration::from_millis(4900));
-    assert!(
-        !pair.server.wants_read(),
-        "no byte taken for less than the stall timeout"
-    );
-    pair.advance(Duration::from_millis(200));
-    assert!(pair.notices().contains(&&Notice::Stalled(stuck)));
-    assert!(
-        pair.client_saw(&Client::Finished(stuck)),
-        "FIN for the stalled stream"
-    );
-    assert!(pair.server.wants_read());
-    assert_eq!(pair.target_received(other), b"waits", "the session goes on");
-    assert_eq!(pair.server.upload_held(), 0);
-}
-
-#[test]
-fn past_the_session_budget_reading_waits_for_targets_and_stalled_ones_are_closed() {
-    let mut roomy = test_rules();
-    roomy.stream_buffer = 1024 * 1024;
-    roomy.session_buffer = 96 * 1024;
-    let mut pair = Pair::new(roomy);
-    pair.targets_take = false;
-    let stuck = pair.open("127.0.0.1:1");
-    let slow = pair.open("127.0.0.1:2");
-    pair.advance(Duration::from_millis(20));
-    pair.write(slow, &vec![2; 60 * 1024]);
-    pair.write(stuck, &vec![1; 100 * 1024]);
-    assert!(!pair.server.wants_read());
-    assert!(pair.notices().contains(&&Notice::SessionBudget));
-    assert!(
-        pair.unread_by_server() > 0,
-        "the rest waits in the client's buffers"
-    );
-    // The slow target takes its bytes: reading goes on until the stuck one
-    // alone passes the budget again, and from then on it has 5 s.
-    pair.advance(Duration::from_secs(1));
-    pair.set_takes(slow, true);
-    // Seen at the next recount (every 10 to 320 ms while paused).
-    for _ in 0..32 {
-        if pair.unread_by_server() == 0 {
-            break;
-        }
-        pair.advance(Duration::from_millis(10));
+    /// A client of protocol version 1 (its Settings say `v=1`).
+    fn v1_settings() -> Vec<u8> {
+        format!("v=1\nclient=old\npadding-md5={}", scheme_md5()).into_bytes()
     }
-    assert_eq!(pair.unread_by_server(), 0);
-    assert!(!pair.server.wants_read());
-    pair.advance(Duration::from_millis(4900));
-    assert!(
-        !pair.server.wants_read(),
-        "less than the stall timeout without a byte taken"
-    );
-    pair.advance(Duration::from_millis(200));
-    assert!(pair.notices().contains(&&Notice::Stalled(stuck)));
-    assert!(!pair.notices().contains(&&Notice::Stalled(slow)));
-    assert!(pair.client_saw(&Client::Finished(stuck)));
-    assert!(
-        pair.server.wants_read(),
-        "reading goes on once the budget is met"
-    );
-}
 
-#[test]
-fn a_budget_shared_with_other_sessions_pauses_reading_until_it_is_met() {
-    let mut pair = Pair::new(test_rules());
-    let id = pair.open("127.0.0.1:1");
-    pair.advance(Duration::from_millis(20));
-    pair.shared = Some(SharedBudget::User);
-    pair.write(id, b"one");
-    assert!(!pair.server.wants_read());
-    assert!(pair
-        .notices()
-        .contains(&&Notice::SharedBudget(SharedBudget::User)));
-    pair.write(id, b"two");
-    assert_eq!(pair.target_received(id), b"one");
-    pair.shared = None;
-    pair.advance(Duration::from_millis(10));
-    assert!(pair.server.wants_read());
-    assert_eq!(pair.target_received(id), b"onetwo");
-}
-
-#[test]
-fn a_finished_stream_drains_to_its_target_or_is_closed_when_it_stalls() {
-    let mut pair = Pair::new(test_rules());
-    pair.targets_take = false;
-    let drains = pair.open("127.0.0.1:1");
-    let stalls = pair.open("127.0.0.1:2");
-    pair.advance(Duration::from_millis(20));
-    pair.write(drains, &[1; 1000]);
-    pair.write(stalls, &[2; 1000]);
-    pair.close(drains);
-    pair.close(stalls);
-    assert_eq!(
-        pair.server.stream_state(drains),
-        Some(&super::session::StreamState::Draining)
-    );
-    assert_eq!(pair.server.streams(), 2, "still counted while draining");
-    pair.advance(Duration::from_secs(2));
-    pair.set_takes(drains, true);
-    assert_eq!(pair.server.stream_state(drains), None, "drained");
-    // Looked at every 10 ms at first, then less often, up to every 320 ms.
-    pair.advance(Duration::from_millis(3400));
-    assert!(pair.notices().contains(&&Notice::Stalled(stalls)));
-    assert_eq!(pair.server.streams(), 0);
-    for id in [drains, stalls] {
+    #[test]
+    fn a_v2_stream_opens_relays_and_closes_both_ways() {
+        let mut pair = Pair::new(test_rules());
+        let id = pair.open("127.0.0.1:443");
         assert_eq!(
-            pair.sent_to_client(id),
-            [Command::SynAck],
-            "the client ended it: no FIN"
+            pair.client.server_version(),
+            2,
+            "ServerSettings answered v2"
+        );
+        assert_eq!(
+            pair.server.stream_state(id),
+            Some(&crate::proto::session::StreamState::Dialing)
+        );
+        pair.write(id, b"hello");
+        assert!(
+            !pair.client_saw(&Client::Established(id)),
+            "not before the dial"
+        );
+        pair.advance(Duration::from_millis(20));
+        assert!(pair.client_saw(&Client::Established(id)));
+        assert_eq!(
+            pair.target_received(id),
+            b"hello",
+            "bytes sent while dialing wait for it"
+        );
+        pair.target_sends(id, b"world");
+        assert_eq!(pair.client_received[&id], b"world");
+        pair.target_closes(id);
+        assert!(pair.client_saw(&Client::Finished(id)));
+        assert_eq!(pair.server.streams(), 0);
+        assert_eq!(pair.sent_to_client(id), [Command::SynAck, Command::Fin]);
+    }
+
+    #[test]
+    fn a_v1_client_gets_no_synack_and_its_streams_open_at_the_timeout() {
+        let mut pair = Pair::new(test_rules());
+        pair.client_settings = Some(v1_settings());
+        let id = pair.open("127.0.0.1:443");
+        pair.advance(Duration::from_secs(2));
+        assert_eq!(pair.server.version(), 1);
+        assert_eq!(pair.client.server_version(), 0, "no ServerSettings for v1");
+        assert!(pair.sent_to_client(id).is_empty(), "no SYNACK for v1");
+        assert!(!pair.client_saw(&Client::Established(id)));
+        pair.advance(SYNACK_TIMEOUT);
+        assert!(pair.client_saw(&Client::Established(id)), "counts as open");
+        assert!(!pair.client.is_ended());
+        // A refusal is FIN alone.
+        pair.dial = Dial::FailsAfter(Duration::ZERO, "refused");
+        let refused = pair.open("127.0.0.1:444");
+        assert_eq!(pair.sent_to_client(refused), [Command::Fin]);
+    }
+
+    #[test]
+    fn padding_goes_once_to_a_client_that_lacks_it_and_again_when_changed() {
+        let mut pair = Pair::with_client_md5(test_rules(), "stale");
+        pair.drive();
+        let updates = |pair: &Pair| {
+            pair.client_actions
+                .iter()
+                .filter(|a| matches!(a, Client::NewPaddingScheme(_)))
+                .count()
+        };
+        assert_eq!(updates(&pair), 1);
+        pair.server.handle_padding_changed(&scheme_md5());
+        pair.drive();
+        assert_eq!(updates(&pair), 1, "the same scheme is not sent again");
+        pair.server.handle_padding_changed("another");
+        pair.server.handle_padding_changed("another");
+        pair.drive();
+        assert_eq!(updates(&pair), 2, "a new scheme goes once");
+        let mut current = Pair::new(test_rules());
+        current.drive();
+        assert_eq!(
+            updates(&current),
+            0,
+            "a client with the scheme is not sent it"
         );
     }
-}
 
-#[test]
-fn the_whole_pair_suite_is_simulated() {
-    // A day of simulated time with a heartbeat now and then costs nothing real.
-    let started = std::time::Instant::now();
-    let mut pair = Pair::new(test_rules());
-    let id = pair.open("127.0.0.1:1");
-    for _ in 0..24 * 60 {
-        pair.target_sends(id, b".");
-        pair.advance(Duration::from_secs(59));
+    #[test]
+    fn heartbeats_are_answered() {
+        let mut pair = Pair::new(test_rules());
+        pair.client.heartbeat();
+        pair.drive();
+        assert!(pair.client_saw(&Client::HeartbeatAnswered));
+        pair.send_raw(Command::HeartResponse, 0, b"");
+        pair.send_raw(Command::Waste, 0, &[0; 100]);
+        assert!(!pair.server.is_ended());
     }
-    assert!(!pair.server.is_ended());
-    assert_eq!(pair.client_received[&id].len(), 24 * 60);
-    assert!(started.elapsed() < Duration::from_secs(1));
+
+    #[test]
+    fn a_session_with_no_stream_ends_after_its_idle_timeout_and_not_before() {
+        let mut pair = Pair::new(test_rules());
+        let id = pair.open("127.0.0.1:443");
+        pair.advance(Duration::from_secs(50));
+        assert!(!pair.server.is_ended(), "a stream is open");
+        pair.target_closes(id);
+        pair.advance(Duration::from_secs(29));
+        pair.client.heartbeat();
+        pair.drive();
+        pair.advance(Duration::from_secs(29));
+        assert!(!pair.server.is_ended(), "a heartbeat is activity");
+        pair.advance(Duration::from_secs(2));
+        assert!(pair
+            .server_actions
+            .contains(&Action::Close(Close::Idle(Duration::from_secs(30)))));
+        assert!(pair.server.is_ended());
+        assert_eq!(pair.server.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_slow_dial_gets_synack_at_the_deadline_and_fin_when_it_fails() {
+        let mut pair = Pair::new(test_rules());
+        pair.dial = Dial::FailsAfter(Duration::from_secs(5), "connection timed out");
+        let id = pair.open("127.0.0.1:443");
+        pair.advance(Duration::from_millis(1999));
+        assert!(pair.sent_to_client(id).is_empty());
+        pair.advance(Duration::from_millis(1));
+        assert_eq!(pair.sent_to_client(id), [Command::SynAck]);
+        assert!(pair.notices().contains(&&Notice::SynAckDeadline(id)));
+        assert!(
+            pair.client_saw(&Client::Established(id)),
+            "before the client's 3 s"
+        );
+        assert_eq!(pair.server.dialing(), 1, "still counts as dialing");
+        pair.advance(Duration::from_secs(3));
+        assert_eq!(pair.sent_to_client(id), [Command::SynAck, Command::Fin]);
+        assert!(pair.client_saw(&Client::Finished(id)));
+        assert!(!pair.client.is_ended());
+        assert_eq!((pair.server.streams(), pair.server.dialing()), (0, 0));
+    }
+
+    #[test]
+    fn a_dial_that_fails_in_time_is_refused_with_its_reason() {
+        let mut pair = Pair::new(test_rules());
+        pair.dial = Dial::FailsAfter(Duration::from_millis(5), "connection refused");
+        let id = pair.open("127.0.0.1:443");
+        pair.advance(Duration::from_millis(5));
+        assert!(pair.client_saw(&Client::Refused(id, "connection refused".into())));
+        assert!(pair.client_saw(&Client::Finished(id)));
+    }
+
+    #[test]
+    fn a_v2_server_that_never_answers_ends_the_client_session_at_3_s() {
+        let mut slow = test_rules();
+        slow.synack_deadline = Duration::from_secs(10);
+        let mut pair = Pair::new(slow);
+        pair.dial = Dial::Never;
+        let id = pair.open("127.0.0.1:443");
+        pair.advance(SYNACK_TIMEOUT - Duration::from_millis(1));
+        assert!(!pair.client.is_ended());
+        pair.advance(Duration::from_millis(1));
+        assert!(pair.client_saw(&Client::Close(client_session::Close::SynAckTimeout(id))));
+        assert!(pair.client.is_ended());
+    }
+
+    #[test]
+    fn caps_refuse_with_the_reason_and_free_again() {
+        let mut pair = Pair::new(test_rules());
+        pair.dial = Dial::Never;
+        let a = pair.open("127.0.0.1:1");
+        let b = pair.open("127.0.0.1:2");
+        let c = pair.open("127.0.0.1:3");
+        assert!(pair.client_saw(&Client::Refused(c, Refusal::TooManyDialing.reason())));
+        assert!(pair
+            .notices()
+            .contains(&&Notice::Refused(c, Refusal::TooManyDialing)));
+        pair.dial = Dial::After(Duration::ZERO);
+        pair.server
+            .handle_stream_event(a, StreamEvent::Dialed, pair.now);
+        pair.server
+            .handle_stream_event(b, StreamEvent::Dialed, pair.now);
+        pair.drive();
+        let d = pair.open("127.0.0.1:4");
+        let e = pair.open("127.0.0.1:5");
+        pair.advance(Duration::ZERO);
+        assert!(
+            pair.client_saw(&Client::Established(d)) && pair.client_saw(&Client::Established(e))
+        );
+        let f = pair.open("127.0.0.1:6");
+        assert!(pair.client_saw(&Client::Refused(f, Refusal::TooManyStreams.reason())));
+        // The same id refused twice in a row gets one answer.
+        pair.send_raw(Command::Syn, f, b"");
+        assert_eq!(pair.sent_to_client(f), [Command::SynAck, Command::Fin]);
+        pair.target_closes(a);
+        let g = pair.open("127.0.0.1:7");
+        pair.advance(Duration::ZERO);
+        assert!(
+            pair.client_saw(&Client::Established(g)),
+            "a slot freed is used again"
+        );
+    }
+
+    #[test]
+    fn a_syn_before_settings_ends_the_session_with_an_alert() {
+        let now = Instant::now();
+        let mut server = ServerSession::new(test_rules().into(), "md5", now);
+        let mut wire = Vec::new();
+        frame::encode(Command::Syn, 1, b"", &mut wire).unwrap();
+        server.handle_frame(frame::decode(&wire).unwrap(), now);
+        let actions: Vec<_> = std::iter::from_fn(|| server.poll_action()).collect();
+        assert_eq!(
+            actions,
+            [
+                Action::Send(
+                    Command::Alert,
+                    0,
+                    Payload::Text(crate::proto::session::ALERT_NO_SETTINGS.into())
+                ),
+                Action::Close(Close::Alerted(crate::proto::session::ALERT_NO_SETTINGS)),
+            ]
+        );
+        assert!(server.is_ended() && !server.wants_read());
+        // And the client side reads it as the end.
+        let mut client = ClientSession::new("t", "m", now);
+        let mut alert = Vec::new();
+        frame::encode(
+            Command::Alert,
+            0,
+            b"client did not send its settings",
+            &mut alert,
+        )
+        .unwrap();
+        client.handle_frame(frame::decode(&alert).unwrap(), now);
+        assert_eq!(
+            std::iter::from_fn(|| client.poll_action()).last(),
+            Some(Client::Close(client_session::Close::Alert(
+                "client did not send its settings".into()
+            )))
+        );
+    }
+
+    #[test]
+    fn addresses_come_in_pieces_late_or_wrong() {
+        let mut pair = Pair::new(test_rules());
+        pair.drive();
+        // In pieces, the rest of the frame going to the target.
+        let mut address = Vec::new();
+        Address::parse("example.com:80")
+            .unwrap()
+            .encode(&mut address)
+            .unwrap();
+        pair.send_raw(Command::Syn, 1, b"");
+        pair.send_raw(Command::Push, 1, &address[..3]);
+        assert_eq!(
+            pair.server.stream_state(1),
+            Some(&crate::proto::session::StreamState::AwaitingAddress)
+        );
+        let mut rest = address[3..].to_vec();
+        rest.extend_from_slice(b"GET /");
+        pair.send_raw(Command::Push, 1, &rest);
+        assert_eq!(pair.target_received(1), b"GET /");
+        // Late: refused at the address deadline.
+        pair.send_raw(Command::Syn, 3, b"");
+        pair.advance(Duration::from_secs(3));
+        let timeout = Refusal::AddressTimeout(Duration::from_secs(3));
+        assert!(pair.notices().contains(&&Notice::Refused(3, timeout)));
+        assert_eq!(pair.sent_to_client(3), [Command::SynAck, Command::Fin]);
+        // Wrong.
+        pair.send_raw(Command::Syn, 5, b"");
+        pair.send_raw(Command::Push, 5, &[9, 9, 9]);
+        assert!(matches!(
+            pair.notices().last(),
+            Some(Notice::Refused(5, Refusal::BadAddress(_)))
+        ));
+        // FIN before an address: gone, nothing said.
+        pair.send_raw(Command::Syn, 7, b"");
+        pair.send_raw(Command::Fin, 7, b"");
+        assert!(pair.sent_to_client(7).is_empty());
+        assert_eq!(pair.server.streams(), 1);
+    }
+
+    #[test]
+    fn udp_over_tcp_v2_is_an_association_capped_per_session_and_v1_is_refused() {
+        let mut pair = Pair::new(test_rules());
+        let first = pair.open("sp.v2.udp-over-tcp.arpa:0");
+        assert_eq!(
+            pair.server.stream_state(first),
+            Some(&crate::proto::session::StreamState::Association)
+        );
+        assert_eq!((pair.server.associations(), pair.server.dialing()), (1, 0));
+        pair.advance(Duration::from_millis(20));
+        assert!(pair.client_saw(&Client::Established(first)));
+        let second = pair.open("sp.v2.udp-over-tcp.arpa:0");
+        assert!(pair.client_saw(&Client::Refused(
+            second,
+            Refusal::TooManyAssociations.reason()
+        )));
+        let legacy = pair.open("sp.udp-over-tcp.arpa:0");
+        assert!(pair.client_saw(&Client::Refused(legacy, Refusal::UotV1.reason())));
+        // An association with no datagram for its idle timeout ends with FIN.
+        pair.advance(Duration::from_secs(19));
+        assert!(pair.has_target(first));
+        pair.advance(Duration::from_secs(2));
+        assert!(pair.client_saw(&Client::Finished(first)));
+        assert!(pair
+            .notices()
+            .contains(&&Notice::StreamIdle(first, Duration::from_secs(20))));
+        assert_eq!(pair.server.associations(), 0);
+    }
+
+    #[test]
+    fn a_quiet_stream_is_closed_after_its_idle_timeout() {
+        let mut pair = Pair::new(test_rules());
+        let id = pair.open("127.0.0.1:443");
+        pair.advance(Duration::from_secs(50));
+        pair.target_sends(id, b"x");
+        pair.advance(Duration::from_secs(50));
+        assert!(!pair.client_saw(&Client::Finished(id)), "activity counts");
+        pair.advance(Duration::from_secs(11));
+        assert!(pair.client_saw(&Client::Finished(id)));
+    }
+
+    #[test]
+    fn a_target_that_takes_nothing_pauses_the_session_then_loses_its_stream() {
+        let mut pair = Pair::new(test_rules());
+        pair.targets_take = false;
+        let stuck = pair.open("127.0.0.1:1");
+        pair.targets_take = true;
+        let other = pair.open("127.0.0.1:2");
+        pair.advance(Duration::from_millis(20));
+        pair.write(stuck, &vec![1; 200 * 1024]);
+        assert!(!pair.server.wants_read(), "past the stream's buffer");
+        pair.write(other, b"waits");
+        assert!(pair.unread_by_server() > 0);
+        assert_eq!(pair.target_received(other), b"");
+        pair.advance(Duration::from_millis(4900));
+        assert!(
+            !pair.server.wants_read(),
+            "no byte taken for less than the stall timeout"
+        );
+        pair.advance(Duration::from_millis(200));
+        assert!(pair.notices().contains(&&Notice::Stalled(stuck)));
+        assert!(
+            pair.client_saw(&Client::Finished(stuck)),
+            "FIN for the stalled stream"
+        );
+        assert!(pair.server.wants_read());
+        assert_eq!(pair.target_received(other), b"waits", "the session goes on");
+        assert_eq!(pair.server.upload_held(), 0);
+    }
+
+    #[test]
+    fn past_the_session_budget_reading_waits_for_targets_and_stalled_ones_are_closed() {
+        let mut roomy = test_rules();
+        roomy.stream_buffer = 1024 * 1024;
+        roomy.session_buffer = 96 * 1024;
+        let mut pair = Pair::new(roomy);
+        pair.targets_take = false;
+        let stuck = pair.open("127.0.0.1:1");
+        let slow = pair.open("127.0.0.1:2");
+        pair.advance(Duration::from_millis(20));
+        pair.write(slow, &vec![2; 60 * 1024]);
+        pair.write(stuck, &vec![1; 100 * 1024]);
+        assert!(!pair.server.wants_read());
+        assert!(pair.notices().contains(&&Notice::SessionBudget));
+        assert!(
+            pair.unread_by_server() > 0,
+            "the rest waits in the client's buffers"
+        );
+        // The slow target takes its bytes: reading goes on until the stuck one
+        // alone passes the budget again, and from then on it has 5 s.
+        pair.advance(Duration::from_secs(1));
+        pair.set_takes(slow, true);
+        // Seen at the next recount (every 10 to 320 ms while paused).
+        for _ in 0..32 {
+            if pair.unread_by_server() == 0 {
+                break;
+            }
+            pair.advance(Duration::from_millis(10));
+        }
+        assert_eq!(pair.unread_by_server(), 0);
+        assert!(!pair.server.wants_read());
+        pair.advance(Duration::from_millis(4900));
+        assert!(
+            !pair.server.wants_read(),
+            "less than the stall timeout without a byte taken"
+        );
+        pair.advance(Duration::from_millis(200));
+        assert!(pair.notices().contains(&&Notice::Stalled(stuck)));
+        assert!(!pair.notices().contains(&&Notice::Stalled(slow)));
+        assert!(pair.client_saw(&Client::Finished(stuck)));
+        assert!(
+            pair.server.wants_read(),
+            "reading goes on once the budget is met"
+        );
+    }
+
+    #[test]
+    fn a_budget_shared_with_other_sessions_pauses_reading_until_it_is_met() {
+        let mut pair = Pair::new(test_rules());
+        let id = pair.open("127.0.0.1:1");
+        pair.advance(Duration::from_millis(20));
+        pair.shared = Some(SharedBudget::User);
+        pair.write(id, b"one");
+        assert!(!pair.server.wants_read());
+        assert!(pair
+            .notices()
+            .contains(&&Notice::SharedBudget(SharedBudget::User)));
+        pair.write(id, b"two");
+        assert_eq!(pair.target_received(id), b"one");
+        pair.shared = None;
+        pair.advance(Duration::from_millis(10));
+        assert!(pair.server.wants_read());
+        assert_eq!(pair.target_received(id), b"onetwo");
+    }
+
+    #[test]
+    fn a_finished_stream_drains_to_its_target_or_is_closed_when_it_stalls() {
+        let mut pair = Pair::new(test_rules());
+        pair.targets_take = false;
+        let drains = pair.open("127.0.0.1:1");
+        let stalls = pair.open("127.0.0.1:2");
+        pair.advance(Duration::from_millis(20));
+        pair.write(drains, &[1; 1000]);
+        pair.write(stalls, &[2; 1000]);
+        pair.close(drains);
+        pair.close(stalls);
+        assert_eq!(
+            pair.server.stream_state(drains),
+            Some(&crate::proto::session::StreamState::Draining)
+        );
+        assert_eq!(pair.server.streams(), 2, "still counted while draining");
+        pair.advance(Duration::from_secs(2));
+        pair.set_takes(drains, true);
+        assert_eq!(pair.server.stream_state(drains), None, "drained");
+        // Looked at every 10 ms at first, then less often, up to every 320 ms.
+        pair.advance(Duration::from_millis(3400));
+        assert!(pair.notices().contains(&&Notice::Stalled(stalls)));
+        assert_eq!(pair.server.streams(), 0);
+        for id in [drains, stalls] {
+            assert_eq!(
+                pair.sent_to_client(id),
+                [Command::SynAck],
+                "the client ended it: no FIN"
+            );
+        }
+    }
+
+    #[test]
+    fn the_whole_pair_suite_is_simulated() {
+        // A day of simulated time with a heartbeat now and then costs nothing real.
+        let started = std::time::Instant::now();
+        let mut pair = Pair::new(test_rules());
+        let id = pair.open("127.0.0.1:1");
+        for _ in 0..24 * 60 {
+            pair.target_sends(id, b".");
+            pair.advance(Duration::from_secs(59));
+        }
+        assert!(!pair.server.is_ended());
+        assert_eq!(pair.client_received[&id].len(), 24 * 60);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
 }

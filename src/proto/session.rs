@@ -1014,8 +1014,8 @@ fn stream_takes_bytes(state: &StreamState) -> bool {
 }
 
 /// The rules the unit and pair tests use: the server's defaults, small buffers.
-#[cfg(test)]
-pub(crate) fn test_rules() -> SessionRules {
+#[cfg(any(test, feature = "pair"))]
+pub fn test_rules() -> SessionRules {
     SessionRules {
         streams: 4,
         dialing: 2,

@@ -9,6 +9,7 @@ mod address;
 mod auth;
 mod frame;
 mod padding;
+mod pair;
 mod session;
 mod settings;
 mod shape;
@@ -35,6 +36,7 @@ pub(crate) fn generate(target: Target, rng: &mut SmallRng) -> Vec<u8> {
         Target::UotDatagram => uot_datagram::generate(rng),
         Target::Padding => padding::generate(rng),
         Target::Session => session::generate(rng),
+        Target::Pair => pair::generate(rng),
         Target::All => Vec::new(),
     }
 }
@@ -55,6 +57,7 @@ pub(crate) fn check(
         Target::UotDatagram => uot_datagram::check(input, rng, stats),
         Target::Padding => padding::check(input, rng, stats),
         Target::Session => session::check(input, rng),
+        Target::Pair => pair::check(input, rng),
         Target::All => Err("check takes a single target".into()),
     }
 }
@@ -97,6 +100,10 @@ pub fn decode(target: Target, input: &[u8]) {
         Target::Session => {
             let mut rng = SmallRng::seed_from_u64(0);
             let _ = black_box(session::check(black_box(input), &mut rng));
+        }
+        Target::Pair => {
+            let mut rng = SmallRng::seed_from_u64(0);
+            let _ = black_box(pair::check(black_box(input), &mut rng));
         }
         Target::All => {}
     }
