@@ -28,6 +28,14 @@ pub(crate) const INTERESTING_BYTES: [u8; 20] = [
     0, 1, 2, 3, 4, 5, 9, 10, 13, 0x20, b',', b'-', b'=', b'c', b'0', b'9', 0x7F, 0x80, 0xC0, 0xFF,
 ];
 
+/// One input in five loses its tail: a torn write, cut anywhere.
+pub(crate) fn maybe_torn(rng: &mut SmallRng, out: &mut Vec<u8>) {
+    if rng.gen_ratio(1, 5) {
+        let cut = rng.gen_range(0..=out.len());
+        out.truncate(cut);
+    }
+}
+
 /// One of `items`.
 pub(crate) fn pick<T: Copy>(rng: &mut SmallRng, items: &[T]) -> T {
     items[rng.gen_range(0..items.len())]

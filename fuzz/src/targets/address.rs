@@ -10,7 +10,7 @@ use anytls::proto::addr::Address;
 use super::socks_answer;
 use crate::alloc::{alloc_within, measure, CaseStats};
 use crate::checks::{ensure, variant};
-use crate::gen::{gen_address, gen_domain, pick, random_bytes, SOCKS};
+use crate::gen::{gen_address, gen_domain, maybe_torn, pick, random_bytes, SOCKS};
 
 /// A SOCKS address, now and then with bytes after it or cut short, or the text form.
 pub(super) fn generate(rng: &mut SmallRng) -> Vec<u8> {
@@ -44,10 +44,7 @@ pub(super) fn generate(rng: &mut SmallRng) -> Vec<u8> {
             random_bytes(rng, n)
         });
     }
-    if rng.gen_ratio(1, 5) {
-        let cut = rng.gen_range(0..=out.len());
-        out.truncate(cut);
-    }
+    maybe_torn(rng, &mut out);
     out
 }
 

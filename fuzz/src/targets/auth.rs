@@ -12,7 +12,7 @@ use anytls::proto::auth::{self, PasswordHash};
 
 use crate::alloc::{alloc_within, measure, CaseStats};
 use crate::checks::{ensure, prefixes};
-use crate::gen::{pick, random_bytes, some_u16};
+use crate::gen::{maybe_torn, pick, random_bytes, some_u16};
 
 /// A preamble for a known, empty or wrong password or a random hash, its padding
 /// length true or not, now and then the first frame after it or cut short.
@@ -40,10 +40,7 @@ pub(super) fn generate(rng: &mut SmallRng) -> Vec<u8> {
         // The first frame, sent right behind the preamble.
         out.extend_from_slice(&[4, 0, 0, 0, 0, 0, 3, b'v', b'=', b'2']);
     }
-    if rng.gen_ratio(1, 5) {
-        let cut = rng.gen_range(0..=out.len());
-        out.truncate(cut);
-    }
+    maybe_torn(rng, &mut out);
     out
 }
 

@@ -12,7 +12,7 @@ use super::{padding, settings};
 use crate::alloc::{alloc_within, measure, CaseStats};
 use crate::checks::{ensure, prefixes};
 use crate::gen::{
-    gen_address, length_field, pick, random_bytes, small_len, INTERESTING_U32, SOCKS,
+    gen_address, length_field, maybe_torn, pick, random_bytes, small_len, INTERESTING_U32, SOCKS,
 };
 
 /// Up to four frames, their payloads shaped by their command, now and then cut short.
@@ -50,10 +50,7 @@ pub(super) fn generate(rng: &mut SmallRng) -> Vec<u8> {
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&data);
     }
-    if rng.gen_ratio(1, 5) {
-        let cut = rng.gen_range(0..=out.len());
-        out.truncate(cut);
-    }
+    maybe_torn(rng, &mut out);
     out
 }
 

@@ -12,7 +12,7 @@ use anytls::proto::uot;
 
 use crate::alloc::{alloc_within, measure, CaseStats};
 use crate::checks::{ensure, extended, prefixes, variant, MAX_ADDR_LEN};
-use crate::gen::{gen_address, length_field, random_bytes, small_len, UOT};
+use crate::gen::{gen_address, length_field, maybe_torn, random_bytes, small_len, UOT};
 
 /// A mode byte and up to three datagrams, now and then cut short.
 pub(super) fn generate(rng: &mut SmallRng) -> Vec<u8> {
@@ -33,10 +33,7 @@ pub(super) fn generate(rng: &mut SmallRng) -> Vec<u8> {
         out.extend_from_slice(&length_field(rng, payload.len()).to_be_bytes());
         out.extend_from_slice(&payload);
     }
-    if rng.gen_ratio(1, 5) {
-        let cut = rng.gen_range(0..=out.len());
-        out.truncate(cut);
-    }
+    maybe_torn(rng, &mut out);
     out
 }
 

@@ -11,7 +11,7 @@ use anytls::proto::uot;
 
 use crate::alloc::{alloc_within, measure, CaseStats};
 use crate::checks::{ensure, extended, prefixes, variant, MAX_ADDR_LEN};
-use crate::gen::{gen_address, random_bytes, small_len, SOCKS};
+use crate::gen::{gen_address, maybe_torn, random_bytes, small_len, SOCKS};
 
 /// A request with a flag that is 0, 1 or anything, now and then with the first
 /// datagram or cut short.
@@ -31,10 +31,7 @@ pub(super) fn generate(rng: &mut SmallRng) -> Vec<u8> {
         out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
         out.extend_from_slice(&payload);
     }
-    if rng.gen_ratio(1, 5) {
-        let cut = rng.gen_range(0..=out.len());
-        out.truncate(cut);
-    }
+    maybe_torn(rng, &mut out);
     out
 }
 
