@@ -117,6 +117,12 @@ impl Pipe {
         }
     }
 
+    /// Whether nothing waits for the consumer and more may be appended.
+    pub fn is_empty_and_open(&self) -> bool {
+        let state = self.state.borrow();
+        state.buffered() == 0 && !state.aborted && !state.finished
+    }
+
     /// Bytes waiting for the consumer.
     pub fn buffered(&self) -> usize {
         self.state.borrow().buffered()

@@ -28,6 +28,12 @@ impl<T> ReadHalf<T> {
         self.0.borrow()
     }
 
+    /// Runs `f` on the shared I/O object (borrowed for that call only: not
+    /// across an await).
+    pub fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut self.0.borrow_mut())
+    }
+
     /// A handle to the shared I/O object that does not keep it open.
     pub fn downgrade(&self) -> std::rc::Weak<RefCell<T>> {
         Rc::downgrade(&self.0)

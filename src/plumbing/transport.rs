@@ -1,4 +1,5 @@
-//! The TCP socket under a TLS session, with what glommio's stream lacks for TLS:
+//! The TCP socket under the client's TLS session (futures-rustls), with what
+//! glommio's stream lacks for TLS:
 //! - vectored writes: rustls hands over every record it has ready at once; glommio
 //!   would send them one `send` each, while [`Transport`] sends them with one
 //!   `sendmsg`;
@@ -48,11 +49,6 @@ impl Transport {
         }
     }
 
-    /// The local address of the connection (the one its peer connected to).
-    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.tcp.local_addr().map_err(io::Error::from)
-    }
-
     /// Copies read-ahead bytes into `buf`; hands the buffer back once drained.
     fn take_ahead(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.end - self.start);
@@ -63,18 +59,6 @@ impl Transport {
             (self.start, self.end) = (0, 0);
         }
         n
-    }
-
-    /// Makes the coming close of the connection an RST that drops whatever the
-    /// kernel still holds for the peer (see [`reset_on_close`]).
-    pub fn reset_on_close(&self) -> bool {
-        reset_on_close(&self.tcp)
-    }
-
-    /// Whether the peer reset the connection (its state is CLOSE): nothing more
-    /// can come, whatever is left unread.
-    pub fn peer_reset(&self) -> bool {
-        tcp_state(&self.tcp) == Some(TCP_CLOSE)
     }
 
     /// One non-blocking `sendmsg` of every slice.
@@ -91,6 +75,19 @@ fn with_socket<T>(tcp: &TcpStream, f: impl FnOnce(socket2::SockRef<'_>) -> T) ->
     // SAFETY: the descriptor belongs to `tcp`, which outlives this borrow.
     let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
     f(socket2::SockRef::from(&fd))
+}
+
+/// One non-blocking `send` of `bytes` to `tcp`; how many the kernel took.
+pub fn send_now(tcp: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    with_socket(tcp, |socket| {
+        socket.send_with_flags(bytes, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+    })
+}
+
+/// Whether the peer of `tcp` reset the connection (its state is CLOSE): nothing
+/// more can come, whatever is left unread.
+pub fn peer_reset(tcp: &TcpStream) -> bool {
+    tcp_state(tcp) == Some(TCP_CLOSE)
 }
 
 /// Caps `tcp`'s kernel send buffer at `bytes` (which turns off its autotuning).

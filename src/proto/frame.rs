@@ -1,8 +1,9 @@
 //! The AnyTLS frame: `cmd u8 | stream id u32 | length u16 | data` (docs/protocol.md §3).
 //!
 //! [`decode`] borrows the data from the input buffer and answers `None` until a
-//! whole frame is present; the `encode_*` functions append to a caller's buffer
-//! so many frames can be coalesced into one write.
+//! whole frame is present; [`Deframer`] decodes a stream that arrives in pieces
+//! (decrypted TLS records) without copying stream data; the `encode_*` functions
+//! append to a caller's buffer so many frames can be coalesced into one write.
 
 use super::error::FrameError;
 
@@ -110,6 +111,107 @@ pub fn decode(input: &[u8]) -> Option<Frame<'_>> {
         stream_id,
         data,
     })
+}
+
+/// Gathered data capacity a [`Deframer`] keeps between frames.
+const GATHER_KEEP: usize = 1024;
+
+/// Decodes frames from a byte stream handed over in pieces of any size.
+///
+/// PSH and Waste data (the bulk of a session) is handed on in the pieces it
+/// arrives in, borrowed from the input: a PSH frame split over two pieces comes
+/// out as two PSH frames of the same stream, which mean the same bytes. Every
+/// other frame comes out whole: borrowed when it lies within one piece, else
+/// gathered (it is small).
+#[derive(Debug, Default)]
+pub struct Deframer {
+    header: [u8; HEADER_LEN],
+    header_len: usize,
+    /// Data bytes still to come of the frame whose header was read.
+    data_left: usize,
+    /// The data gathered so far of a frame that comes out whole.
+    gathered: Vec<u8>,
+}
+
+impl Deframer {
+    /// The next frame (or piece of one) from the front of `input`, advancing it
+    /// past what was used; `None` once `input` holds nothing more to hand on
+    /// (everything in it was taken in).
+    pub fn next<'s, 'i: 's>(&'s mut self, input: &mut &'i [u8]) -> Option<Frame<'s>> {
+        if self.header_len < HEADER_LEN {
+            if self.header_len == 0 && !self.gathered.is_empty() {
+                // The last gathered frame was handed on; a large one is not kept.
+                if self.gathered.capacity() > GATHER_KEEP {
+                    self.gathered = Vec::new();
+                }
+                self.gathered.clear();
+            }
+            let take = (HEADER_LEN - self.header_len).min(input.len());
+            self.header[self.header_len..self.header_len + take].copy_from_slice(&input[..take]);
+            self.header_len += take;
+            *input = &input[take..];
+            if self.header_len < HEADER_LEN {
+                return None;
+            }
+            self.data_left = u16::from_be_bytes([self.header[5], self.header[6]]) as usize;
+            if self.data_left == 0 {
+                self.header_len = 0;
+                return Some(self.frame(&[]));
+            }
+        }
+        let streamed = matches!(
+            Command::from(self.header[0]),
+            Command::Push | Command::Waste
+        );
+        if streamed || (self.gathered.is_empty() && input.len() >= self.data_left) {
+            if input.is_empty() {
+                return None;
+            }
+            let (data, rest) = input.split_at(self.data_left.min(input.len()));
+            *input = rest;
+            self.consumed(data.len());
+            return Some(self.frame(data));
+        }
+        let take = self.data_left.min(input.len());
+        self.gathered.extend_from_slice(&input[..take]);
+        *input = &input[take..];
+        self.consumed(take);
+        if self.header_len != 0 {
+            return None;
+        }
+        Some(Frame {
+            cmd: Command::from(self.header[0]),
+            stream_id: self.stream_id(),
+            data: &self.gathered,
+        })
+    }
+
+    /// Whether the stream stopped between frames (nothing of a frame is pending).
+    pub fn at_boundary(&self) -> bool {
+        self.header_len == 0
+    }
+
+    fn stream_id(&self) -> u32 {
+        let h = &self.header;
+        u32::from_be_bytes([h[1], h[2], h[3], h[4]])
+    }
+
+    fn frame<'a>(&self, data: &'a [u8]) -> Frame<'a> {
+        Frame {
+            cmd: Command::from(self.header[0]),
+            stream_id: self.stream_id(),
+            data,
+        }
+    }
+
+    /// Counts `n` data bytes of the current frame as read; after its last, the
+    /// next header starts.
+    fn consumed(&mut self, n: usize) {
+        self.data_left -= n;
+        if self.data_left == 0 {
+            self.header_len = 0;
+        }
+    }
 }
 
 /// Appends a frame header announcing `len` data bytes.
@@ -229,6 +331,73 @@ mod tests {
             assert!(buffer.is_empty());
             assert_eq!(frames, expected, "split at {split}");
         }
+    }
+
+    /// Runs a [`Deframer`] over `pieces`, joining the PSH and Waste pieces it
+    /// hands on back into frames (a frame's pieces are consecutive).
+    fn deframe(pieces: &[&[u8]]) -> Vec<(Command, u32, Vec<u8>)> {
+        let mut deframer = Deframer::default();
+        let mut frames: Vec<(Command, u32, Vec<u8>)> = Vec::new();
+        let mut continues = false;
+        for piece in pieces {
+            let mut input = *piece;
+            while let Some(frame) = deframer.next(&mut input) {
+                match frames.last_mut() {
+                    Some(last) if continues => last.2.extend_from_slice(frame.data),
+                    _ => frames.push((frame.cmd, frame.stream_id, frame.data.to_vec())),
+                }
+                continues = !deframer.at_boundary();
+            }
+            assert!(input.is_empty(), "every byte handed over is taken in");
+        }
+        assert!(deframer.at_boundary());
+        frames
+    }
+
+    #[test]
+    fn deframer_decodes_any_split_the_same() {
+        let wire = sample_frames();
+        let expected = decode_all(&wire);
+        assert_eq!(deframe(&[&wire]), expected);
+        for first in 0..wire.len() {
+            for second in first..wire.len() {
+                let pieces = [&wire[..first], &wire[first..second], &wire[second..]];
+                assert_eq!(deframe(&pieces), expected, "split at {first}, {second}");
+            }
+        }
+        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(deframe(&bytes), expected, "one byte at a time");
+    }
+
+    #[test]
+    fn deframer_borrows_stream_data_and_gathers_the_rest() {
+        let mut wire = Vec::new();
+        encode(Command::Push, 3, &[7; 100], &mut wire).unwrap();
+        encode(Command::Settings, 0, b"v=2", &mut wire).unwrap();
+        let mut deframer = Deframer::default();
+        // The PSH arrives in two pieces and comes out as two, borrowed.
+        let (first, second) = wire.split_at(50);
+        let mut input = first;
+        let piece = deframer.next(&mut input).unwrap();
+        assert_eq!(
+            (piece.cmd, piece.stream_id, piece.data.len()),
+            (Command::Push, 3, 43)
+        );
+        assert!(std::ptr::eq(
+            piece.data.as_ptr(),
+            first[HEADER_LEN..].as_ptr()
+        ));
+        assert!(deframer.next(&mut input).is_none());
+        let mut input = &second[..60];
+        let piece = deframer.next(&mut input).unwrap();
+        assert_eq!(piece.data.len(), 57);
+        assert!(deframer.at_boundary());
+        // The Settings frame is split: it comes out whole once complete.
+        assert!(deframer.next(&mut input).is_none());
+        let mut input = &second[60..];
+        let frame = deframer.next(&mut input).unwrap();
+        assert_eq!((frame.cmd, frame.data), (Command::Settings, &b"v=2"[..]));
+        assert!(deframer.next(&mut input).is_none());
     }
 
     #[test]

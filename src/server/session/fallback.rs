@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use log::debug;
 
@@ -25,7 +24,7 @@ use crate::server::context::CoreContext;
 /// upstream) to the fallback service until either side ends, nothing arrives for
 /// the session idle timeout, or a write makes no progress for the write timeout.
 pub(crate) async fn relay(
-    tls: TlsStream<crate::plumbing::Transport>,
+    tls: crate::plumbing::TlsConnection,
     read: Vec<u8>,
     fallback: SocketAddr,
     peer: SocketAddr,
@@ -39,7 +38,7 @@ pub(crate) async fn relay(
     };
     let mut first = Vec::with_capacity(proxy_protocol::V1_MAX + read.len());
     if let Some(version) = core.config.fallback_proxy_protocol {
-        match tls.get_ref().0.local_addr() {
+        match tls.tcp().local_addr() {
             Ok(local) => proxy_protocol::encode(version, peer, local, &mut first),
             Err(e) => return debug!("{peer}: no local address for the PROXY header: {e}"),
         }

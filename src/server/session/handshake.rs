@@ -6,41 +6,33 @@
 //! real client sends its whole preamble in one write, while a prober's request
 //! (an HTTP request, say) is never a valid preamble, and waiting for the padding
 //! length such bytes announce would leave the prober hanging where a web server
-//! answers. A rejected connection keeps every byte read after TLS, for the
-//! fallback.
+//! answers. A rejected connection loses no byte read after TLS: what was taken
+//! of the preamble and what is still unread both go to the fallback.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncReadExt};
-use futures_rustls::server::TlsStream;
+use futures_lite::future;
 use glommio::net::TcpStream;
 
-use crate::plumbing::Transport;
-
-use super::READ_CHUNK;
 use crate::accounts::Account;
-use crate::plumbing::timeout;
-use crate::plumbing::ReadBuffer;
+use crate::plumbing::{timeout, Plaintext, TlsConnection};
 use crate::proto::auth::{decode_preamble, PasswordHash, FIXED_LEN, HASH_LEN};
 use crate::server::context::CoreContext;
 
-/// Bytes asked of TLS per read before the preamble is complete (a real client
-/// sends the preamble and its first frames in one record).
-const PREAMBLE_READ: usize = 2 * 1024;
-
 /// How admission ended.
 pub(crate) enum Admission {
-    /// Authenticated: the user's account and the bytes read past the preamble.
+    /// Authenticated: the user's account; what the client sent after the
+    /// preamble is still unread in `tls`.
     Accepted {
-        tls: TlsStream<Transport>,
+        tls: TlsConnection,
         account: Arc<Account>,
-        leftover: ReadBuffer,
     },
     /// TLS completed but authentication did not (wrong password, or no complete
-    /// preamble in time): what was read is kept for the fallback.
+    /// preamble in time): `read` is what was read of the preamble, and the rest
+    /// is still unread in `tls`, for the fallback.
     Rejected {
-        tls: TlsStream<Transport>,
+        tls: TlsConnection,
         read: Vec<u8>,
         why: &'static str,
     },
@@ -62,11 +54,7 @@ pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(1));
     match timeout(left, read_preamble(&mut tls, &mut read, core)).await {
-        Some(Ok(Some((account, used)))) => Admission::Accepted {
-            tls,
-            account,
-            leftover: ReadBuffer::with_filled(READ_CHUNK, &read[used..]),
-        },
+        Some(Ok(Some(account))) => Admission::Accepted { tls, account },
         Some(Ok(None)) => Admission::Rejected {
             tls,
             read,
@@ -82,28 +70,30 @@ pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
 }
 
 /// The TLS handshake, with the cipher suite chosen per [`crate::tls::client_prefers_chacha`].
-async fn handshake(tcp: TcpStream, core: &CoreContext) -> std::io::Result<TlsStream<Transport>> {
-    let acceptor = rustls::server::Acceptor::default();
-    let start = futures_rustls::LazyConfigAcceptor::new(acceptor, Transport::new(tcp)).await?;
-    let config = if crate::tls::client_prefers_chacha(start.client_hello().cipher_suites()) {
-        core.tls_client_order.clone()
-    } else {
-        core.config.tls.clone()
-    };
-    start.into_stream(config).await
+async fn handshake(
+    tcp: TcpStream,
+    core: &CoreContext,
+) -> Result<TlsConnection, crate::plumbing::HandshakeError> {
+    TlsConnection::accept(tcp, |hello| {
+        if crate::tls::client_prefers_chacha(hello.cipher_suites()) {
+            core.tls_client_order.clone()
+        } else {
+            core.config.tls.clone()
+        }
+    })
+    .await
 }
 
-/// Reads until the preamble can be judged: `Some((account, preamble length))` once a
-/// matching preamble is complete, `None` as soon as the hash is known to be wrong.
-/// Reads are small and `read` grows only by what the client sent, so a
-/// connection not yet authenticated holds no session buffer.
-async fn read_preamble<R: AsyncRead + Unpin>(
-    reader: &mut R,
+/// Reads until the preamble can be judged: `Some(account)` once a matching
+/// preamble is complete, `None` as soon as the hash is known to be wrong. Only
+/// the preamble's bytes are taken from `tls`, so `read` grows only by what the
+/// client sent and a connection not yet authenticated holds no session buffer.
+async fn read_preamble(
+    tls: &mut TlsConnection,
     read: &mut Vec<u8>,
     core: &CoreContext,
-) -> Result<Option<(Arc<Account>, usize)>, String> {
+) -> Result<Option<Arc<Account>>, String> {
     let mut user = None;
-    let mut chunk = [0u8; PREAMBLE_READ];
     loop {
         if user.is_none() && read.len() >= FIXED_LEN {
             let hash: [u8; HASH_LEN] = read[..HASH_LEN].try_into().expect("length checked");
@@ -112,12 +102,22 @@ async fn read_preamble<R: AsyncRead + Unpin>(
                 None => return Ok(None),
             }
         }
-        if let (Some(account), Some(preamble)) = (&user, decode_preamble(read)) {
-            return Ok(Some((account.clone(), preamble.len)));
+        if let (Some(account), Some(_)) = (&user, decode_preamble(read)) {
+            return Ok(Some(account.clone()));
         }
-        match reader.read(&mut chunk).await {
-            Ok(0) => return Err("connection closed before authentication".into()),
-            Ok(n) => read.extend_from_slice(&chunk[..n]),
+        let mut wanted = match read.get(HASH_LEN..FIXED_LEN) {
+            Some(len) => FIXED_LEN + u16::from_be_bytes([len[0], len[1]]) as usize - read.len(),
+            None => FIXED_LEN - read.len(),
+        };
+        let mut take = |bytes: &[u8]| {
+            let n = bytes.len().min(wanted);
+            read.extend_from_slice(&bytes[..n]);
+            wanted -= n;
+            n
+        };
+        match future::poll_fn(|cx| tls.poll_plaintext(cx, &mut take)).await {
+            Ok(Plaintext::Offered) => {}
+            Ok(Plaintext::Ended) => return Err("connection closed before authentication".into()),
             Err(e) => return Err(format!("read failed before authentication: {e}")),
         }
     }

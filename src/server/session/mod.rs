@@ -20,14 +20,12 @@ mod uot;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::ops::ControlFlow;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{future, AsyncRead};
-use futures_rustls::server::TlsStream;
+use futures_lite::future;
 use glommio::net::TcpStream;
 use log::{debug, info};
 
@@ -35,9 +33,9 @@ use crate::accounts::Account;
 use crate::limits::{OutboundShare, PendingSlot};
 use crate::node::routes::Protocol;
 use crate::plumbing::{
-    self, Event, FramesEnd, Pipe, ReadBuffer, ReadHalf, Signal, Transport, WriteHalf, WriteQueue,
+    self, Event, Pipe, Plaintext, ReadHalf, Signal, TlsConnection, WriteHalf, WriteQueue,
 };
-use crate::proto::frame::Frame;
+use crate::proto::frame::Deframer;
 use crate::proto::session::{
     Action, Close, Delivery, Notice, Payload, Refusal, ServerSession, SharedBudget, StreamEvent,
 };
@@ -48,8 +46,6 @@ use crate::speed_limit::Direction;
 use crate::stats::Limit;
 use handshake::Admission;
 
-/// Free space offered to TLS per read.
-const READ_CHUNK: usize = 16 * 1024;
 /// The reason a client reads for a stream past its user's outbound share.
 const OUTBOUND_SHARE_REACHED: &str =
     "outbound connection limit reached for this user (others are using the server)";
@@ -71,12 +67,8 @@ pub(crate) async fn serve_connection(
     core: Rc<CoreContext>,
 ) {
     let counters = core.counters();
-    let (tls, account, leftover) = match handshake::admit(tcp, &core).await {
-        Admission::Accepted {
-            tls,
-            account,
-            leftover,
-        } => (tls, account, leftover),
+    let (tls, account) = match handshake::admit(tcp, &core).await {
+        Admission::Accepted { tls, account } => (tls, account),
         Admission::Rejected { tls, read, why } => {
             counters.auth_failures.add(1);
             match core.config.fallback {
@@ -122,7 +114,7 @@ pub(crate) async fn serve_connection(
     let (reader, writer) = plumbing::split(tls);
     glommio::spawn_local(async move {
         let _slot = slot;
-        let reason = session.clone().run(reader, writer, leftover).await;
+        let reason = session.clone().run(reader, writer).await;
         debug!(
             "{peer}: session of user {} closed: {reason}",
             session.user()
@@ -187,6 +179,17 @@ impl StreamEntry {
         self.upload.buffered() + self.in_transit.get() + in_kernel
     }
 
+    /// Sends what it can of `data` to the target without waiting, when nothing of
+    /// the stream is waiting before it (in its pipe, or being written by its
+    /// task); returns how much the kernel took.
+    fn send_direct(&self, data: &[u8]) -> usize {
+        if !self.upload.is_empty_and_open() || self.in_transit.get() > 0 {
+            return 0;
+        }
+        self.with_target(|tcp| plumbing::send_now(tcp, data).unwrap_or(0))
+            .unwrap_or(0)
+    }
+
     /// Runs `f` on the target connection while it is open (and not borrowed).
     fn with_target<T>(&self, f: impl FnOnce(&TcpStream) -> T) -> Option<T> {
         let tcp = self.target.borrow().upgrade()?;
@@ -228,7 +231,7 @@ pub(crate) struct Session {
     /// This session, for the tasks it spawns.
     this: Weak<Session>,
     /// The client's connection, to see whether it was reset.
-    connection: RefCell<Weak<RefCell<TlsStream<Transport>>>>,
+    connection: RefCell<Weak<RefCell<TlsConnection>>>,
 }
 
 impl Drop for Session {
@@ -279,9 +282,8 @@ impl Session {
 
     async fn run(
         self: Rc<Self>,
-        reader: ReadHalf<TlsStream<Transport>>,
-        writer: WriteHalf<TlsStream<Transport>>,
-        leftover: ReadBuffer,
+        reader: ReadHalf<TlsConnection>,
+        writer: WriteHalf<TlsConnection>,
     ) -> SessionEnd {
         let decided: RefCell<Option<SessionEnd>> = RefCell::new(None);
         let connection = reader.downgrade();
@@ -296,7 +298,7 @@ impl Session {
                 SessionEnd::Shutdown
             };
             let end = future::or(
-                future::or(self.read_loop(reader, leftover), ended),
+                future::or(self.read_loop(reader), ended),
                 future::or(self.timer_loop(), shutdown),
             )
             .await;
@@ -305,7 +307,7 @@ impl Session {
                 // goes with an RST instead of staying with an orphaned socket.
                 if let Some(tls) = connection.upgrade() {
                     if let Ok(tls) = tls.try_borrow() {
-                        tls.get_ref().0.reset_on_close();
+                        plumbing::reset_on_close(tls.tcp());
                     }
                 }
             }
@@ -340,14 +342,13 @@ impl Session {
         }
     }
 
-    /// The loop that reads: read, decode, hand each frame to the machine, carry
-    /// out its actions; while the machine wants no more, wait.
-    async fn read_loop<R: AsyncRead + Unpin>(
-        &self,
-        mut reader: R,
-        mut buf: ReadBuffer,
-    ) -> SessionEnd {
-        let handle = async |frame: Frame<'_>| {
+    /// The loop that reads: decrypt, decode, hand each frame to the machine, carry
+    /// out its actions; while the machine wants no more, or answers wait unread
+    /// by the client, wait. Frames are decoded from each decrypted record where
+    /// it lies ([`Session::take_plaintext`]).
+    async fn read_loop(&self, reader: ReadHalf<TlsConnection>) -> SessionEnd {
+        let mut deframer = Deframer::default();
+        loop {
             // A frame may need an answer: none is made while the client leaves the
             // last ones unread, so what it sends cannot grow the queue.
             if self.queue.control_over_high_water() {
@@ -360,28 +361,55 @@ impl Session {
                 });
                 self.queue.wait_control_room().await;
             }
-            let now = Instant::now();
-            let delivery = self.machine.borrow_mut().handle_frame(frame, now);
-            if let Some(Delivery { id, data }) = &delivery {
-                self.deliver(*id, data, now);
-            }
-            self.carry_out();
-            if let Some(Delivery { data, .. }) = delivery {
-                // Past the user's speed limit the session is not read: the
-                // client's excess waits in its own buffers.
-                self.throttle(Direction::Up, data.len()).await;
-            }
             while !self.machine.borrow().wants_read() && !self.ending.is_set() {
                 self.resume.wait().await;
             }
-            ControlFlow::Continue(())
-        };
-        let end = plumbing::read_frames(&mut reader, &mut buf, handle, || {}).await;
-        match end {
-            FramesEnd::Closed => SessionEnd::ClientClosed,
-            FramesEnd::Failed(e) => SessionEnd::ReadFailed(e),
-            FramesEnd::Stopped(never) => never,
+            let mut delivered = 0;
+            let mut take = |bytes: &[u8]| self.take_plaintext(&mut deframer, bytes, &mut delivered);
+            let read =
+                future::poll_fn(|cx| reader.with_mut(|tls| tls.poll_plaintext(cx, &mut take)))
+                    .await;
+            match read {
+                Ok(Plaintext::Offered) => {}
+                Ok(Plaintext::Ended) => return SessionEnd::ClientClosed,
+                Err(e) => return SessionEnd::ReadFailed(e),
+            }
+            // Past the user's speed limit the session is not read: the client's
+            // excess waits in its own buffers.
+            self.throttle(Direction::Up, delivered).await;
+            // A client that keeps the socket full must not keep the writer and
+            // every other task on the core from running.
+            future::yield_now().await;
         }
+    }
+
+    /// Decodes the frames in `bytes` (plaintext as decrypted), hands each to the
+    /// machine and carries out its actions, until the machine wants no more or
+    /// answers wait unread; returns the bytes taken, and adds the stream bytes
+    /// delivered to `delivered`.
+    fn take_plaintext(
+        &self,
+        deframer: &mut Deframer,
+        bytes: &[u8],
+        delivered: &mut usize,
+    ) -> usize {
+        let mut input = bytes;
+        let now = Instant::now();
+        while !self.ending.is_set()
+            && self.machine.borrow().wants_read()
+            && !self.queue.control_over_high_water()
+        {
+            let Some(frame) = deframer.next(&mut input) else {
+                break;
+            };
+            let delivery = self.machine.borrow_mut().handle_frame(frame, now);
+            if let Some(Delivery { id, data }) = delivery {
+                self.deliver(id, data, now);
+                *delivered += data.len();
+            }
+            self.carry_out();
+        }
+        bytes.len() - input.len()
     }
 
     /// The loop that keeps time: sleep until the machine's next deadline (or
@@ -403,9 +431,20 @@ impl Session {
     /// Hands a PSH's bytes to their stream's buffer, and tells the machine when a
     /// budget shared with other sessions is passed.
     fn deliver(&self, id: u32, data: &[u8], now: Instant) {
-        if let Some(entry) = self.streams.borrow().get(&id) {
+        let entry = self.entry(id);
+        if let Some(entry) = entry {
+            // Straight from the decrypted record to the target when nothing of
+            // the stream waits before these bytes and the kernel takes them now;
+            // only what it does not take is copied into the stream's buffer.
+            let sent = entry.send_direct(data);
+            if sent > 0 {
+                self.count_upload(sent);
+                self.machine
+                    .borrow_mut()
+                    .handle_stream_event(id, StreamEvent::Taken(sent), now);
+            }
             // A closed pipe means the stream is ending: its bytes have nowhere to go.
-            let _ = entry.upload.append(data);
+            let _ = entry.upload.append(&data[sent..]);
         }
         self.set_upload_held(self.machine.borrow().upload_held());
         if let Some(shared) = self.over_shared_budget() {
@@ -683,6 +722,12 @@ impl Session {
         }
     }
 
+    /// Counts `bytes` handed to a target in the server's and the user's totals.
+    pub(super) fn count_upload(&self, bytes: usize) {
+        self.core.counters().bytes_up.add(bytes as u64);
+        self.core_user.counters.bytes_up.add(bytes as u64);
+    }
+
     /// Sets this session's part of its core's and its user's totals for targets.
     fn set_upload_held(&self, held: usize) {
         let before = self.upload_held.replace(held);
@@ -725,13 +770,13 @@ fn refusal_limit(refusal: &Refusal) -> Option<Limit> {
 }
 
 /// Whether the client reset the connection.
-fn peer_reset(client: &Weak<RefCell<TlsStream<Transport>>>) -> bool {
+fn peer_reset(client: &Weak<RefCell<TlsConnection>>) -> bool {
     client
         .upgrade()
         .and_then(|tls| {
             tls.try_borrow()
                 .ok()
-                .map(|tls| tls.get_ref().0.peer_reset())
+                .map(|tls| plumbing::peer_reset(tls.tcp()))
         })
         .unwrap_or(false)
 }

@@ -110,8 +110,7 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry, target: Address)
             if written.is_err() {
                 return StreamEnd::TargetClosed;
             }
-            counters.bytes_up.add(buf.len() as u64);
-            session.core_user.counters.bytes_up.add(buf.len() as u64);
+            session.count_upload(buf.len());
             // `take_all` hands this allocation to the pipe: a backlog's large
             // one is freed here so that no stream keeps its peak for life.
             if buf.capacity() > UPLOAD_KEEP_CAPACITY {
