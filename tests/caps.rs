@@ -291,7 +291,7 @@ fn slow_targets_cannot_add_up_past_the_session_budget() {
             .map(|stream| {
                 let stream = stream.clone();
                 glommio::spawn_local(async move {
-                    timeout(Duration::from_secs(5), stream.read(&mut [0u8; 8])).await == Some(0)
+                    timeout(Duration::from_secs(12), stream.read(&mut [0u8; 8])).await == Some(0)
                 })
             })
             .collect();
@@ -302,9 +302,11 @@ fn slow_targets_cannot_add_up_past_the_session_budget() {
         session.heartbeat().await.unwrap();
         closed
     });
-    // 16 x 256 KiB were sent; a 512 KiB budget leaves room for a few streams only.
+    // 16 x 256 KiB were sent and a 512 KiB budget holds a few streams' worth: the
+    // streams are closed in rounds, each freeing the budget for the next, until
+    // every target (all stalled) has lost its stream.
     eprintln!("{closed} of {STREAMS} streams closed");
-    assert!(closed >= STREAMS / 2, "only {closed} streams were closed");
+    assert_eq!(closed, STREAMS, "only {closed} streams were closed");
     server.assert_serves();
     assert!(
         server.metric_reaches("anytls_limit_hits{limit=\"session_buffer\"}", |n| n >= 1),

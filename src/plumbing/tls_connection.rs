@@ -521,7 +521,7 @@ impl TlsConnection {
         if self.outgoing.is_empty() {
             return;
         }
-        if let Ok(n) = send_now(&self.tcp, self.outgoing.unsent()) {
+        if let Ok(n) = send_now(&self.tcp, self.outgoing.unsent(), false) {
             self.outgoing.advance(n);
         }
     }
@@ -529,7 +529,7 @@ impl TlsConnection {
     /// Sends what is queued; ready once all of it is with the kernel.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.outgoing.is_empty() {
-            let n = match send_now(&self.tcp, self.outgoing.unsent()) {
+            let n = match send_now(&self.tcp, self.outgoing.unsent(), false) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // glommio's own write waits for writability (after one more try).

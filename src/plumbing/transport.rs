@@ -49,6 +49,11 @@ impl Transport {
         }
     }
 
+    /// The local address of the connection.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr().map_err(io::Error::from)
+    }
+
     /// Copies read-ahead bytes into `buf`; hands the buffer back once drained.
     fn take_ahead(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.end - self.start);
@@ -78,9 +83,12 @@ fn with_socket<T>(tcp: &TcpStream, f: impl FnOnce(socket2::SockRef<'_>) -> T) ->
 }
 
 /// One non-blocking `send` of `bytes` to `tcp`; how many the kernel took.
-pub fn send_now(tcp: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+/// `more` (`MSG_MORE`): more bytes follow at once, so the kernel may hold these
+/// to send in the same segments (a send without it pushes them all).
+pub fn send_now(tcp: &TcpStream, bytes: &[u8], more: bool) -> io::Result<usize> {
+    let more = if more { libc::MSG_MORE } else { 0 };
     with_socket(tcp, |socket| {
-        socket.send_with_flags(bytes, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        socket.send_with_flags(bytes, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | more)
     })
 }
 

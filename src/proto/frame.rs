@@ -113,6 +113,15 @@ pub fn decode(input: &[u8]) -> Option<Frame<'_>> {
     })
 }
 
+/// A frame, or a piece of a PSH or Waste frame, from [`Deframer::next`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece<'a> {
+    /// The frame, with the piece's data.
+    pub frame: Frame<'a>,
+    /// More of this frame's data follows in later input.
+    pub continues: bool,
+}
+
 /// Gathered data capacity a [`Deframer`] keeps between frames.
 const GATHER_KEEP: usize = 1024;
 
@@ -137,7 +146,7 @@ impl Deframer {
     /// The next frame (or piece of one) from the front of `input`, advancing it
     /// past what was used; `None` once `input` holds nothing more to hand on
     /// (everything in it was taken in).
-    pub fn next<'s, 'i: 's>(&'s mut self, input: &mut &'i [u8]) -> Option<Frame<'s>> {
+    pub fn next<'s, 'i: 's>(&'s mut self, input: &mut &'i [u8]) -> Option<Piece<'s>> {
         if self.header_len < HEADER_LEN {
             if self.header_len == 0 && !self.gathered.is_empty() {
                 // The last gathered frame was handed on; a large one is not kept.
@@ -156,7 +165,7 @@ impl Deframer {
             self.data_left = u16::from_be_bytes([self.header[5], self.header[6]]) as usize;
             if self.data_left == 0 {
                 self.header_len = 0;
-                return Some(self.frame(&[]));
+                return Some(self.piece(&[]));
             }
         }
         let streamed = matches!(
@@ -170,7 +179,7 @@ impl Deframer {
             let (data, rest) = input.split_at(self.data_left.min(input.len()));
             *input = rest;
             self.consumed(data.len());
-            return Some(self.frame(data));
+            return Some(self.piece(data));
         }
         let take = self.data_left.min(input.len());
         self.gathered.extend_from_slice(&input[..take]);
@@ -179,10 +188,13 @@ impl Deframer {
         if self.header_len != 0 {
             return None;
         }
-        Some(Frame {
-            cmd: Command::from(self.header[0]),
-            stream_id: self.stream_id(),
-            data: &self.gathered,
+        Some(Piece {
+            frame: Frame {
+                cmd: Command::from(self.header[0]),
+                stream_id: self.stream_id(),
+                data: &self.gathered,
+            },
+            continues: false,
         })
     }
 
@@ -196,11 +208,14 @@ impl Deframer {
         u32::from_be_bytes([h[1], h[2], h[3], h[4]])
     }
 
-    fn frame<'a>(&self, data: &'a [u8]) -> Frame<'a> {
-        Frame {
-            cmd: Command::from(self.header[0]),
-            stream_id: self.stream_id(),
-            data,
+    fn piece<'a>(&self, data: &'a [u8]) -> Piece<'a> {
+        Piece {
+            frame: Frame {
+                cmd: Command::from(self.header[0]),
+                stream_id: self.stream_id(),
+                data,
+            },
+            continues: !self.at_boundary(),
         }
     }
 
@@ -341,12 +356,16 @@ mod tests {
         let mut continues = false;
         for piece in pieces {
             let mut input = *piece;
-            while let Some(frame) = deframer.next(&mut input) {
+            while let Some(Piece {
+                frame,
+                continues: more,
+            }) = deframer.next(&mut input)
+            {
                 match frames.last_mut() {
                     Some(last) if continues => last.2.extend_from_slice(frame.data),
                     _ => frames.push((frame.cmd, frame.stream_id, frame.data.to_vec())),
                 }
-                continues = !deframer.at_boundary();
+                continues = more;
             }
             assert!(input.is_empty(), "every byte handed over is taken in");
         }
@@ -378,25 +397,27 @@ mod tests {
         // The PSH arrives in two pieces and comes out as two, borrowed.
         let (first, second) = wire.split_at(50);
         let mut input = first;
-        let piece = deframer.next(&mut input).unwrap();
+        let Piece { frame, continues } = deframer.next(&mut input).unwrap();
         assert_eq!(
-            (piece.cmd, piece.stream_id, piece.data.len()),
+            (frame.cmd, frame.stream_id, frame.data.len()),
             (Command::Push, 3, 43)
         );
+        assert!(continues);
         assert!(std::ptr::eq(
-            piece.data.as_ptr(),
+            frame.data.as_ptr(),
             first[HEADER_LEN..].as_ptr()
         ));
         assert!(deframer.next(&mut input).is_none());
         let mut input = &second[..60];
-        let piece = deframer.next(&mut input).unwrap();
-        assert_eq!(piece.data.len(), 57);
-        assert!(deframer.at_boundary());
+        let Piece { frame, continues } = deframer.next(&mut input).unwrap();
+        assert_eq!(frame.data.len(), 57);
+        assert!(!continues && deframer.at_boundary());
         // The Settings frame is split: it comes out whole once complete.
         assert!(deframer.next(&mut input).is_none());
         let mut input = &second[60..];
-        let frame = deframer.next(&mut input).unwrap();
+        let Piece { frame, continues } = deframer.next(&mut input).unwrap();
         assert_eq!((frame.cmd, frame.data), (Command::Settings, &b"v=2"[..]));
+        assert!(!continues);
         assert!(deframer.next(&mut input).is_none());
     }
 

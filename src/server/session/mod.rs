@@ -35,7 +35,7 @@ use crate::node::routes::Protocol;
 use crate::plumbing::{
     self, Event, Pipe, Plaintext, ReadHalf, Signal, TlsConnection, WriteHalf, WriteQueue,
 };
-use crate::proto::frame::Deframer;
+use crate::proto::frame::{Deframer, Piece};
 use crate::proto::session::{
     Action, Close, Delivery, Notice, Payload, Refusal, ServerSession, SharedBudget, StreamEvent,
 };
@@ -182,11 +182,11 @@ impl StreamEntry {
     /// Sends what it can of `data` to the target without waiting, when nothing of
     /// the stream is waiting before it (in its pipe, or being written by its
     /// task); returns how much the kernel took.
-    fn send_direct(&self, data: &[u8]) -> usize {
+    fn send_direct(&self, data: &[u8], more: bool) -> usize {
         if !self.upload.is_empty_and_open() || self.in_transit.get() > 0 {
             return 0;
         }
-        self.with_target(|tcp| plumbing::send_now(tcp, data).unwrap_or(0))
+        self.with_target(|tcp| plumbing::send_now(tcp, data, more).unwrap_or(0))
             .unwrap_or(0)
     }
 
@@ -399,12 +399,12 @@ impl Session {
             && self.machine.borrow().wants_read()
             && !self.queue.control_over_high_water()
         {
-            let Some(frame) = deframer.next(&mut input) else {
+            let Some(Piece { frame, continues }) = deframer.next(&mut input) else {
                 break;
             };
             let delivery = self.machine.borrow_mut().handle_frame(frame, now);
             if let Some(Delivery { id, data }) = delivery {
-                self.deliver(id, data, now);
+                self.deliver(id, data, continues, now);
                 *delivered += data.len();
             }
             self.carry_out();
@@ -428,15 +428,17 @@ impl Session {
         }
     }
 
-    /// Hands a PSH's bytes to their stream's buffer, and tells the machine when a
-    /// budget shared with other sessions is passed.
-    fn deliver(&self, id: u32, data: &[u8], now: Instant) {
+    /// Hands a PSH's bytes to their stream's target or buffer, and tells the
+    /// machine when a budget shared with other sessions is passed. `more`: the
+    /// rest of the frame is on its way, so the kernel may hold these bytes to
+    /// send with it.
+    fn deliver(&self, id: u32, data: &[u8], more: bool, now: Instant) {
         let entry = self.entry(id);
         if let Some(entry) = entry {
             // Straight from the decrypted record to the target when nothing of
             // the stream waits before these bytes and the kernel takes them now;
             // only what it does not take is copied into the stream's buffer.
-            let sent = entry.send_direct(data);
+            let sent = entry.send_direct(data, more);
             if sent > 0 {
                 self.count_upload(sent);
                 self.machine
