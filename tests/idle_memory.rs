@@ -1,6 +1,7 @@
 //! Memory per idle authenticated session stays won: at 1,000 idle sessions the
-//! server's resident memory grows by at most 16 KiB per session (twice the 8 KiB
-//! goal; measured 11 KiB in release builds, see docs/operating.md, "Memory per stream and session").
+//! server's resident memory grows by at most 12 KiB per session (1.5 times the
+//! 7.5 to 8.5 KiB measured since an idle session holds no TLS buffer, issue 20;
+//! see docs/operating.md, "Memory per stream and session").
 
 mod common;
 
@@ -11,7 +12,7 @@ use common::*;
 use futures_lite::future;
 
 const SESSIONS: usize = 1000;
-const LIMIT_KIB_PER_SESSION: f64 = 16.0;
+const LIMIT_KIB_PER_SESSION: f64 = 12.0;
 
 /// Raises this process's descriptor limit to its hard limit (the server, started
 /// afterwards, inherits it); false if it stays below what the test needs.
