@@ -1,14 +1,16 @@
 //! What clients hold, counted across every core (the one piece of connection
 //! state that must be shared: a client's connections land on any core): sessions
-//! per user and per client address, and connections not yet authenticated (or
-//! handed to the fallback) per client subnet and in total. Taken once per
-//! connection, not on the data path.
+//! per user and per client address, connections not yet authenticated (or
+//! handed to the fallback) per client subnet and in total, and the wrong
+//! passwords each client address sent. Taken once per connection, not on the
+//! data path.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
@@ -217,12 +219,186 @@ fn give<K: Eq + Hash>(counts: &DashMap<K, usize>, key: &K) {
 }
 
 /// Connections accepted and not yet authenticated (TLS handshake and preamble),
-/// or handed to the fallback, by client subnet and in total, with their caps.
+/// or handed to the fallback, by client subnet and in total, with their caps;
+/// and the wrong passwords sent per client address.
 pub struct PendingLimits {
     total_cap: usize,
     per_subnet: usize,
     total: AtomicUsize,
     by_subnet: DashMap<IpAddr, usize>,
+    /// Wrong passwords per client address.
+    pub guesses: GuessLimits,
+}
+
+/// When wrong passwords block a client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuessRules {
+    /// Wrong passwords within `window` that block the address; 0: never blocked.
+    pub limit: u32,
+    /// The window wrong passwords are counted in.
+    pub window: Duration,
+    /// How long the first block lasts; a block within [`MAX_GUESS_BLOCK`] of the
+    /// last one lasts twice as long as it, up to that.
+    pub block: Duration,
+}
+
+/// The longest block, and how long a blocked address is remembered.
+pub const MAX_GUESS_BLOCK: Duration = Duration::from_secs(3600);
+/// Addresses tracked before the ones with nothing left to remember are dropped.
+const GUESS_PRUNE_AT: usize = 4096;
+/// Addresses tracked at most: past it, new ones are not (it fails open).
+const GUESS_TRACKED_MAX: usize = 65_536;
+
+impl GuessRules {
+    /// Never blocks.
+    pub const OFF: GuessRules = GuessRules {
+        limit: 0,
+        window: Duration::from_secs(60),
+        block: Duration::from_secs(60),
+    };
+}
+
+/// Wrong passwords per client address (an IPv6 client by its /64), over every
+/// core: past [`GuessRules::limit`] within the window, further connections from
+/// the address are refused without their password being checked, for a block
+/// that grows each time. An address that never passed the limit is never
+/// refused. Looked up once per connection, and only while some address is
+/// tracked.
+pub struct GuessLimits {
+    rules: GuessRules,
+    by_address: DashMap<IpAddr, Guesses>,
+    tracked: AtomicUsize,
+    prune_at: AtomicUsize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Guesses {
+    window_start: Instant,
+    wrong: u32,
+    blocked_until: Option<Instant>,
+    /// The last block's length and start.
+    last_block: Option<(Duration, Instant)>,
+}
+
+impl Guesses {
+    /// Whether there is nothing left to remember at `now`.
+    fn forgotten(&self, rules: &GuessRules, now: Instant) -> bool {
+        let window_over = now.saturating_duration_since(self.window_start) >= rules.window;
+        let block_over = self.last_block.is_none_or(|(length, start)| {
+            now.saturating_duration_since(start) >= length + MAX_GUESS_BLOCK
+        });
+        window_over && block_over
+    }
+}
+
+/// The key a client address is counted under: itself for IPv4 (IPv4-mapped
+/// IPv6 included), its /64 for IPv6.
+fn guess_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => subnet(address),
+        },
+        v4 => v4,
+    }
+}
+
+impl GuessLimits {
+    /// Tracks wrong passwords by `rules`.
+    pub fn new(rules: GuessRules) -> GuessLimits {
+        GuessLimits {
+            rules,
+            by_address: DashMap::new(),
+            tracked: AtomicUsize::new(0),
+            prune_at: AtomicUsize::new(GUESS_PRUNE_AT),
+        }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> GuessRules {
+        self.rules
+    }
+
+    /// Whether connections from `address` are refused at `now` without their
+    /// password being checked.
+    pub fn blocked(&self, address: IpAddr, now: Instant) -> bool {
+        if self.rules.limit == 0 || self.tracked.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        self.by_address
+            .get(&guess_key(address))
+            .and_then(|guesses| guesses.blocked_until)
+            .is_some_and(|until| now < until)
+    }
+
+    /// Counts a wrong password from `address` at `now`; the block it starts, if
+    /// it is the one that passes the limit.
+    pub fn wrong_password(&self, address: IpAddr, now: Instant) -> Option<Duration> {
+        if self.rules.limit == 0 {
+            return None;
+        }
+        let key = guess_key(address);
+        if !self.by_address.contains_key(&key) && !self.make_room(now) {
+            return None;
+        }
+        let mut entry = self.by_address.entry(key).or_insert_with(|| {
+            self.tracked.fetch_add(1, Ordering::Relaxed);
+            Guesses {
+                window_start: now,
+                wrong: 0,
+                blocked_until: None,
+                last_block: None,
+            }
+        });
+        let guesses = entry.value_mut();
+        if now.saturating_duration_since(guesses.window_start) >= self.rules.window {
+            guesses.window_start = now;
+            guesses.wrong = 0;
+        }
+        guesses.wrong += 1;
+        if guesses.wrong < self.rules.limit {
+            return None;
+        }
+        let block = match guesses.last_block {
+            Some((length, start))
+                if now.saturating_duration_since(start) < length + MAX_GUESS_BLOCK =>
+            {
+                (length * 2).min(MAX_GUESS_BLOCK)
+            }
+            _ => self.rules.block,
+        };
+        guesses.blocked_until = Some(now + block);
+        guesses.last_block = Some((block, now));
+        guesses.wrong = 0;
+        guesses.window_start = now;
+        Some(block)
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.tracked.load(Ordering::Relaxed)
+    }
+
+    /// Room for one more address: past the pruning mark, the addresses with
+    /// nothing left to remember are dropped (the mark then doubles what is left,
+    /// so pruning stays rare under a scan from many addresses); false when the
+    /// table is full anyway.
+    fn make_room(&self, now: Instant) -> bool {
+        if self.tracked.load(Ordering::Relaxed) < self.prune_at.load(Ordering::Relaxed) {
+            return true;
+        }
+        self.by_address.retain(|_, guesses| {
+            let keep = !guesses.forgotten(&self.rules, now);
+            if !keep {
+                self.tracked.fetch_sub(1, Ordering::Relaxed);
+            }
+            keep
+        });
+        let left = self.tracked.load(Ordering::Relaxed);
+        self.prune_at
+            .store((left * 2).max(GUESS_PRUNE_AT), Ordering::Relaxed);
+        left < GUESS_TRACKED_MAX
+    }
 }
 
 /// One pending connection, counted until dropped.
@@ -246,13 +422,15 @@ pub fn subnet(address: IpAddr) -> IpAddr {
 }
 
 impl PendingLimits {
-    /// Caps of `total` pending connections and `per_subnet` from one subnet.
-    pub fn new(total: usize, per_subnet: usize) -> Arc<PendingLimits> {
+    /// Caps of `total` pending connections and `per_subnet` from one subnet,
+    /// and wrong passwords counted by `guessing`.
+    pub fn new(total: usize, per_subnet: usize, guessing: GuessRules) -> Arc<PendingLimits> {
         Arc::new(PendingLimits {
             total_cap: total,
             per_subnet,
             total: AtomicUsize::new(0),
             by_subnet: DashMap::new(),
+            guesses: GuessLimits::new(guessing),
         })
     }
 
@@ -387,12 +565,86 @@ mod tests {
     }
 
     #[test]
+    fn wrong_passwords_block_an_address_for_longer_each_time() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let rules = GuessRules {
+            limit: 3,
+            window: Duration::from_secs(60),
+            block: Duration::from_secs(10),
+        };
+        let guesses = GuessLimits::new(rules);
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let guesser = ip("192.0.2.7");
+        assert!(!guesses.blocked(guesser, at(0)));
+        assert_eq!(guesses.wrong_password(guesser, at(0)), None);
+        assert_eq!(guesses.wrong_password(guesser, at(1)), None);
+        assert_eq!(
+            guesses.wrong_password(guesser, at(2)),
+            Some(Duration::from_secs(10))
+        );
+        assert!(guesses.blocked(guesser, at(3)));
+        assert!(
+            !guesses.blocked(ip("192.0.2.8"), at(3)),
+            "its neighbour is not"
+        );
+        assert!(!guesses.blocked(guesser, at(12)), "the block ended");
+        for secs in 12..14 {
+            assert_eq!(guesses.wrong_password(guesser, at(secs)), None);
+        }
+        assert_eq!(
+            guesses.wrong_password(guesser, at(14)),
+            Some(Duration::from_secs(20)),
+            "blocked again soon after: twice as long"
+        );
+        // Wrong passwords spread wider than the window never add up.
+        let slow = ip("192.0.2.9");
+        for minute in 0..10 {
+            assert_eq!(guesses.wrong_password(slow, at(minute * 61)), None);
+        }
+        // An IPv6 client counts by its /64.
+        let v6 = |n: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, n));
+        for n in 1..=3 {
+            guesses.wrong_password(v6(n), at(100));
+        }
+        assert!(guesses.blocked(v6(99), at(101)));
+        assert_eq!(guesses.tracked(), 3);
+        let off = GuessLimits::new(GuessRules::OFF);
+        for _ in 0..100 {
+            assert_eq!(off.wrong_password(guesser, at(0)), None);
+        }
+        assert!(!off.blocked(guesser, at(0)));
+    }
+
+    #[test]
+    fn forgotten_addresses_are_pruned() {
+        let rules = GuessRules {
+            limit: 2,
+            window: Duration::from_secs(1),
+            block: Duration::from_secs(1),
+        };
+        let guesses = GuessLimits::new(rules);
+        let start = Instant::now();
+        for n in 0..GUESS_PRUNE_AT as u32 {
+            guesses.wrong_password(IpAddr::V4(n.into()), start);
+        }
+        assert_eq!(guesses.tracked(), GUESS_PRUNE_AT);
+        let later = start + Duration::from_secs(2);
+        guesses.wrong_password(IpAddr::V4(u32::MAX.into()), later);
+        assert_eq!(
+            guesses.tracked(),
+            1,
+            "the old ones had nothing left to remember"
+        );
+    }
+
+    #[test]
     fn pending_connections_are_capped_per_subnet_and_in_total() {
         let ip = |text: &str| text.parse::<IpAddr>().unwrap();
         assert_eq!(subnet(ip("192.0.2.77")), ip("192.0.2.0"));
         assert_eq!(subnet(ip("::ffff:192.0.2.77")), ip("192.0.2.0"));
         assert_eq!(subnet(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
-        let limits = PendingLimits::new(3, 2);
+        let limits = PendingLimits::new(3, 2, GuessRules::OFF);
         let first = limits.admit(ip("10.0.0.1")).unwrap();
         let _second = limits.admit(ip("10.0.0.200")).unwrap();
         assert_eq!(

@@ -85,11 +85,14 @@ pub enum Limit {
     Devices,
     /// A stream or datagram refused: the panel's routes block its target.
     Route,
+    /// A connection refused without its password checked: its address sent
+    /// `--max-wrong-passwords` wrong ones (counted per connection refused).
+    WrongPasswords,
 }
 
 impl Limit {
     /// Every limit, in counter order.
-    pub const ALL: [Limit; 19] = [
+    pub const ALL: [Limit; 20] = [
         Limit::StreamsPerSession,
         Limit::DialingPerSession,
         Limit::UotPerSession,
@@ -109,6 +112,7 @@ impl Limit {
         Limit::ServerBuffer,
         Limit::Devices,
         Limit::Route,
+        Limit::WrongPasswords,
     ];
 
     /// Its name in the stats line and in metrics labels.
@@ -133,6 +137,7 @@ impl Limit {
             Limit::ServerBuffer => "buffered_total",
             Limit::Devices => "device_limit",
             Limit::Route => "route_blocked",
+            Limit::WrongPasswords => "wrong_passwords",
         }
     }
 }

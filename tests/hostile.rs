@@ -378,3 +378,62 @@ fn udp_receive_buffers_of_a_session_stay_within_its_share() {
     server.assert_serves();
     server.assert_fds_back_to_baseline();
 }
+
+/// A guessing loop from one address has its first wrong passwords checked, then
+/// every connection refused unchecked (the right password too) for the block;
+/// a client from another address is served meanwhile as usual.
+#[test]
+fn password_guessing_is_limited_per_address() {
+    const LIMIT: u64 = 5;
+    const GUESSES: u64 = 20;
+    let server = TestServer::start(&[
+        "--max-wrong-passwords",
+        &LIMIT.to_string(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let guess = config_with(server.addr, "not-the-password");
+    let refused = |config| async move {
+        match session_from("127.0.0.5", &config).await {
+            Ok(session) => session.heartbeat().await.is_err(),
+            Err(_) => true,
+        }
+    };
+    let started = Instant::now();
+    run_local(async {
+        for _ in 0..GUESSES {
+            assert!(refused(guess.clone()).await, "a wrong password is refused");
+        }
+    });
+    let elapsed = started.elapsed();
+    let unchecked = || {
+        server
+            .metric("anytls_limit_hits{limit=\"wrong_passwords\"}")
+            .unwrap_or(0)
+    };
+    assert!(server.metric_reaches("anytls_auth_failures_total", |n| n == GUESSES));
+    let checked = GUESSES - unchecked();
+    println!(
+        "{GUESSES} guesses in {elapsed:?} ({:.0}/s): {checked} had their password checked",
+        GUESSES as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(checked, LIMIT, "only the first {LIMIT} were checked");
+    assert!(server.wait_for_log("wrong passwords within", Duration::from_secs(3)));
+    run_local(async {
+        assert!(
+            refused(server.client_config()).await,
+            "while blocked, the right password is not even checked"
+        );
+        let other = session_from("127.0.0.6", &server.client_config())
+            .await
+            .unwrap();
+        other.heartbeat().await.unwrap();
+    });
+    assert!(
+        server.metric_reaches("anytls_limit_hits{limit=\"wrong_passwords\"}", |n| {
+            n == GUESSES - LIMIT + 1
+        }),
+        "the right password from the blocked address was refused unchecked"
+    );
+    server.assert_serves();
+}

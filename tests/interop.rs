@@ -261,3 +261,58 @@ fn a_slow_target_does_not_take_down_the_session() {
         "without the deadline no session ended: the test proves nothing"
     );
 }
+
+/// A padding scheme saved with CRLF line endings (as Windows editors write it)
+/// is normalised before it is sent: the reference client, which splits lines
+/// on `\n` only and refuses `stop=8\r`, adopts it, so its next session
+/// announces the scheme's md5 and is not sent the scheme again.
+#[test]
+fn reference_client_adopts_a_scheme_written_with_crlf() {
+    let dir = std::env::temp_dir().join(format!("anytls-crlf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("scheme");
+    std::fs::write(
+        &file,
+        "stop=3\r\n0=30-30\r\n1=100-400\r\n2=400-500,c,500-1000\r\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&[
+        "--padding-scheme",
+        file.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let Some((_client, socks)) = reference_client(server.addr) else {
+        return;
+    };
+    let updates = || server.metric("anytls_padding_updates_total").unwrap_or(0);
+    let echo = spawn_target(TargetKind::Echo);
+    let (mut first, code) = socks_connect(socks, echo);
+    assert_eq!(code, 0);
+    assert_eq!(echo_through(&mut first, b"one"), b"one");
+    assert_eq!(
+        server.wait_for_metric(
+            "anytls_padding_updates_total",
+            Duration::from_secs(5),
+            |n| n >= 1
+        ),
+        Some(1),
+        "the first session, announcing the default scheme, was sent ours"
+    );
+    // A second stream while the first is open makes the client open a second
+    // session, whose Settings announce the scheme it now uses.
+    let (mut second, code) = socks_connect(socks, echo);
+    assert_eq!(code, 0);
+    assert_eq!(echo_through(&mut second, b"two"), b"two");
+    assert!(
+        server.metric_reaches("anytls_sessions_total", |n| n >= 2),
+        "a second session opened"
+    );
+    assert_eq!(
+        updates(),
+        1,
+        "the second session announced our scheme's md5"
+    );
+    drop((first, second));
+    let _ = std::fs::remove_dir_all(&dir);
+}

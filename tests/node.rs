@@ -286,16 +286,6 @@ fn user(server: SocketAddr, uuid: &str) -> ClientConfig {
     )
 }
 
-/// A session of `config` from the client address `source` (127.0.0.x).
-async fn session_from(source: &str, config: &ClientConfig) -> std::io::Result<ClientSession> {
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    let tcp = connect_from(source, config.server)?;
-    tcp.set_nonblocking(true)?;
-    // SAFETY: the descriptor was just taken out of a connected std TcpStream.
-    let tcp = unsafe { glommio::net::TcpStream::from_raw_fd(tcp.into_raw_fd()) };
-    ClientSession::connect_over(tcp, config).await
-}
-
 /// Whether a stream to `target` opens on `session` (false: refused, or the
 /// session was closed by the server).
 async fn opens(session: &ClientSession, target: SocketAddr) -> Result<(), StreamError> {

@@ -9,9 +9,8 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anytls::client::{connect_tls, ClientConfig, ClientSession};
+use anytls::client::{connect_tls, ClientSession};
 use anytls::plumbing::timeout;
-use anytls::tls::{client_config, ServerVerification};
 use common::*;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
@@ -43,15 +42,6 @@ fn web_server() -> SocketAddr {
         }
     });
     addr
-}
-
-fn config_with(server: SocketAddr, password: &str) -> ClientConfig {
-    ClientConfig::new(
-        server,
-        "localhost",
-        client_config(ServerVerification::Insecure),
-        password,
-    )
 }
 
 #[test]

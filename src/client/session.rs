@@ -323,6 +323,9 @@ impl Inner {
                 Action::NewPaddingScheme(scheme) => {
                     *self.padding.borrow_mut() = Arc::new(scheme);
                 }
+                Action::PaddingSchemeRefused(why) => {
+                    log::warn!("the server's new padding scheme is refused, the session keeps its own: {why}");
+                }
                 Action::HeartbeatAnswered => {
                     let pong = self.pong.replace(Rc::new(Event::default()));
                     pong.set();

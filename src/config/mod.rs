@@ -13,6 +13,7 @@ pub use file::{FileError, User};
 pub use options::{ConfigError, Invocation, Reloader, ServerOptions, Settled};
 
 use crate::accounts::{AccountSpec, Accounts};
+use crate::limits::GuessRules;
 use crate::node::routes::RouteRules;
 use crate::pool::PoolConfig;
 use crate::proto::proxy_protocol;
@@ -83,6 +84,8 @@ pub struct Limits {
     /// SYNACK (success) anyway, before clients give up on the session (3 s); a
     /// dial that fails later ends the stream with FIN.
     pub synack_deadline: Duration,
+    /// When wrong passwords block a client address.
+    pub guessing: GuessRules,
 }
 
 impl Default for Limits {
@@ -101,6 +104,13 @@ impl Default for Limits {
             datagrams_per_sec: 20_000,
             address_timeout: Duration::from_secs(3),
             synack_deadline: Duration::from_millis(2000),
+            // Far more than a person with a mistyped password sends (a client
+            // retrying with it included), far fewer than a guessing loop.
+            guessing: GuessRules {
+                limit: 30,
+                window: Duration::from_secs(60),
+                block: Duration::from_secs(60),
+            },
         }
     }
 }

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::file::{self, FileError, User};
 use super::{parse_users, Limits, MetricsConfig, Reloadable, ServerConfig, UsersFileError};
 use crate::accounts::{Accounts, Changes};
+use crate::limits::GuessRules;
 use crate::node::NodeSettings;
 use crate::pool::{self, PoolConfig, PoolKind};
 use crate::proto::error::PaddingError;
@@ -291,6 +292,22 @@ pub struct ServerOptions {
     /// Of those, from one client subnet (/24 for IPv4, /64 for IPv6).
     #[arg(long, value_name = "N", default_value_t = Limits::default().pending_per_subnet)]
     pub max_pending_per_subnet: usize,
+
+    /// Wrong passwords one client address (an IPv6 client: its /64) may send
+    /// within --wrong-password-window-secs; past it, its connections are refused
+    /// without their password being checked (handed to --fallback if set), for
+    /// --wrong-password-block-secs, twice as long each time it is blocked again
+    /// within an hour, up to an hour. 0: never.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().guessing.limit)]
+    pub max_wrong_passwords: u32,
+
+    /// The window --max-wrong-passwords counts in.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().guessing.window.as_secs())]
+    pub wrong_password_window_secs: u64,
+
+    /// How long an address is first blocked for wrong passwords.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().guessing.block.as_secs())]
+    pub wrong_password_block_secs: u64,
 
     /// UDP-over-TCP datagrams one association may send per second (a second's
     /// worth at once after a pause); past it they are dropped.
@@ -744,6 +761,17 @@ impl ServerOptions {
                 "synack-deadline-ms",
                 self.synack_deadline_ms,
             )?),
+            guessing: GuessRules {
+                limit: self.max_wrong_passwords,
+                window: Duration::from_secs(at_least_one(
+                    "wrong-password-window-secs",
+                    self.wrong_password_window_secs,
+                )?),
+                block: Duration::from_secs(at_least_one(
+                    "wrong-password-block-secs",
+                    self.wrong_password_block_secs,
+                )?),
+            },
         })
     }
 
@@ -900,16 +928,18 @@ impl ServerOptions {
     fn load_padding(&self) -> Result<PaddingScheme, ConfigError> {
         let Some(path) = &self.padding_scheme else {
             return match &self.padding_lines {
-                Some(lines) => PaddingScheme::parse(lines.join("\n").as_bytes()).map_err(|e| {
-                    ConfigError::FileValue {
-                        key: "padding_scheme".to_owned(),
-                        why: e.to_string(),
-                    }
-                }),
+                Some(lines) => {
+                    PaddingScheme::for_clients(lines.join("\n").as_bytes()).map_err(|e| {
+                        ConfigError::FileValue {
+                            key: "padding_scheme".to_owned(),
+                            why: e.to_string(),
+                        }
+                    })
+                }
                 None => Ok(PaddingScheme::default()),
             };
         };
-        PaddingScheme::parse(&read("padding scheme", path)?).map_err(|source| {
+        PaddingScheme::for_clients(&read("padding scheme", path)?).map_err(|source| {
             ConfigError::Padding {
                 path: path.clone(),
                 source,

@@ -239,7 +239,7 @@ impl Node {
         self.set_intervals(&config);
         let padding = match &config.padding_scheme {
             Some(lines) if !lines.is_empty() => Some(
-                PaddingScheme::parse(lines.join("\n").as_bytes())
+                PaddingScheme::for_clients(lines.join("\n").as_bytes())
                     .map_err(|e| NodeError::Config(format!("padding_scheme: {e}")))?,
             ),
             _ => None,
@@ -360,7 +360,7 @@ impl Node {
         self.set_intervals(&config);
         match &config.padding_scheme {
             Some(lines) if !lines.is_empty() => {
-                match PaddingScheme::parse(lines.join("\n").as_bytes()) {
+                match PaddingScheme::for_clients(lines.join("\n").as_bytes()) {
                     Ok(scheme) if scheme.md5_hex() != served.padding.load().md5_hex() => {
                         info!(
                             "panel: new padding scheme (md5 {}), sent to every open session",

@@ -18,7 +18,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::addr::Address;
-use super::error::AddrError;
+use super::error::{AddrError, PaddingError};
 use super::frame::{Command, Frame};
 use super::padding::PaddingScheme;
 use super::session::Delivery;
@@ -50,6 +50,8 @@ pub enum Action {
     Finished(u32),
     /// Shape the coming writes with this scheme.
     NewPaddingScheme(PaddingScheme),
+    /// The server sent a scheme that is not taken (the session keeps its own).
+    PaddingSchemeRefused(PaddingError),
     /// The server answered a heartbeat.
     HeartbeatAnswered,
     /// The session is over; nothing follows.
@@ -216,9 +218,12 @@ impl ClientSession {
                 ));
             }
             Command::UpdatePaddingScheme => {
-                if let Ok(scheme) = PaddingScheme::parse(frame.data) {
-                    self.actions.push_back(Action::NewPaddingScheme(scheme));
-                }
+                let scheme = PaddingScheme::parse(frame.data)
+                    .and_then(|scheme| scheme.check_bounds().map(|()| scheme));
+                self.actions.push_back(match scheme {
+                    Ok(scheme) => Action::NewPaddingScheme(scheme),
+                    Err(why) => Action::PaddingSchemeRefused(why),
+                });
             }
             Command::ServerSettings => {
                 self.server_version = Settings::decode(frame.data).map_or(0, |s| s.version());
@@ -410,6 +415,7 @@ mod tests {
             drain(&mut session),
             [
                 Action::NewPaddingScheme(PaddingScheme::parse(scheme).unwrap()),
+                Action::PaddingSchemeRefused(PaddingError::MissingStop),
                 Action::Send(Command::HeartResponse, 5, Vec::new()),
                 Action::HeartbeatAnswered,
             ],

@@ -53,6 +53,25 @@ pub enum PaddingError {
     /// The scheme text does not fit in one UpdatePaddingScheme frame.
     #[error("padding scheme of {0} bytes does not fit in one frame (65535 max)")]
     TooLong(usize),
+    /// A line the clients would not read as meant (line numbers count from 1).
+    #[error("padding scheme line {line} `{text}`: {why}")]
+    BadLine {
+        line: usize,
+        text: String,
+        why: &'static str,
+    },
+    /// One write would carry more padding than a client takes.
+    #[error(
+        "padding scheme packet {packet} pads one write with up to {bytes} bytes (at most {limit})"
+    )]
+    WriteTooPadded {
+        packet: u32,
+        bytes: usize,
+        limit: usize,
+    },
+    /// The packets before `stop` would carry more padding than a client takes.
+    #[error("padding scheme pads a session with up to {bytes} bytes (at most {limit})")]
+    SessionTooPadded { bytes: usize, limit: usize },
 }
 
 /// A UDP-over-TCP request or datagram header was malformed.

@@ -21,6 +21,13 @@ pub const DEFAULT_SCHEME: &str = "stop=8
 6=500-1000
 7=500-1000";
 
+/// Padding one write may carry, at most: a scheme asking for more is refused
+/// (the default scheme's largest packet asks for 4,500 bytes).
+pub const MAX_PADDING_PER_WRITE: usize = 256 * 1024;
+/// Padding the shaped writes of one session may carry in all, at most (the
+/// default scheme's asks for about 10 KB).
+pub const MAX_PADDING_PER_SESSION: usize = 1024 * 1024;
+
 /// One element of a packet's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -79,6 +86,97 @@ impl PaddingScheme {
             stop,
             packets,
         })
+    }
+
+    /// A scheme an operator wrote (a file, the config, a panel), as every client
+    /// will read it: line endings (CRLF), spaces around keys, values and ranges,
+    /// and empty lines are normalised away; a line a client would skip or
+    /// misread (no `=`, an unknown key, a range that is not two positive
+    /// integers, a key given twice) is refused, naming the line; so is a scheme
+    /// padding more than a client takes ([`PaddingScheme::check_bounds`]). The
+    /// reference client splits lines on `\n` only and parses `stop` and each
+    /// range with no trimming: `stop=8\r` makes it refuse the whole scheme.
+    pub fn for_clients(raw: &[u8]) -> Result<PaddingScheme, PaddingError> {
+        let text = std::str::from_utf8(raw).map_err(|_| PaddingError::NotUtf8)?;
+        let mut lines: Vec<String> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        for (number, line) in text.split('\n').enumerate() {
+            let bad = |why| PaddingError::BadLine {
+                line: number + 1,
+                text: line.trim().to_owned(),
+                why,
+            };
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (key, value) = line.split_once('=').ok_or_else(|| bad("no `=`"))?;
+            let (key, value) = (key.trim(), value.trim());
+            let value = if key == "stop" {
+                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad("`stop` is not a whole number"));
+                }
+                value
+                    .parse::<u32>()
+                    .map_err(|_| bad("`stop` is too large"))?;
+                value.to_owned()
+            } else if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
+                key.parse::<u32>()
+                    .map_err(|_| bad("packet number too large"))?;
+                normalised_rules(value).ok_or_else(|| {
+                    bad("ranges must be `min-max` with positive whole numbers, or `c`")
+                })?
+            } else {
+                return Err(bad("unknown key (only `stop` and packet numbers)"));
+            };
+            if seen.iter().any(|k| k == key) {
+                return Err(bad("key given twice"));
+            }
+            seen.push(key.to_owned());
+            lines.push(format!("{key}={value}"));
+        }
+        let scheme = PaddingScheme::parse(lines.join("\n").as_bytes())?;
+        scheme.check_bounds()?;
+        Ok(scheme)
+    }
+
+    /// Whether the scheme pads within what a client takes: at most
+    /// [`MAX_PADDING_PER_WRITE`] bytes in one write, at most
+    /// [`MAX_PADDING_PER_SESSION`] over the shaped packets (those before `stop`).
+    /// A hostile server's scheme could otherwise ask a client for hundreds of
+    /// megabytes in one write.
+    pub fn check_bounds(&self) -> Result<(), PaddingError> {
+        let mut session = 0usize;
+        let mut packets: Vec<_> = self
+            .packets
+            .iter()
+            .filter(|(n, _)| **n < self.stop)
+            .collect();
+        packets.sort_unstable_by_key(|(n, _)| **n);
+        for (packet, rules) in packets {
+            let write: usize = rules
+                .iter()
+                .map(|rule| match *rule {
+                    Rule::Range { max, .. } => max.min(MAX_DATA_LEN) + HEADER_LEN,
+                    Rule::Check => 0,
+                })
+                .fold(0, usize::saturating_add);
+            if write > MAX_PADDING_PER_WRITE {
+                return Err(PaddingError::WriteTooPadded {
+                    packet: *packet,
+                    bytes: write,
+                    limit: MAX_PADDING_PER_WRITE,
+                });
+            }
+            session = session.saturating_add(write);
+        }
+        if session > MAX_PADDING_PER_SESSION {
+            return Err(PaddingError::SessionTooPadded {
+                bytes: session,
+                limit: MAX_PADDING_PER_SESSION,
+            });
+        }
+        Ok(())
     }
 
     /// The exact scheme text, as sent in UpdatePaddingScheme.
@@ -142,6 +240,29 @@ fn parse_rules(value: &str) -> Vec<Rule> {
         .collect()
 }
 
+/// `value`'s ranges and checks with the spaces around them removed, or `None`
+/// if one is not `c` nor two positive integers joined by `-`.
+fn normalised_rules(value: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    for part in value.split(',') {
+        let part = part.trim();
+        if part == "c" {
+            parts.push("c".to_owned());
+            continue;
+        }
+        let (a, b) = part.split_once('-')?;
+        let number = |s: &str| {
+            let s = s.trim();
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u32>().ok())
+                .flatten()
+                .filter(|n| *n > 0)
+        };
+        parts.push(format!("{}-{}", number(a)?, number(b)?));
+    }
+    Some(parts.join(","))
+}
+
 /// Lowercase hex md5 of `bytes`.
 pub fn md5_hex(bytes: &[u8]) -> String {
     Md5::digest(bytes)
@@ -191,6 +312,73 @@ mod tests {
     use crate::proto::frame::{decode, Command};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+
+    #[test]
+    fn operator_schemes_are_normalised_as_clients_read_them() {
+        let crlf = DEFAULT_SCHEME.replace('\n', "\r\n") + "\r\n\r\n";
+        let scheme = PaddingScheme::for_clients(crlf.as_bytes()).unwrap();
+        assert_eq!(
+            scheme,
+            PaddingScheme::default(),
+            "CRLF and blank lines dropped"
+        );
+        let spaced = " stop = 3 \n\n0= 30-30 \n 2 = 400-500 , c ,500-1000\t\n";
+        let scheme = PaddingScheme::for_clients(spaced.as_bytes()).unwrap();
+        assert_eq!(scheme.text(), "stop=3\n0=30-30\n2=400-500,c,500-1000");
+        assert_eq!(scheme.stop(), 3);
+    }
+
+    #[test]
+    fn operator_schemes_clients_would_misread_are_refused_by_line() {
+        for (text, line, why) in [
+            ("stop=8\n1=100-x", 2, "ranges must be"),
+            ("stop=8\n1=0-10", 2, "ranges must be"),
+            ("stop=8\n1=-5-10", 2, "ranges must be"),
+            ("stop=8\n\n1=100", 3, "ranges must be"),
+            ("stop=eight", 1, "`stop` is not a whole number"),
+            ("stop=8\nstep=3", 2, "unknown key"),
+            ("stop=8\n# comment", 2, "no `=`"),
+            ("stop=8\n1=5-9\n1=5-9", 3, "key given twice"),
+        ] {
+            match PaddingScheme::for_clients(text.as_bytes()) {
+                Err(PaddingError::BadLine {
+                    line: l, why: w, ..
+                }) => {
+                    assert_eq!(l, line, "{text:?}");
+                    assert!(w.starts_with(why), "{text:?}: {w}");
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            PaddingScheme::for_clients(b"0=30-30"),
+            Err(PaddingError::MissingStop)
+        );
+    }
+
+    #[test]
+    fn schemes_padding_past_the_bounds_are_refused() {
+        let huge_write = format!("stop=2\n1={}", ["65535-65535"; 5].join(","));
+        assert!(matches!(
+            PaddingScheme::parse(huge_write.as_bytes())
+                .unwrap()
+                .check_bounds(),
+            Err(PaddingError::WriteTooPadded { packet: 1, .. })
+        ));
+        let lines: Vec<String> = (0..40).map(|n| format!("{n}=60000-60000")).collect();
+        let long_session = format!("stop=40\n{}", lines.join("\n"));
+        assert!(matches!(
+            PaddingScheme::for_clients(long_session.as_bytes()),
+            Err(PaddingError::SessionTooPadded { .. })
+        ));
+        // Packets at or past `stop` are never shaped: they do not count.
+        let past_stop = format!("stop=1\n5={}", ["65535-65535"; 5].join(","));
+        assert!(PaddingScheme::parse(past_stop.as_bytes())
+            .unwrap()
+            .check_bounds()
+            .is_ok());
+        assert!(PaddingScheme::default().check_bounds().is_ok());
+    }
 
     #[test]
     fn default_md5_matches_protocol_text() {

@@ -95,6 +95,12 @@ impl CoreContext {
     /// [`LIMIT_LOG_INTERVAL`] for this kind, so a flood cannot flood the log.
     pub fn limit_reached(&self, limit: Limit, what: impl FnOnce() -> String) {
         self.counters().limit_hit(limit);
+        self.log_limit(limit, what);
+    }
+
+    /// Logs `what` about `limit` at most once per [`LIMIT_LOG_INTERVAL`] for
+    /// this kind (without counting it).
+    pub fn log_limit(&self, limit: Limit, what: impl FnOnce() -> String) {
         if self.last_limit_log[limit as usize].pass(Instant::now(), LIMIT_LOG_INTERVAL) {
             warn!(
                 "{} ({} reached; logged at most every {LIMIT_LOG_INTERVAL:?})",

@@ -75,7 +75,11 @@ impl Server {
             config.limits.sessions_per_user,
             config.limits.sessions_per_address,
         );
-        let pending = PendingLimits::new(config.limits.pending, config.limits.pending_per_subnet);
+        let pending = PendingLimits::new(
+            config.limits.pending,
+            config.limits.pending_per_subnet,
+            config.limits.guessing,
+        );
         let shared = (
             config.clone(),
             stats.clone(),

@@ -301,12 +301,30 @@ pub async fn stream_echoes(stream: &anytls::client::ClientStream, message: &[u8]
 
 /// A client configuration (insecure TLS, the test password) for a server at `addr`.
 pub fn client_config_for(addr: SocketAddr) -> ClientConfig {
+    config_with(addr, PASSWORD)
+}
+
+/// A client configuration for `server` (certificate unchecked) with `password`.
+pub fn config_with(server: SocketAddr, password: &str) -> ClientConfig {
     ClientConfig::new(
-        addr,
+        server,
         "localhost",
         client_config(ServerVerification::Insecure),
-        PASSWORD,
+        password,
     )
+}
+
+/// A session of `config` from the client address `source` (127.0.0.x).
+pub async fn session_from(
+    source: &str,
+    config: &ClientConfig,
+) -> std::io::Result<anytls::client::ClientSession> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let tcp = connect_from(source, config.server)?;
+    tcp.set_nonblocking(true)?;
+    // SAFETY: the descriptor was just taken out of a connected std TcpStream.
+    let tcp = unsafe { glommio::net::TcpStream::from_raw_fd(tcp.into_raw_fd()) };
+    anytls::client::ClientSession::connect_over(tcp, config).await
 }
 
 /// Runs `fut` on a fresh glommio executor on this thread.

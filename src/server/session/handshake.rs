@@ -9,6 +9,7 @@
 //! answers. A rejected connection loses no byte read after TLS: what was taken
 //! of the preamble and what is still unread both go to the fallback.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,19 @@ use crate::accounts::Account;
 use crate::plumbing::{timeout, Plaintext, TlsConnection};
 use crate::proto::auth::{decode_preamble, PasswordHash, FIXED_LEN, HASH_LEN};
 use crate::server::context::CoreContext;
+
+/// Why a connection that completed TLS was not admitted: a wrong password.
+pub(crate) const WRONG_PASSWORD: &str = "wrong password";
+/// ... or its address sent too many of them, and it was not checked.
+pub(crate) const BLOCKED: &str = "address blocked after too many wrong passwords";
+
+/// How a preamble was judged.
+enum Judged {
+    Accepted(Arc<Account>),
+    WrongPassword,
+    /// Not checked: the client's address is blocked for wrong passwords.
+    Blocked,
+}
 
 /// How admission ended.
 pub(crate) enum Admission {
@@ -41,7 +55,7 @@ pub(crate) enum Admission {
 }
 
 /// Runs the handshake and authentication within `core.config.handshake_timeout`.
-pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
+pub(crate) async fn admit(tcp: TcpStream, peer: IpAddr, core: &CoreContext) -> Admission {
     let limit = core.config.handshake_timeout;
     let started = Instant::now();
     let mut tls = match timeout(limit, handshake(tcp, core)).await {
@@ -53,12 +67,17 @@ pub(crate) async fn admit(tcp: TcpStream, core: &CoreContext) -> Admission {
     let left = limit
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(1));
-    match timeout(left, read_preamble(&mut tls, &mut read, core)).await {
-        Some(Ok(Some(account))) => Admission::Accepted { tls, account },
-        Some(Ok(None)) => Admission::Rejected {
+    match timeout(left, read_preamble(&mut tls, &mut read, peer, core)).await {
+        Some(Ok(Judged::Accepted(account))) => Admission::Accepted { tls, account },
+        Some(Ok(Judged::WrongPassword)) => Admission::Rejected {
             tls,
             read,
-            why: "wrong password",
+            why: WRONG_PASSWORD,
+        },
+        Some(Ok(Judged::Blocked)) => Admission::Rejected {
+            tls,
+            read,
+            why: BLOCKED,
         },
         Some(Err(e)) => Admission::Failed(e),
         None => Admission::Rejected {
@@ -84,26 +103,31 @@ async fn handshake(
     .await
 }
 
-/// Reads until the preamble can be judged: `Some(account)` once a matching
-/// preamble is complete, `None` as soon as the hash is known to be wrong. Only
-/// the preamble's bytes are taken from `tls`, so `read` grows only by what the
+/// Reads until the preamble can be judged: accepted once a matching preamble is
+/// complete, a wrong password as soon as the hash is known to be wrong, blocked
+/// (at the same moment, unchecked) while the client's address is. Only the
+/// preamble's bytes are taken from `tls`, so `read` grows only by what the
 /// client sent and a connection not yet authenticated holds no session buffer.
 async fn read_preamble(
     tls: &mut TlsConnection,
     read: &mut Vec<u8>,
+    peer: IpAddr,
     core: &CoreContext,
-) -> Result<Option<Arc<Account>>, String> {
+) -> Result<Judged, String> {
     let mut user = None;
     loop {
         if user.is_none() && read.len() >= FIXED_LEN {
+            if core.pending.guesses.blocked(peer, Instant::now()) {
+                return Ok(Judged::Blocked);
+            }
             let hash: [u8; HASH_LEN] = read[..HASH_LEN].try_into().expect("length checked");
             match core.config.users.load().authenticate(&PasswordHash(hash)) {
                 Some(account) => user = Some(account.clone()),
-                None => return Ok(None),
+                None => return Ok(Judged::WrongPassword),
             }
         }
         if let (Some(account), Some(_)) = (&user, decode_preamble(read)) {
-            return Ok(Some(account.clone()));
+            return Ok(Judged::Accepted(account.clone()));
         }
         let mut wanted = match read.get(HASH_LEN..FIXED_LEN) {
             Some(len) => FIXED_LEN + u16::from_be_bytes([len[0], len[1]]) as usize - read.len(),

@@ -67,10 +67,11 @@ pub(crate) async fn serve_connection(
     core: Rc<CoreContext>,
 ) {
     let counters = core.counters();
-    let (tls, account) = match handshake::admit(tcp, &core).await {
+    let (tls, account) = match handshake::admit(tcp, peer.ip(), &core).await {
         Admission::Accepted { tls, account } => (tls, account),
         Admission::Rejected { tls, read, why } => {
             counters.auth_failures.add(1);
+            guessing(&core, peer, why);
             match core.config.fallback {
                 Some(fallback) => {
                     info!("{peer}: authentication failed ({why}); handed to fallback {fallback}");
@@ -122,6 +123,29 @@ pub(crate) async fn serve_connection(
         session.core.counters().sessions_open.sub(1);
     })
     .detach();
+}
+
+/// Counts a connection refused for its password against its client's address,
+/// and says when that blocks the address (or the address was blocked).
+fn guessing(core: &CoreContext, peer: SocketAddr, why: &str) {
+    if why == handshake::BLOCKED {
+        core.limit_reached(Limit::WrongPasswords, || {
+            format!("{peer}: refused unchecked: its address is blocked for wrong passwords")
+        });
+    } else if why == handshake::WRONG_PASSWORD {
+        let guesses = &core.pending.guesses;
+        if let Some(block) = guesses.wrong_password(peer.ip(), Instant::now()) {
+            let rules = guesses.rules();
+            core.log_limit(Limit::WrongPasswords, || {
+                format!(
+                    "{}: {} wrong passwords within {:?}: its connections are refused unchecked for {block:?}",
+                    peer.ip(),
+                    rules.limit,
+                    rules.window
+                )
+            });
+        }
+    }
 }
 
 /// Why a session ended.
