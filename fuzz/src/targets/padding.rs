@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use anytls::proto::error::PaddingError;
-use anytls::proto::frame::MAX_DATA_LEN;
+use anytls::proto::frame::{HEADER_LEN, MAX_DATA_LEN};
 use anytls::proto::padding::{self, PaddingScheme, Step};
 
 use super::settings::settings_model;
@@ -196,12 +196,81 @@ fn rules_model(value: &str) -> Vec<ModelRule> {
     rules
 }
 
+/// The worst padding of one write and of a session's shaped writes, as a model
+/// of [`PaddingScheme::check_bounds`] counts it: every range at its largest size
+/// (a frame's worth at most) with its frame header, over packets before `stop`.
+fn padding_model(text: &str, stop: u32) -> (usize, usize) {
+    let mut packets: BTreeMap<u32, &str> = BTreeMap::new();
+    for (key, value) in settings_model(text) {
+        if let Ok(packet) = key.parse::<u32>() {
+            packets.insert(packet, value);
+        }
+    }
+    let mut worst_write = 0usize;
+    let mut session = 0usize;
+    for (_, value) in packets.range(..stop) {
+        let write = rules_model(value)
+            .iter()
+            .map(|rule| match *rule {
+                ModelRule::Check => 0,
+                ModelRule::Range(_, max) => (max as usize).min(MAX_DATA_LEN) + HEADER_LEN,
+            })
+            .fold(0usize, usize::saturating_add);
+        worst_write = worst_write.max(write);
+        session = session.saturating_add(write);
+    }
+    (worst_write, session)
+}
+
+/// A scheme an operator wrote, as [`PaddingScheme::for_clients`] gives it to
+/// clients: when it is taken, the reference client's reading of the text sent
+/// (lines split on `\n` only, nothing trimmed, a range it cannot parse skipped)
+/// must find the same `stop` and every rule, and the scheme must pad within the
+/// bounds our client takes.
+fn check_for_clients(input: &[u8]) -> Result<&'static str, String> {
+    let Ok(scheme) = PaddingScheme::for_clients(input) else {
+        return Ok("refused");
+    };
+    let text = scheme.text();
+    ensure!(
+        !text.contains(['\r', ' ', '\t']) && !text.contains("\n\n"),
+        "for_clients: {text:?} is not normalised"
+    );
+    let mut go_stop = None;
+    for line in text.split('\n') {
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("for_clients: line {line:?} without `=`"));
+        };
+        if key == "stop" {
+            go_stop = value.parse::<u32>().ok();
+            continue;
+        }
+        let tokens = value.split(',').count();
+        let read = rules_model(value).len();
+        ensure!(
+            read == tokens,
+            "for_clients: {line:?}: a client reads {read} of its {tokens} rules"
+        );
+    }
+    ensure!(
+        go_stop == Some(scheme.stop()),
+        "for_clients: a client reads stop {go_stop:?}, not {}",
+        scheme.stop()
+    );
+    ensure!(
+        scheme.check_bounds().is_ok(),
+        "for_clients: a scheme past the bounds was taken"
+    );
+    Ok("taken")
+}
+
 /// Checks [`PaddingScheme::parse`] of `input` and what the scheme it gives answers.
 pub(super) fn check(
     input: &[u8],
     rng: &mut SmallRng,
     stats: &mut CaseStats,
 ) -> Result<String, String> {
+    let for_clients = check_for_clients(input)?;
     let (parsed, peak) = measure(stats, || PaddingScheme::parse(input));
     alloc_within(
         "PaddingScheme::parse",
@@ -253,6 +322,14 @@ pub(super) fn check(
     ensure!(
         md5 == padding::md5_hex(input),
         "md5: not the md5 of the exact text"
+    );
+    let (worst_write, session) = padding_model(scheme.text(), scheme.stop());
+    let bounded = worst_write <= padding::MAX_PADDING_PER_WRITE
+        && session <= padding::MAX_PADDING_PER_SESSION;
+    ensure!(
+        scheme.check_bounds().is_ok() == bounded,
+        "bounds: {:?}, model {worst_write} a write, {session} a session",
+        scheme.check_bounds()
     );
     let again = PaddingScheme::parse(scheme.text().as_bytes());
     ensure!(
@@ -335,5 +412,8 @@ pub(super) fn check(
         (false, true) => "checks",
         (true, true) => "both",
     };
-    Ok(format!("ok stop={stop} rules={rules} shape={shaped}"))
+    let bounds = if bounded { "within" } else { "past" };
+    Ok(format!(
+        "ok stop={stop} rules={rules} shape={shaped} bounds={bounds} operator={for_clients}"
+    ))
 }
