@@ -149,9 +149,19 @@ struct Outgoing {
 }
 
 impl Outgoing {
+    /// Free space for records: a pooled buffer (taking one, with the bytes
+    /// already queued, if a small one held them), compacted when sends left
+    /// room at its front.
     fn free(&mut self) -> &mut [u8] {
-        if self.bytes.is_empty() {
-            self.bytes = take_tls_buffer();
+        let unsent = self.len - self.sent;
+        if self.bytes.len() != TLS_BUFFER_LEN {
+            let mut pooled = take_tls_buffer();
+            pooled[..unsent].copy_from_slice(&self.bytes[self.sent..self.len]);
+            self.bytes = pooled;
+            (self.sent, self.len) = (0, unsent);
+        } else if self.sent > 0 && TLS_BUFFER_LEN - self.len < MAX_RECORD {
+            self.bytes.copy_within(self.sent..self.len, 0);
+            (self.sent, self.len) = (0, unsent);
         }
         &mut self.bytes[self.len..]
     }
@@ -172,14 +182,15 @@ impl Outgoing {
         }
     }
 
-    /// Encodes a handshake record, growing the buffer past the pooled size if
-    /// one flight needs it (a long certificate chain).
+    /// Encodes a handshake record after what is queued: into an allocation of
+    /// its own size when nothing is (the handshake's flight, the tickets that
+    /// wait for the first write), growing as one needs.
     fn encode(
         &mut self,
         mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
     ) -> Result<(), rustls::Error> {
         loop {
-            match encode(self.free()) {
+            match encode(&mut self.bytes[self.len..]) {
                 Ok(n) => {
                     self.len += n;
                     return Ok(());
@@ -398,10 +409,11 @@ impl TlsConnection {
                         .map_err(invalid_data)?;
                 }
                 ConnectionState::TransmitTlsData(data) => {
-                    // Sent by the writer, or by `try_send` below, in order.
+                    // What rustls sends unasked once the handshake is done (the
+                    // session tickets, a key update's answer) leaves with the
+                    // next write, in the same send.
                     data.done();
                     self.incoming.discard(discard);
-                    self.try_send();
                     continue;
                 }
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
@@ -624,7 +636,8 @@ impl AsyncWrite for TlsConnection {
             return Poll::Ready(Ok(0));
         }
         loop {
-            ready!(this.poll_send(cx))?;
+            // Records go after whatever is queued (tickets, or what the socket
+            // did not take yet), and leave with it in one send.
             let taken = this.encrypt(bufs)?;
             if taken > 0 {
                 this.try_send();
@@ -633,6 +646,8 @@ impl AsyncWrite for TlsConnection {
             if this.outgoing.is_empty() {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            // No room: the kernel must take what is queued first.
+            ready!(this.poll_send(cx))?;
         }
     }
 
