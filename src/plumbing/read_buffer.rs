@@ -34,20 +34,6 @@ impl ReadBuffer {
         }
     }
 
-    /// A buffer that starts with `bytes` (read elsewhere) not yet consumed.
-    pub fn with_filled(chunk: usize, bytes: &[u8]) -> ReadBuffer {
-        let mut buf = ReadBuffer::new(chunk);
-        if !bytes.is_empty() {
-            buf.data = take_read_buffer();
-            if buf.data.len() < bytes.len() + chunk {
-                buf.data.resize(bytes.len() + chunk, 0);
-            }
-            buf.data[..bytes.len()].copy_from_slice(bytes);
-            buf.end = bytes.len();
-        }
-        buf
-    }
-
     /// Bytes read and not yet consumed.
     pub fn filled(&self) -> &[u8] {
         &self.data[self.start..self.end]
