@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anytls::client::{connect_tls, ClientSession};
 use anytls::plumbing::timeout;
@@ -77,6 +77,36 @@ fn failed_authentication_gets_the_fallback_web_page() {
             .is_none_or(|r| r.is_err()));
     });
     assert!(server.wait_for_log("handed to fallback", Duration::from_secs(2)));
+    server.assert_fds_back_to_baseline();
+}
+
+/// A request shorter than the preamble's 34 fixed bytes (`GET / HTTP/1.0` and an
+/// empty line: 18 bytes) gets the fallback's page as soon as the prober pauses,
+/// not at the handshake timeout (10 s) as before.
+#[test]
+fn a_short_request_gets_the_fallback_page_at_once() {
+    let web = web_server();
+    let server = TestServer::start(&["--fallback", &web.to_string()]);
+    run_local(async {
+        let mut tls = connect_tls(&server.client_config()).await.unwrap();
+        let started = Instant::now();
+        tls.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        tls.flush().await.unwrap();
+        let mut response = Vec::new();
+        timeout(Duration::from_secs(5), tls.read_to_end(&mut response))
+            .await
+            .expect("the web page within 5 s")
+            .ok();
+        let elapsed = started.elapsed();
+        println!("18-byte request answered by the fallback after {elapsed:?}");
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.ends_with(PAGE), "{response}");
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "answered after {elapsed:?}, not at once"
+        );
+    });
+    assert!(server.wait_for_log("fewer than 34 bytes, then a pause", Duration::from_secs(2)));
     server.assert_fds_back_to_baseline();
 }
 

@@ -6,7 +6,9 @@
 //! real client sends its whole preamble in one write, while a prober's request
 //! (an HTTP request, say) is never a valid preamble, and waiting for the padding
 //! length such bytes announce would leave the prober hanging where a web server
-//! answers. A rejected connection loses no byte read after TLS: what was taken
+//! answers. For the same reason fewer than the fixed part's bytes followed by a
+//! short pause (a short request) are judged at once, not at the handshake
+//! timeout. A rejected connection loses no byte read after TLS: what was taken
 //! of the preamble and what is still unread both go to the fallback.
 
 use std::net::IpAddr;
@@ -26,12 +28,23 @@ pub(crate) const WRONG_PASSWORD: &str = "wrong password";
 /// ... or its address sent too many of them, and it was not checked.
 pub(crate) const BLOCKED: &str = "address blocked after too many wrong passwords";
 
+/// ... or it sent fewer bytes than the preamble's fixed part, then paused.
+pub(crate) const SHORT: &str = "fewer than 34 bytes, then a pause";
+
+/// How long a connection that sent fewer than the preamble's 34 fixed bytes may
+/// pause before it is judged on what it sent (a short request, a prober's): a
+/// web server would answer it at once. A real client's first record holds its
+/// whole preamble (and records arrive whole), so it never waits here.
+const SHORT_PROBE_PAUSE: Duration = Duration::from_millis(40);
+
 /// How a preamble was judged.
 enum Judged {
     Accepted(Arc<Account>),
     WrongPassword,
     /// Not checked: the client's address is blocked for wrong passwords.
     Blocked,
+    /// Fewer than the fixed part's bytes, then a pause.
+    Short,
 }
 
 /// How admission ended.
@@ -78,6 +91,11 @@ pub(crate) async fn admit(tcp: TcpStream, peer: IpAddr, core: &CoreContext) -> A
             tls,
             read,
             why: BLOCKED,
+        },
+        Some(Ok(Judged::Short)) => Admission::Rejected {
+            tls,
+            read,
+            why: SHORT,
         },
         Some(Err(e)) => Admission::Failed(e),
         None => Admission::Rejected {
@@ -133,13 +151,23 @@ async fn read_preamble(
             Some(len) => FIXED_LEN + u16::from_be_bytes([len[0], len[1]]) as usize - read.len(),
             None => FIXED_LEN - read.len(),
         };
+        let short = !read.is_empty() && read.len() < FIXED_LEN;
         let mut take = |bytes: &[u8]| {
             let n = bytes.len().min(wanted);
             read.extend_from_slice(&bytes[..n]);
             wanted -= n;
             n
         };
-        match future::poll_fn(|cx| tls.poll_plaintext(cx, &mut take)).await {
+        let next = future::poll_fn(|cx| tls.poll_plaintext(cx, &mut take));
+        let next = if short {
+            match timeout(SHORT_PROBE_PAUSE, next).await {
+                Some(next) => next,
+                None => return Ok(Judged::Short),
+            }
+        } else {
+            next.await
+        };
+        match next {
             Ok(Plaintext::Offered) => {}
             Ok(Plaintext::Ended) => return Err("connection closed before authentication".into()),
             Err(e) => return Err(format!("read failed before authentication: {e}")),
