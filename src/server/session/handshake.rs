@@ -23,13 +23,20 @@ use crate::plumbing::{timeout, Plaintext, TlsConnection};
 use crate::proto::auth::{decode_preamble, PasswordHash, FIXED_LEN, HASH_LEN};
 use crate::server::context::CoreContext;
 
-/// Why a connection that completed TLS was not admitted: a wrong password.
-pub(crate) const WRONG_PASSWORD: &str = "wrong password";
-/// ... or its address sent too many of them, and it was not checked.
-pub(crate) const BLOCKED: &str = "address blocked after too many wrong passwords";
-
-/// ... or it sent fewer bytes than the preamble's fixed part, then paused.
-pub(crate) const SHORT: &str = "fewer than 34 bytes, then a pause";
+/// Why a connection that completed TLS was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Rejection {
+    #[error("wrong password")]
+    WrongPassword,
+    /// Not checked: its address sent too many wrong passwords.
+    #[error("address blocked after too many wrong passwords")]
+    Blocked,
+    /// Fewer bytes than the preamble's fixed part, then a pause.
+    #[error("fewer than 34 bytes, then a pause")]
+    Short,
+    #[error("no authentication within the handshake timeout")]
+    Timeout,
+}
 
 /// How long a connection that sent fewer than the preamble's 34 fixed bytes may
 /// pause before it is judged on what it sent (a short request, a prober's): a
@@ -40,11 +47,7 @@ const SHORT_PROBE_PAUSE: Duration = Duration::from_millis(40);
 /// How a preamble was judged.
 enum Judged {
     Accepted(Arc<Account>),
-    WrongPassword,
-    /// Not checked: the client's address is blocked for wrong passwords.
-    Blocked,
-    /// Fewer than the fixed part's bytes, then a pause.
-    Short,
+    Rejected(Rejection),
 }
 
 /// How admission ended.
@@ -61,7 +64,7 @@ pub(crate) enum Admission {
     Rejected {
         tls: TlsConnection,
         read: Vec<u8>,
-        why: &'static str,
+        why: Rejection,
     },
     /// No usable connection (TLS failed, or the peer closed or erred first).
     Failed(String),
@@ -82,26 +85,12 @@ pub(crate) async fn admit(tcp: TcpStream, peer: IpAddr, core: &CoreContext) -> A
         .max(Duration::from_millis(1));
     match timeout(left, read_preamble(&mut tls, &mut read, peer, core)).await {
         Some(Ok(Judged::Accepted(account))) => Admission::Accepted { tls, account },
-        Some(Ok(Judged::WrongPassword)) => Admission::Rejected {
-            tls,
-            read,
-            why: WRONG_PASSWORD,
-        },
-        Some(Ok(Judged::Blocked)) => Admission::Rejected {
-            tls,
-            read,
-            why: BLOCKED,
-        },
-        Some(Ok(Judged::Short)) => Admission::Rejected {
-            tls,
-            read,
-            why: SHORT,
-        },
+        Some(Ok(Judged::Rejected(why))) => Admission::Rejected { tls, read, why },
         Some(Err(e)) => Admission::Failed(e),
         None => Admission::Rejected {
             tls,
             read,
-            why: "no authentication within the handshake timeout",
+            why: Rejection::Timeout,
         },
     }
 }
@@ -136,12 +125,12 @@ async fn read_preamble(
     loop {
         if user.is_none() && read.len() >= FIXED_LEN {
             if core.pending.guesses.blocked(peer, Instant::now()) {
-                return Ok(Judged::Blocked);
+                return Ok(Judged::Rejected(Rejection::Blocked));
             }
             let hash: [u8; HASH_LEN] = read[..HASH_LEN].try_into().expect("length checked");
             match core.config.users.load().authenticate(&PasswordHash(hash)) {
                 Some(account) => user = Some(account.clone()),
-                None => return Ok(Judged::WrongPassword),
+                None => return Ok(Judged::Rejected(Rejection::WrongPassword)),
             }
         }
         if let (Some(account), Some(_)) = (&user, decode_preamble(read)) {
@@ -162,7 +151,7 @@ async fn read_preamble(
         let next = if short {
             match timeout(SHORT_PROBE_PAUSE, next).await {
                 Some(next) => next,
-                None => return Ok(Judged::Short),
+                None => return Ok(Judged::Rejected(Rejection::Short)),
             }
         } else {
             next.await

@@ -44,7 +44,7 @@ use crate::proto::Settings;
 use crate::server::context::{CoreContext, CoreUser};
 use crate::speed_limit::Direction;
 use crate::stats::Limit;
-use handshake::Admission;
+use handshake::{Admission, Rejection};
 
 /// The reason a client reads for a stream past its user's outbound share.
 const OUTBOUND_SHARE_REACHED: &str =
@@ -127,12 +127,12 @@ pub(crate) async fn serve_connection(
 
 /// Counts a connection refused for its password against its client's address,
 /// and says when that blocks the address (or the address was blocked).
-fn guessing(core: &CoreContext, peer: SocketAddr, why: &str) {
-    if why == handshake::BLOCKED {
+fn guessing(core: &CoreContext, peer: SocketAddr, why: Rejection) {
+    if why == Rejection::Blocked {
         core.limit_reached(Limit::WrongPasswords, || {
             format!("{peer}: refused unchecked: its address is blocked for wrong passwords")
         });
-    } else if why == handshake::WRONG_PASSWORD {
+    } else if why == Rejection::WrongPassword {
         let guesses = &core.pending.guesses;
         if let Some(block) = guesses.wrong_password(peer.ip(), Instant::now()) {
             let rules = guesses.rules();
