@@ -44,23 +44,35 @@ fn web_server() -> SocketAddr {
     addr
 }
 
+/// What a prober that sends `request` over TLS gets back (within 5 s), and how
+/// long after sending it the connection closed.
+async fn probe(server: &TestServer, request: &[u8]) -> (String, Duration) {
+    let mut tls = connect_tls(&server.client_config()).await.unwrap();
+    let started = Instant::now();
+    tls.write_all(request).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut response = Vec::new();
+    timeout(Duration::from_secs(5), tls.read_to_end(&mut response))
+        .await
+        .expect("an answer within 5 s")
+        .ok();
+    (
+        String::from_utf8_lossy(&response).into_owned(),
+        started.elapsed(),
+    )
+}
+
 #[test]
 fn failed_authentication_gets_the_fallback_web_page() {
     let web = web_server();
     let server = TestServer::start(&["--fallback", &web.to_string()]);
     run_local(async {
         // An HTTPS request, as a prober would send it.
-        let mut tls = connect_tls(&server.client_config()).await.unwrap();
-        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: probe\r\n\r\n")
-            .await
-            .unwrap();
-        tls.flush().await.unwrap();
-        let mut response = Vec::new();
-        timeout(Duration::from_secs(5), tls.read_to_end(&mut response))
-            .await
-            .expect("the web page within 5 s")
-            .ok();
-        let response = String::from_utf8_lossy(&response);
+        let (response, _) = probe(
+            &server,
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: probe\r\n\r\n",
+        )
+        .await;
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
         assert!(response.ends_with(PAGE), "{response}");
         // Real clients are unaffected.
@@ -88,18 +100,8 @@ fn a_short_request_gets_the_fallback_page_at_once() {
     let web = web_server();
     let server = TestServer::start(&["--fallback", &web.to_string()]);
     run_local(async {
-        let mut tls = connect_tls(&server.client_config()).await.unwrap();
-        let started = Instant::now();
-        tls.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
-        tls.flush().await.unwrap();
-        let mut response = Vec::new();
-        timeout(Duration::from_secs(5), tls.read_to_end(&mut response))
-            .await
-            .expect("the web page within 5 s")
-            .ok();
-        let elapsed = started.elapsed();
+        let (response, elapsed) = probe(&server, b"GET / HTTP/1.0\r\n\r\n").await;
         println!("18-byte request answered by the fallback after {elapsed:?}");
-        let response = String::from_utf8_lossy(&response);
         assert!(response.ends_with(PAGE), "{response}");
         assert!(
             elapsed < Duration::from_secs(1),
