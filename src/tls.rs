@@ -204,12 +204,55 @@ impl ServerTls {
     }
 }
 
-/// The same configuration with the client's cipher-suite order deciding, for
-/// clients that [prefer ChaCha20](client_prefers_chacha).
-pub fn client_order(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
-    let mut config = config.clone();
-    config.ignore_client_order = false;
-    Arc::new(config)
+/// The server configurations a handshake picks from by its ClientHello: the
+/// cipher-suite order (the server's, or the client's for clients that
+/// [prefer ChaCha20](client_prefers_chacha)) and the one ALPN protocol to
+/// select, as a web server would: the first of the server's list that the
+/// client offers. A client offering none of them (an AnyTLS client asking for
+/// `h3`, say) still completes its handshake, with no protocol selected, where
+/// rustls given the whole list would refuse it.
+pub struct HelloChoices {
+    /// The server's ALPN list, in its order of preference.
+    alpn: Vec<Vec<u8>>,
+    /// Per cipher-suite order (server's, client's): no protocol, then one
+    /// configuration per entry of `alpn`.
+    configs: [Vec<Arc<rustls::ServerConfig>>; 2],
+}
+
+impl HelloChoices {
+    /// The choices over `config` for the ALPN list `alpn` (empty: never select one).
+    pub fn new(config: &rustls::ServerConfig, alpn: &[Vec<u8>]) -> HelloChoices {
+        let variants = |ignore_client_order: bool| {
+            std::iter::once(None)
+                .chain(alpn.iter().map(Some))
+                .map(|protocol| {
+                    let mut config = config.clone();
+                    config.ignore_client_order = ignore_client_order;
+                    config.alpn_protocols = protocol.into_iter().cloned().collect();
+                    Arc::new(config)
+                })
+                .collect()
+        };
+        HelloChoices {
+            alpn: alpn.to_vec(),
+            configs: [variants(true), variants(false)],
+        }
+    }
+
+    /// The configuration for a ClientHello with these cipher suites and ALPN offer.
+    pub fn choose<'a>(
+        &self,
+        suites: &[rustls::CipherSuite],
+        offered: Option<impl Iterator<Item = &'a [u8]>>,
+    ) -> Arc<rustls::ServerConfig> {
+        let order = usize::from(client_prefers_chacha(suites));
+        let offered: Vec<&[u8]> = offered.into_iter().flatten().collect();
+        let selected = self
+            .alpn
+            .iter()
+            .position(|ours| offered.contains(&ours.as_slice()));
+        self.configs[order][selected.map_or(0, |index| index + 1)].clone()
+    }
 }
 
 /// Colon-separated uppercase hex SHA-256 of a certificate.
@@ -337,6 +380,31 @@ mod tests {
             S::TLS13_AES_128_GCM_SHA256
         ]));
         assert!(!client_prefers_chacha(&[]));
+    }
+
+    #[test]
+    fn alpn_is_selected_by_the_servers_preference_and_never_refused() {
+        let tls = ServerTls::self_signed().unwrap();
+        let choices = HelloChoices::new(&tls.config, &[b"h2".to_vec(), b"http/1.1".to_vec()]);
+        let chosen = |offered: Option<&[&[u8]]>| {
+            let config = choices.choose(&[], offered.map(|list| list.iter().copied()));
+            config.alpn_protocols.clone()
+        };
+        assert_eq!(chosen(Some(&[b"http/1.1", b"h2"])), vec![b"h2".to_vec()]);
+        assert_eq!(chosen(Some(&[b"http/1.1"])), vec![b"http/1.1".to_vec()]);
+        assert!(chosen(Some(&[b"h3"])).is_empty());
+        assert!(chosen(None).is_empty());
+        use rustls::CipherSuite as S;
+        let chacha = choices.choose(
+            &[S::TLS13_CHACHA20_POLY1305_SHA256],
+            None::<std::iter::Empty<&[u8]>>,
+        );
+        assert!(!chacha.ignore_client_order);
+        assert!(
+            choices
+                .choose(&[], None::<std::iter::Empty<&[u8]>>)
+                .ignore_client_order
+        );
     }
 
     #[test]

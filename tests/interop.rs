@@ -1,7 +1,7 @@
 //! Interoperability with the reference implementation (anytls-go v0.0.13, the
 //! static binaries in `../shared/peers/`): its client through our server, our
-//! client against its server, UDP through its client, and a slow target on a
-//! reused session. Skipped, with one printed line, where that folder is absent
+//! client against its server, UDP through its client, a slow target on a
+//! reused session, and the server's shaped first records as its client sees them. Skipped, with one printed line, where that folder is absent
 //! (a user's clone).
 
 mod common;
@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anytls::client::ClientSession;
@@ -314,5 +315,190 @@ fn reference_client_adopts_a_scheme_written_with_crlf() {
         "the second session announced our scheme's md5"
     );
     drop((first, second));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TLS web site on 127.0.0.1 (a certificate of its own, made here): each
+/// connection's request gets a 3000-byte page, then the connection closes.
+fn tls_site() -> SocketAddr {
+    let certified = rcgen::generate_simple_self_signed(vec!["site.test".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let (Ok(conn), config) = (conn, config.clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let tls = rustls::ServerConnection::new(config).unwrap();
+                let mut stream = rustls::StreamOwned::new(tls, conn);
+                let mut request = [0u8; 1024];
+                if stream.read(&mut request).unwrap_or(0) > 0 {
+                    let _ = stream.write_all(&SITE_PAGE);
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
+                }
+            });
+        }
+    });
+    addr
+}
+
+const SITE_PAGE: [u8; 3000] = [b'x'; 3000];
+
+/// A relay in front of `server` that notes the type and length of every TLS
+/// record the server sends (a capture on loopback, parsed as a censor would).
+/// TLS records seen, as (content type, length).
+type Records = Arc<Mutex<Vec<(u8, usize)>>>;
+
+fn record_capture(server: SocketAddr) -> (SocketAddr, Records) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let noted = records.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let Ok(mut upstream) = TcpStream::connect(server) else {
+                continue;
+            };
+            let (mut client_in, mut upstream_out) =
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut client_in, &mut upstream_out));
+            let noted = noted.clone();
+            std::thread::spawn(move || {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 64 * 1024];
+                while let Ok(n @ 1..) = upstream.read(&mut buf) {
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    while pending.len() >= 5 {
+                        let len = u16::from_be_bytes([pending[3], pending[4]]) as usize;
+                        if pending.len() < 5 + len {
+                            break;
+                        }
+                        noted.lock().unwrap().push((pending[0], len));
+                        pending.drain(..5 + len);
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (addr, records)
+}
+
+/// The records a server (listening at `server`) sends on the session of the
+/// reference client's first stream, which fetches a page from a TLS site.
+fn records_of_a_tls_fetch(server: SocketAddr) -> Option<Vec<(u8, usize)>> {
+    let (capture, records) = record_capture(server);
+    let (_client, socks) = reference_client(capture)?;
+    let site = tls_site();
+    let (conn, code) = socks_connect(socks, site);
+    assert_eq!(code, 0);
+    let verify = anytls::tls::client_config(anytls::tls::ServerVerification::Insecure);
+    let tls = rustls::ClientConnection::new(verify, "site.test".try_into().unwrap()).unwrap();
+    let mut stream = rustls::StreamOwned::new(tls, conn);
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .unwrap();
+    let mut page = Vec::new();
+    stream.read_to_end(&mut page).unwrap();
+    assert!(page == SITE_PAGE, "the page came through whole");
+    let records = records.lock().unwrap().clone();
+    Some(records)
+}
+
+/// The server shapes its own first writes with the padding scheme, as clients
+/// do theirs: with a scheme of fixed sizes, its first writes after the
+/// handshake leave as records of exactly those sizes (plus TLS's 17 bytes),
+/// padded with Waste frames the reference client reads past (the page arrives
+/// whole). With `--downlink-padding false` none of them appear. The first
+/// records of each, and of the reference server under the same scheme, are
+/// printed.
+#[test]
+fn downlink_records_follow_the_padding_scheme() {
+    if peer("anytls-client").is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("anytls-downlink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("scheme");
+    std::fs::write(
+        &file,
+        "stop=5\n0=30-30\n1=333-333\n2=444-444\n3=555-555\n4=666-666\n",
+    )
+    .unwrap();
+    let scheme = file.to_str().unwrap();
+    let shaped_sizes: Vec<usize> = [333, 444, 555, 666].iter().map(|s| s + 17).collect();
+    let application = |records: &[(u8, usize)]| -> Vec<usize> {
+        records
+            .iter()
+            .filter(|(kind, _)| *kind == 23)
+            .map(|&(_, len)| len)
+            .collect()
+    };
+    let shaped = TestServer::start(&["--padding-scheme", scheme]);
+    let on = records_of_a_tls_fetch(shaped.addr).unwrap();
+    let plain = TestServer::start(&["--padding-scheme", scheme, "--downlink-padding", "false"]);
+    let off = records_of_a_tls_fetch(plain.addr).unwrap();
+    let default = TestServer::start(&[]);
+    let default = records_of_a_tls_fetch(default.addr).unwrap();
+    let reference = peer("anytls-server").map(|binary| {
+        let addr = free_port();
+        let listen = addr.to_string();
+        let _server = Peer::start(
+            binary,
+            &["-l", &listen, "-p", PASSWORD, "--padding-scheme", scheme],
+            addr,
+        );
+        records_of_a_tls_fetch(addr).unwrap()
+    });
+    for (name, records) in [
+        ("ours, shaped", &on),
+        ("ours, --downlink-padding false", &off),
+        ("ours, the default scheme", &default),
+    ]
+    .into_iter()
+    .chain(reference.as_ref().map(|r| ("reference server", r)))
+    {
+        let first: Vec<String> = records
+            .iter()
+            .take(12)
+            .map(|(t, l)| format!("{t}:{l}"))
+            .collect();
+        println!("{name:<32} {}", first.join(" "));
+    }
+    let on_sizes = application(&on);
+    let mut wanted = shaped_sizes.iter().peekable();
+    for size in &on_sizes {
+        if wanted.peek() == Some(&size) {
+            wanted.next();
+        }
+    }
+    assert!(
+        wanted.peek().is_none(),
+        "shaped records {shaped_sizes:?} in order among {on_sizes:?}"
+    );
+    let off_sizes = application(&off);
+    assert!(
+        !shaped_sizes[1..]
+            .iter()
+            .any(|size| off_sizes.contains(size)),
+        "unshaped: {off_sizes:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,7 +4,6 @@
 //! - `session`: one session over one TLS connection ([`ClientSession`]), used by
 //!   the SOCKS client, the load generator and the integration tests.
 //! - [`session_pool`]: session reuse as the reference client does it.
-//! - [`Padder`]: the padding scheme applied to the first writes.
 //! - [`inbound`]: the local SOCKS5 proxy (CONNECT, and UDP ASSOCIATE carried over
 //!   UDP-over-TCP v2 in [`inbound::udp`]) and HTTP proxy requests on the same port;
 //!   [`socks5`] and [`http`] are its sans-IO parsers.
@@ -14,7 +13,6 @@
 pub mod http;
 pub mod inbound;
 mod options;
-mod padder;
 mod run;
 mod session;
 pub mod session_pool;
@@ -22,7 +20,6 @@ pub mod socks5;
 
 pub use crate::proto::uri::ServerUri;
 pub use options::{ClientOptions, ClientOptionsError, ClientSettled};
-pub use padder::{Padder, SharedScheme};
 pub use run::{run, serve};
 pub use session::{
     connect_tls, ClientConfig, ClientSession, ClientStream, StreamError, SYNACK_TIMEOUT,

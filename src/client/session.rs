@@ -18,8 +18,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rustls::pki_types::ServerName;
 
-use super::padder::{Padder, SharedScheme};
-use crate::plumbing::{self, Event, Pipe, ReadBuffer, Signal, WriteQueue};
+use crate::plumbing::{self, Event, Padder, Pipe, ReadBuffer, SharedScheme, Signal, WriteQueue};
 use crate::proto::auth::{encode_preamble, PasswordHash};
 pub use crate::proto::client_session::SYNACK_TIMEOUT;
 use crate::proto::client_session::{self, Action, Close};

@@ -130,6 +130,10 @@ pub struct ServerConfig {
     pub fallback: Option<SocketAddr>,
     /// The PROXY protocol header written to the fallback first, if any.
     pub fallback_proxy_protocol: Option<proxy_protocol::Version>,
+    /// ALPN protocols to select from, in order of preference (`--fallback-alpn`).
+    pub alpn: Vec<Vec<u8>>,
+    /// Shape the first writes of each session with the padding scheme.
+    pub downlink_padding: bool,
     /// The Prometheus metrics endpoint, if any.
     pub metrics: Option<MetricsConfig>,
     /// TLS server configuration.
@@ -220,6 +224,8 @@ impl ServerConfig {
             padding: Reloadable::new(PaddingScheme::default()),
             fallback: None,
             fallback_proxy_protocol: None,
+            alpn: vec![b"http/1.1".to_vec()],
+            downlink_padding: true,
             metrics: None,
             tls,
             cpus: crate::runtime::allowed_cpus().into_iter().take(1).collect(),

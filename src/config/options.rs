@@ -78,6 +78,9 @@ pub enum ConfigError {
     /// A value that must not be empty was (the flag is named).
     #[error("--{0} must not be empty")]
     Empty(&'static str),
+    /// An ALPN protocol name longer than TLS allows.
+    #[error("--fallback-alpn {0}: an ALPN protocol name is at most 255 bytes")]
+    AlpnTooLong(String),
     /// Two flags (or their config file keys) that exclude each other were both given.
     #[error("--{0} and --{1} exclude each other: give one")]
     Exclusive(&'static str, &'static str),
@@ -190,6 +193,25 @@ pub struct ServerOptions {
     #[arg(long, value_name = "VERSION")]
     #[serde(default, with = "text::optional")]
     pub fallback_proxy_protocol: Option<proxy_protocol::Version>,
+
+    /// ALPN protocols the TLS layer selects from, in order of preference
+    /// (comma-separated), as the web site behind --fallback would: a prober offering
+    /// `h2,http/1.1` then sees what that site's own TLS would choose. A client
+    /// offering none of them still connects, with no protocol selected. Empty: never
+    /// select one.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "http/1.1"
+    )]
+    pub fallback_alpn: Vec<String>,
+
+    /// Shape the server's first writes of each session with the padding scheme, as
+    /// clients shape theirs (record sizes from the scheme, padding to fill them), so
+    /// the first records of a response do not show their own sizes.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub downlink_padding: bool,
 
     /// Padding scheme file sent to clients (default: the reference's default
     /// scheme); reloaded on SIGHUP.
@@ -550,6 +572,8 @@ impl ServerOptions {
             padding: padding.clone(),
             fallback,
             fallback_proxy_protocol: self.fallback_proxy_protocol,
+            alpn: self.alpn()?,
+            downlink_padding: self.downlink_padding,
             metrics: self.metrics_config()?,
             tls: tls.config,
             cpus: self.cpus()?,
@@ -922,6 +946,18 @@ impl ServerOptions {
             node_id,
             state_file,
         }))
+    }
+
+    /// `--fallback-alpn` as protocol names, empty entries dropped.
+    fn alpn(&self) -> Result<Vec<Vec<u8>>, ConfigError> {
+        self.fallback_alpn
+            .iter()
+            .filter(|name| !name.is_empty())
+            .map(|name| match name.len() {
+                1..=255 => Ok(name.as_bytes().to_vec()),
+                _ => Err(ConfigError::AlpnTooLong(name.clone())),
+            })
+            .collect()
     }
 
     /// The padding scheme from `--padding-scheme`, or the default.

@@ -1,6 +1,6 @@
 //! Executor-local plumbing shared by both ends of a session: per-core free lists
 //! of frame, read and TLS buffers, a coalescing frame write queue that hands TLS
-//! one vectored write, a read buffer held only while bytes are buffered, the
+//! one vectored write (its first writes shaped by the padding scheme), a read buffer held only while bytes are buffered, the
 //! server's TLS connection on buffers owned by the core (decrypted records offered
 //! where they lie), the client's TCP transport under TLS (vectored sends,
 //! read-ahead), a bounded byte pipe per
@@ -12,6 +12,7 @@
 
 mod buffers;
 mod event;
+mod padder;
 mod pipe;
 mod queue;
 mod read_buffer;
@@ -23,8 +24,9 @@ mod udp;
 
 pub use buffers::{read_frame, FrameBuffer, FRAME_PAYLOAD};
 pub use event::{Event, Signal, Wait};
+pub use padder::{Padder, SharedScheme};
 pub use pipe::{Pipe, PipeClosed};
-pub use queue::{write_loop, Shaper, WriteQueue, CONTROL_HIGH_WATER, QUEUE_HIGH_WATER};
+pub use queue::{write_loop, WriteQueue, CONTROL_HIGH_WATER, QUEUE_HIGH_WATER};
 pub use read_buffer::{read_frames, FramesEnd, ReadBuffer};
 pub use split::{split, ReadHalf, WriteHalf};
 pub use time::{check_period, timeout, Throttle};

@@ -25,6 +25,7 @@ use std::time::Instant;
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 
 use super::buffers::{self, FrameBuffer, FRAME_PAYLOAD};
+use super::padder::Padder;
 use super::pipe::PipeClosed;
 use crate::proto::frame::{self, Command, HEADER_LEN};
 
@@ -280,22 +281,14 @@ impl WriteQueue {
     }
 }
 
-/// Cuts a session's first writes into the records a padding scheme asks for (the
-/// client's side of the scheme, [`crate::client::Padder`]).
-pub trait Shaper {
-    /// The records one session write becomes; `None` once shaping has stopped for
-    /// good.
-    fn shape(&mut self, batch: &[u8]) -> Option<Vec<Vec<u8>>>;
-}
-
 /// Writes batches from `queue` to `out` until the queue is closed and drained (then
 /// closes `out`) or a write fails. Each batch is one vectored write, or while a
-/// [`Shaper`] is shaping, the records it asks for, each flushed as its own TLS
+/// [`Padder`] is shaping, the records it asks for, each flushed as its own TLS
 /// record.
 pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut out: W,
     queue: &WriteQueue,
-    mut shaper: Option<&mut dyn Shaper>,
+    mut shaper: Option<&mut Padder>,
 ) -> io::Result<()> {
     let mut spare = VecDeque::new();
     let mut joined = Vec::new();

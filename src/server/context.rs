@@ -18,6 +18,7 @@ use crate::pool::CorePool;
 use crate::proto::session::SessionRules;
 use crate::speed_limit::CoreCredit;
 use crate::stats::{CoreCounters, Limit, Stats, UserCounters};
+use crate::tls::HelloChoices;
 
 /// A limit reached is logged at most this often per core and kind.
 pub const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -25,8 +26,8 @@ pub const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// What every task on one core shares: read-only config and core-local state.
 pub(crate) struct CoreContext {
     pub config: Arc<ServerConfig>,
-    /// `config.tls` with the client's cipher-suite order deciding.
-    pub tls_client_order: Arc<rustls::ServerConfig>,
+    /// `config.tls` per ClientHello: cipher-suite order and ALPN.
+    pub hello_choices: HelloChoices,
     pub resolver: Resolver,
     pub pool: Rc<CorePool>,
     pub shutdown: Event,
@@ -65,7 +66,7 @@ impl CoreContext {
         stats: Stats,
     ) -> CoreContext {
         CoreContext {
-            tls_client_order: crate::tls::client_order(&config.tls),
+            hello_choices: HelloChoices::new(&config.tls, &config.alpn),
             session_rules: Rc::new(config.session_rules()),
             config,
             resolver,

@@ -8,8 +8,14 @@
 //! length such bytes announce would leave the prober hanging where a web server
 //! answers. For the same reason fewer than the fixed part's bytes followed by a
 //! short pause (a short request) are judged at once, not at the handshake
-//! timeout. A rejected connection loses no byte read after TLS: what was taken
-//! of the preamble and what is still unread both go to the fallback.
+//! timeout. A connection that sends nothing at all after TLS for that pause gets
+//! its fallback connection opened then (a *standby*), while the preamble is still
+//! awaited: the web server's own timers (its request timeout, say) then run
+//! from nearly the moment they would if it had accepted the connection itself,
+//! and a real client whose preamble was merely delayed is still admitted (the
+//! standby is closed unused). A rejected connection loses no byte read after
+//! TLS: what was taken of the preamble and what is still unread both go to the
+//! fallback.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,6 +40,10 @@ pub(crate) enum Rejection {
     /// Fewer bytes than the preamble's fixed part, then a pause.
     #[error("fewer than 34 bytes, then a pause")]
     Short,
+    /// Nothing sent, and the fallback's connection opened meanwhile spoke or
+    /// closed (its own timeout, say).
+    #[error("nothing sent before the fallback's own timeout")]
+    Silent,
     #[error("no authentication within the handshake timeout")]
     Timeout,
 }
@@ -41,13 +51,34 @@ pub(crate) enum Rejection {
 /// How long a connection that sent fewer than the preamble's 34 fixed bytes may
 /// pause before it is judged on what it sent (a short request, a prober's): a
 /// web server would answer it at once. A real client's first record holds its
-/// whole preamble (and records arrive whole), so it never waits here.
-const SHORT_PROBE_PAUSE: Duration = Duration::from_millis(40);
+/// whole preamble (and records arrive whole), so it never waits here. Also how
+/// long a connection may send nothing before its fallback standby is opened.
+const SHORT_PROBE_PAUSE: Duration = Duration::from_millis(20);
 
 /// How a preamble was judged.
 enum Judged {
     Accepted(Arc<Account>),
     Rejected(Rejection),
+}
+
+/// The fallback connection opened for a client that sent nothing after TLS.
+#[derive(Default)]
+struct Standby {
+    upstream: Option<TcpStream>,
+    /// Opening it was tried (once per connection, even if it failed).
+    tried: bool,
+}
+
+impl Standby {
+    /// Resolves once the fallback sends something or closes: it no longer waits.
+    async fn spoke(&self) {
+        match &self.upstream {
+            Some(upstream) => {
+                let _ = upstream.peek(&mut [0u8; 1]).await;
+            }
+            None => future::pending().await,
+        }
+    }
 }
 
 /// How admission ended.
@@ -60,11 +91,13 @@ pub(crate) enum Admission {
     },
     /// TLS completed but authentication did not (wrong password, or no complete
     /// preamble in time): `read` is what was read of the preamble, and the rest
-    /// is still unread in `tls`, for the fallback.
+    /// is still unread in `tls`, for the fallback; `standby` is the fallback
+    /// connection if one is open already.
     Rejected {
         tls: TlsConnection,
         read: Vec<u8>,
         why: Rejection,
+        standby: Option<TcpStream>,
     },
     /// No usable connection (TLS failed, or the peer closed or erred first).
     Failed(String),
@@ -80,32 +113,37 @@ pub(crate) async fn admit(tcp: TcpStream, peer: IpAddr, core: &CoreContext) -> A
         None => return Admission::Failed(format!("no TLS handshake within {limit:?}")),
     };
     let mut read = Vec::new();
+    let mut standby = Standby::default();
     let left = limit
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(1));
-    match timeout(left, read_preamble(&mut tls, &mut read, peer, core)).await {
-        Some(Ok(Judged::Accepted(account))) => Admission::Accepted { tls, account },
-        Some(Ok(Judged::Rejected(why))) => Admission::Rejected { tls, read, why },
-        Some(Err(e)) => Admission::Failed(e),
-        None => Admission::Rejected {
-            tls,
-            read,
-            why: Rejection::Timeout,
-        },
+    let judged = timeout(
+        left,
+        read_preamble(&mut tls, &mut read, &mut standby, peer, core),
+    )
+    .await;
+    let why = match judged {
+        Some(Ok(Judged::Accepted(account))) => return Admission::Accepted { tls, account },
+        Some(Ok(Judged::Rejected(why))) => why,
+        Some(Err(e)) => return Admission::Failed(e),
+        None => Rejection::Timeout,
+    };
+    Admission::Rejected {
+        tls,
+        read,
+        why,
+        standby: standby.upstream,
     }
 }
 
-/// The TLS handshake, with the cipher suite chosen per [`crate::tls::client_prefers_chacha`].
+/// The TLS handshake, with the configuration chosen per [`crate::tls::HelloChoices`].
 async fn handshake(
     tcp: TcpStream,
     core: &CoreContext,
 ) -> Result<TlsConnection, crate::plumbing::HandshakeError> {
     TlsConnection::accept(tcp, |hello| {
-        if crate::tls::client_prefers_chacha(hello.cipher_suites()) {
-            core.tls_client_order.clone()
-        } else {
-            core.config.tls.clone()
-        }
+        core.hello_choices
+            .choose(hello.cipher_suites(), hello.alpn())
     })
     .await
 }
@@ -118,6 +156,7 @@ async fn handshake(
 async fn read_preamble(
     tls: &mut TlsConnection,
     read: &mut Vec<u8>,
+    standby: &mut Standby,
     peer: IpAddr,
     core: &CoreContext,
 ) -> Result<Judged, String> {
@@ -141,6 +180,7 @@ async fn read_preamble(
             None => FIXED_LEN - read.len(),
         };
         let short = !read.is_empty() && read.len() < FIXED_LEN;
+        let silent = read.is_empty() && !standby.tried;
         let mut take = |bytes: &[u8]| {
             let n = bytes.len().min(wanted);
             read.extend_from_slice(&bytes[..n]);
@@ -148,13 +188,28 @@ async fn read_preamble(
             n
         };
         let next = future::poll_fn(|cx| tls.poll_plaintext(cx, &mut take));
-        let next = if short {
-            match timeout(SHORT_PROBE_PAUSE, next).await {
+        let next = match (core.config.fallback, short || silent) {
+            (Some(fallback), true) => match timeout(SHORT_PROBE_PAUSE, next).await {
                 Some(next) => next,
-                None => return Ok(Judged::Rejected(Rejection::Short)),
+                None if short => return Ok(Judged::Rejected(Rejection::Short)),
+                None => {
+                    // Opened now, so the web server's timers start when they would
+                    // have had it accepted this connection itself.
+                    standby.tried = true;
+                    standby.upstream = super::fallback::connect(fallback, core).await.ok();
+                    continue;
+                }
+            },
+            _ => {
+                let spoke = async {
+                    standby.spoke().await;
+                    None
+                };
+                match future::or(async { Some(next.await) }, spoke).await {
+                    Some(next) => next,
+                    None => return Ok(Judged::Rejected(Rejection::Silent)),
+                }
             }
-        } else {
-            next.await
         };
         match next {
             Ok(Plaintext::Offered) => {}

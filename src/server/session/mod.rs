@@ -6,7 +6,8 @@
 //! once: the reader (read, decode, hand each frame to the machine, carry out its
 //! actions, wait while it wants no more), the timer loop (sleep until the
 //! machine's next deadline, tell it the time, carry out its actions) and the
-//! coalescing writer ([`crate::plumbing::write_loop`]). Each stream is its own task
+//! coalescing writer ([`crate::plumbing::write_loop`], its first writes shaped
+//! by the padding scheme unless `--downlink-padding false`). Each stream is its own task
 //! (see [`stream`], [`uot`]), so one slow dial never stalls the others; it reports
 //! each step to the machine. Failures are scoped as in h2: a stream failure
 //! answers SYNACK error or FIN and the session goes on; a session failure sends
@@ -69,14 +70,19 @@ pub(crate) async fn serve_connection(
     let counters = core.counters();
     let (tls, account) = match handshake::admit(tcp, peer.ip(), &core).await {
         Admission::Accepted { tls, account } => (tls, account),
-        Admission::Rejected { tls, read, why } => {
+        Admission::Rejected {
+            tls,
+            read,
+            why,
+            standby,
+        } => {
             counters.auth_failures.add(1);
             guessing(&core, peer, why);
             match core.config.fallback {
                 Some(fallback) => {
                     info!("{peer}: authentication failed ({why}); handed to fallback {fallback}");
                     counters.fallbacks.add(1);
-                    fallback::relay(tls, read, fallback, peer, &core).await;
+                    fallback::relay(tls, read, standby, fallback, peer, &core).await;
                 }
                 None => info!("{peer}: authentication failed ({why}); connection closed"),
             }
@@ -341,7 +347,9 @@ impl Session {
             glommio::timer::sleep(CLOSE_FLUSH_TIMEOUT).await;
             Ok(())
         };
-        let writing = plumbing::write_loop(writer, &self.queue, None);
+        let mut padder = (self.core.config.downlink_padding)
+            .then(|| plumbing::Padder::fixed(self.core.config.padding.load()));
+        let writing = plumbing::write_loop(writer, &self.queue, padder.as_mut());
         let written = future::or(reading, writing).await;
         self.close();
         let decided = decided.take();

@@ -1,7 +1,8 @@
-//! The client's side of the padding scheme: the first `stop` writes of a session
-//! are cut into the records the scheme asks for (sizes drawn from its ranges, `c`
-//! marks ending the packet early), and the scheme can be replaced mid-session by
-//! UpdatePaddingScheme.
+//! The padding scheme applied to a session's writes: the first `stop` writes are
+//! cut into the records the scheme asks for (sizes drawn from its ranges, `c`
+//! marks ending the packet early). Clients shape their writes with it (and the
+//! scheme can be replaced mid-session by UpdatePaddingScheme); the server shapes
+//! its own with the scheme it tells clients (`--downlink-padding`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,13 +11,13 @@ use std::sync::Arc;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::plumbing::Shaper;
 use crate::proto::padding::{self, PaddingScheme};
 
 /// A padding scheme that can be replaced while sessions use it (UpdatePaddingScheme).
 pub type SharedScheme = Rc<RefCell<Arc<PaddingScheme>>>;
 
-/// Shapes the first `stop` writes of a session per its padding scheme.
+/// Shapes the first `stop` writes of a session per its padding scheme (see
+/// [`super::write_loop`]).
 pub struct Padder {
     scheme: SharedScheme,
     /// Packet 0 is the authentication, so session writes start at 1.
@@ -35,10 +36,15 @@ impl Padder {
             rng: SmallRng::from_entropy(),
         }
     }
-}
 
-impl Shaper for Padder {
-    fn shape(&mut self, batch: &[u8]) -> Option<Vec<Vec<u8>>> {
+    /// A padder for a new session whose scheme never changes (the server's).
+    pub fn fixed(scheme: Arc<PaddingScheme>) -> Padder {
+        Padder::new(Rc::new(RefCell::new(scheme)))
+    }
+
+    /// The records one session write becomes; `None` once shaping has stopped
+    /// for good.
+    pub fn shape(&mut self, batch: &[u8]) -> Option<Vec<Vec<u8>>> {
         if self.done {
             return None;
         }
@@ -60,7 +66,7 @@ mod tests {
     #[test]
     fn padder_shapes_until_stop() {
         let scheme = PaddingScheme::parse(b"stop=3\n1=100-100\n2=50-50").unwrap();
-        let mut padder = Padder::new(Rc::new(RefCell::new(Arc::new(scheme))));
+        let mut padder = Padder::fixed(Arc::new(scheme));
         let first = padder.shape(&[1u8; 10]).unwrap();
         assert_eq!(first.iter().map(Vec::len).collect::<Vec<_>>(), vec![100]);
         let second = padder.shape(&[1u8; 80]).unwrap();
