@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anytls::client::{connect_tls, ClientSession};
 use anytls::plumbing::timeout;
+use anytls::proto::frame;
 use common::*;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
@@ -110,6 +111,33 @@ fn a_short_request_gets_the_fallback_page_at_once() {
     });
     assert!(server.wait_for_log("fewer than 34 bytes, then a pause", Duration::from_secs(2)));
     server.assert_fds_back_to_baseline();
+}
+
+/// A client that sends nothing for a while after TLS gets a fallback connection
+/// opened (so the site's own timers start on time), yet a real client whose
+/// preamble comes late is still admitted, and that connection is closed unused.
+#[test]
+fn a_late_preamble_is_admitted_and_the_opened_fallback_closed_unused() {
+    let (fallback, received) = recording_fallback();
+    let server = TestServer::start(&["--fallback", &fallback.to_string()]);
+    run_local(async {
+        let mut tls = connect_tls(&server.client_config()).await.unwrap();
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        let wire = [preamble(PASSWORD), settings_frame(&default_md5())].concat();
+        tls.write_all(&wire).await.unwrap();
+        tls.flush().await.unwrap();
+        let (frames, _) = read_frames(&mut tls, |f| {
+            f.iter()
+                .any(|(c, _, _)| *c == frame::Command::ServerSettings)
+        })
+        .await;
+        assert!(!frames.is_empty());
+        let standby = received
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the fallback connection opened after 20 ms of silence was closed");
+        assert!(standby.is_empty(), "nothing was sent to it: {standby:?}");
+    });
+    assert!(server.logged("session opened"));
 }
 
 #[test]
