@@ -35,6 +35,8 @@
 //!   become, with SIGHUP reloads.
 //! - [`reloadable`]: a value every core reads and the control plane replaces.
 //! - [`tls`]: rustls configuration, PEM loading, the self-signed default.
+//! - [`acme`]: certificates from an ACME CA, issued and renewed on a thread of
+//!   their own; the challenges' answers the data path reads.
 //! - [`stats`]: per-core counters summed when reported.
 //! - [`metrics`]: the Prometheus text endpoint (`--metrics`), with its token,
 //!   allow-list, concurrency bound and render cache.
@@ -50,7 +52,7 @@
 //! list against every `use` and `crate::` path):
 //!
 //! 1. `proto`, `reloadable`, `speed_limit`, `stats`, `tls`, `cli`
-//! 2. `plumbing`, `accounts`, `limits`
+//! 2. `plumbing`, `accounts`, `limits`, `acme`
 //! 3. `pool`
 //! 4. `runtime`, `node`
 //! 5. `config`
@@ -60,6 +62,7 @@
 #![deny(unsafe_code)]
 
 pub mod accounts;
+pub mod acme;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -43,7 +43,7 @@ pub enum TlsError {
 /// AES-128-GCM first (cheaper than AES-256-GCM per byte on CPUs with AES
 /// instructions, and what Go's TLS stack picks too), then AES-256-GCM, then
 /// ChaCha20-Poly1305.
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     let mut provider = aws_lc_rs::default_provider();
     provider
         .cipher_suites
@@ -82,21 +82,27 @@ pub fn client_prefers_chacha(client_suites: &[rustls::CipherSuite]) -> bool {
 }
 
 /// The server's certificate chain and key, replaceable while the server runs
-/// (SIGHUP): handshakes after [`CertificateSlot::replace`] present the new pair,
-/// sessions already open keep the one they shook hands with.
+/// (SIGHUP, an ACME renewal): handshakes after [`CertificateSlot::replace`]
+/// present the new pair, sessions already open keep the one they shook hands
+/// with. Empty until ACME issues the first certificate: handshakes then fail.
 #[derive(Debug)]
-pub struct CertificateSlot(RwLock<Arc<CertifiedKey>>);
+pub struct CertificateSlot(RwLock<Option<Arc<CertifiedKey>>>);
 
 impl CertificateSlot {
     /// Makes handshakes from now on present `pair`.
     pub fn replace(&self, pair: LoadedPair) {
-        *self.0.write().expect("certificate slot poisoned") = pair.certified;
+        *self.0.write().expect("certificate slot poisoned") = Some(pair.certified);
+    }
+
+    /// Whether there is no certificate to present yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.read().expect("certificate slot poisoned").is_none()
     }
 }
 
 impl ResolvesServerCert for CertificateSlot {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().expect("certificate slot poisoned").clone())
+        self.0.read().expect("certificate slot poisoned").clone()
     }
 }
 
@@ -119,8 +125,17 @@ impl LoadedPair {
                 source,
             })
         };
-        let cert_pem = read(cert)?;
-        let key_pem = read(key)?;
+        Self::from_pem(&read(cert)?, &read(key)?, cert, key)
+    }
+
+    /// A PEM certificate chain and its PEM private key, read from `cert` and
+    /// `key` (named in errors).
+    pub fn from_pem(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        cert: &Path,
+        key: &Path,
+    ) -> Result<LoadedPair, TlsError> {
         let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
             .filter_map(Result::ok)
             .collect();
@@ -183,20 +198,41 @@ impl ServerTls {
         Self::build(LoadedPair::self_signed()?)
     }
 
+    /// Serves `pair` (a certificate ACME issued earlier, say).
+    pub fn from_pair(pair: LoadedPair) -> Result<ServerTls, TlsError> {
+        Self::build(pair)
+    }
+
+    /// No certificate yet (ACME will issue one): every handshake fails until
+    /// [`CertificateSlot::replace`] gives it one.
+    pub fn waiting() -> Result<ServerTls, TlsError> {
+        let certificate = Arc::new(CertificateSlot(RwLock::new(None)));
+        Ok(ServerTls {
+            config: Self::config(&certificate)?,
+            certificate,
+            fingerprint: String::new(),
+            leaf: CertificateDer::from(Vec::new()),
+        })
+    }
+
+    fn config(certificate: &Arc<CertificateSlot>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(certificate.clone());
+        config.ignore_client_order = true;
+        Ok(Arc::new(config))
+    }
+
     fn build(pair: LoadedPair) -> Result<ServerTls, TlsError> {
         let LoadedPair {
             certified,
             fingerprint,
             leaf,
         } = pair;
-        let certificate = Arc::new(CertificateSlot(RwLock::new(certified)));
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(certificate.clone());
-        config.ignore_client_order = true;
+        let certificate = Arc::new(CertificateSlot(RwLock::new(Some(certified))));
         Ok(ServerTls {
-            config: Arc::new(config),
+            config: Self::config(&certificate)?,
             certificate,
             fingerprint,
             leaf,

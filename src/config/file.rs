@@ -116,18 +116,38 @@ pub fn load(path: &Path) -> Result<Loaded, FileError> {
     if text.trim_start().starts_with('{') {
         from_sing_box(path, &text)
     } else {
-        let file: toml::Table = toml::from_str(&text).map_err(|e| FileError::Toml {
+        let mut file: toml::Table = toml::from_str(&text).map_err(|e| FileError::Toml {
             path: path.to_owned(),
             line: e
                 .span()
                 .map_or(1, |span| text[..span.start].matches('\n').count() + 1),
             message: e.message().replace('\n', " "),
         })?;
+        flatten_acme(&mut file);
         Ok(Loaded {
             file,
             note: None,
             text,
         })
+    }
+}
+
+/// `acme = { domains, email, directory, directory_ca, state_dir, http,
+/// self_signed }` as the flags' keys (`acme_domain`, `acme_email`, ...). A value
+/// that is not a table is left for the key check to name.
+fn flatten_acme(file: &mut toml::Table) {
+    if !file.get("acme").is_some_and(toml::Value::is_table) {
+        return;
+    }
+    let Some(toml::Value::Table(acme)) = file.remove("acme") else {
+        return;
+    };
+    for (key, value) in acme {
+        let flag = match key.as_str() {
+            "domains" => "acme_domain".to_owned(),
+            other => format!("acme_{other}"),
+        };
+        file.insert(flag, value);
     }
 }
 
@@ -254,6 +274,22 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn an_acme_table_becomes_the_flags_keys() {
+        let path = write(
+            "acme.toml",
+            "[acme]\ndomains = [\"a.example\"]\nemail = \"ops@example.com\"\nstate_dir = \"/var/lib/x\"\n",
+        );
+        let loaded = load(&path).unwrap();
+        assert!(!loaded.file.contains_key("acme"));
+        assert_eq!(
+            loaded.file["acme_domain"],
+            toml::Value::Array(vec!["a.example".into()])
+        );
+        assert_eq!(loaded.file["acme_email"].as_str(), Some("ops@example.com"));
+        assert_eq!(loaded.file["acme_state_dir"].as_str(), Some("/var/lib/x"));
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub struct ServerConfig {
     pub alpn: Vec<Vec<u8>>,
     /// Shape the first writes of each session with the padding scheme.
     pub downlink_padding: bool,
+    /// ACME: the pending challenges' answers (TLS-ALPN-01 on this port), if
+    /// certificates come from ACME.
+    pub acme_challenges: Option<Arc<crate::acme::Challenges>>,
     /// The Prometheus metrics endpoint, if any.
     pub metrics: Option<MetricsConfig>,
     /// TLS server configuration.
@@ -226,6 +229,7 @@ impl ServerConfig {
             fallback_proxy_protocol: None,
             alpn: vec![b"http/1.1".to_vec()],
             downlink_padding: true,
+            acme_challenges: None,
             metrics: None,
             tls,
             cpus: crate::runtime::allowed_cpus().into_iter().take(1).collect(),

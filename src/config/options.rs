@@ -78,6 +78,12 @@ pub enum ConfigError {
     /// A value that must not be empty was (the flag is named).
     #[error("--{0} must not be empty")]
     Empty(&'static str),
+    /// An `--acme-*` flag without `--acme-domain`.
+    #[error("--{0} needs --acme-domain")]
+    AcmeNeedsDomain(&'static str),
+    /// The ACME state or settings cannot be used.
+    #[error("{0}")]
+    Acme(#[from] crate::acme::AcmeError),
     /// An ALPN protocol name longer than TLS allows.
     #[error("--fallback-alpn {0}: an ALPN protocol name is at most 255 bytes")]
     AlpnTooLong(String),
@@ -229,6 +235,43 @@ pub struct ServerOptions {
     #[arg(long, value_name = "FILE", requires = "cert")]
     #[serde(rename = "key_path")]
     pub key: Option<PathBuf>,
+
+    /// Get the certificate for this name from an ACME CA and renew it
+    /// (repeatable: one certificate for all). The CA validates by TLS-ALPN-01 on
+    /// --listen (port 443 must reach it) or HTTP-01 on --acme-http. Excludes
+    /// --cert/--key.
+    #[arg(long, value_name = "NAME")]
+    pub acme_domain: Vec<String>,
+
+    /// Contact address for the ACME account (expiry warnings from the CA).
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// The ACME CA's directory URL [default: Let's Encrypt's production directory].
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+
+    /// PEM file of the only CA trusted for --acme-directory's HTTPS (a private
+    /// or test CA).
+    #[arg(long, value_name = "FILE")]
+    pub acme_directory_ca: Option<PathBuf>,
+
+    /// Where the ACME account, certificate and key are kept (mode 0600), reused
+    /// across restarts [default: acme under $STATE_DIRECTORY, or under the
+    /// working directory].
+    #[arg(long, value_name = "DIR")]
+    pub acme_state_dir: Option<PathBuf>,
+
+    /// Answer the CA's HTTP-01 challenge on this address (port 80, usually)
+    /// instead of TLS-ALPN-01 on --listen, for a node behind something that
+    /// strips ALPN.
+    #[arg(long, value_name = "ADDR")]
+    pub acme_http: Option<String>,
+
+    /// Until ACME issues the first certificate, serve a self-signed one instead
+    /// of refusing handshakes.
+    #[arg(long)]
+    pub acme_self_signed: bool,
 
     /// Executors to run, one pinned per CPU [default: every CPU this process may use].
     #[arg(long)]
@@ -532,6 +575,8 @@ pub struct Settled {
     pub self_signed: bool,
     /// `--print-links`: print the links and exit.
     pub print_links: bool,
+    /// ACME: what to keep issued and renewed (the ACME thread's settings).
+    pub acme: Option<crate::acme::AcmeSettings>,
     /// `--qr`: print QR codes of the links too.
     pub qr: bool,
     /// Node mode: where the panel is and who this node is.
@@ -544,16 +589,49 @@ impl ServerOptions {
     pub fn settle(&self, descriptor_limit: u64) -> Result<Settled, ConfigError> {
         let listen = resolve("listen", &self.listen)?;
         let padding = self.load_padding()?;
-        let tls = match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => ServerTls::from_pem_files(cert, key)?,
-            _ => ServerTls::self_signed()?,
+        let acme = self.acme()?;
+        let kept = match &acme {
+            Some(acme) => crate::acme::kept_certificate(acme)?,
+            None => None,
         };
-        let certificate_note = match &self.cert {
-            Some(cert) => format!("certificate {} (SHA-256 {})", cert.display(), tls.fingerprint),
-            None => format!(
+        let self_signed_note = |tls: &ServerTls| {
+            format!(
                 "self-signed certificate for localhost, SHA-256 fingerprint {} (clients need insecure=1 or this pin)",
                 tls.fingerprint
-            ),
+            )
+        };
+        let (tls, certificate_note, self_signed) = match (&self.cert, &self.key, &acme, kept) {
+            (Some(cert), Some(key), _, _) => {
+                let tls = ServerTls::from_pem_files(cert, key)?;
+                let note = format!(
+                    "certificate {} (SHA-256 {})",
+                    cert.display(),
+                    tls.fingerprint
+                );
+                (tls, note, false)
+            }
+            (_, _, Some(acme), Some((pair, _))) => {
+                let tls = ServerTls::from_pair(pair)?;
+                let note = format!(
+                    "the ACME certificate for {} kept in {} (SHA-256 {})",
+                    acme.domains.join(", "),
+                    acme.state_dir.display(),
+                    tls.fingerprint
+                );
+                (tls, note, false)
+            }
+            (_, _, Some(acme), None) if !self.acme_self_signed => {
+                let note = format!(
+                    "no certificate yet for {}: handshakes are refused until ACME issues one (--acme-self-signed serves a self-signed one meanwhile)",
+                    acme.domains.join(", ")
+                );
+                (ServerTls::waiting()?, note, false)
+            }
+            _ => {
+                let tls = ServerTls::self_signed()?;
+                let note = self_signed_note(&tls);
+                (tls, note, true)
+            }
         };
         let (certificate, fingerprint) = (tls.certificate.clone(), tls.fingerprint.clone());
         let (users, _) = self.load_users(&Accounts::default())?;
@@ -573,6 +651,7 @@ impl ServerOptions {
             fallback,
             fallback_proxy_protocol: self.fallback_proxy_protocol,
             alpn: self.alpn()?,
+            acme_challenges: acme.as_ref().map(|_| Arc::default()),
             downlink_padding: self.downlink_padding,
             metrics: self.metrics_config()?,
             tls: tls.config,
@@ -613,7 +692,8 @@ impl ServerOptions {
             credentials: self.credentials()?,
             node,
             public_host: self.public_host.clone(),
-            self_signed: self.cert.is_none(),
+            self_signed,
+            acme,
             print_links: self.print_links,
             qr: self.qr,
         })
@@ -948,6 +1028,46 @@ impl ServerOptions {
         }))
     }
 
+    /// The ACME settings, if `--acme-domain` names any.
+    fn acme(&self) -> Result<Option<crate::acme::AcmeSettings>, ConfigError> {
+        if self.acme_domain.is_empty() {
+            let given = [
+                ("acme-email", self.acme_email.is_some()),
+                ("acme-directory", self.acme_directory.is_some()),
+                ("acme-directory-ca", self.acme_directory_ca.is_some()),
+                ("acme-state-dir", self.acme_state_dir.is_some()),
+                ("acme-http", self.acme_http.is_some()),
+                ("acme-self-signed", self.acme_self_signed),
+            ];
+            return match given.iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(ConfigError::AcmeNeedsDomain(flag)),
+                None => Ok(None),
+            };
+        }
+        if self.cert.is_some() {
+            return Err(ConfigError::Exclusive("acme-domain", "cert"));
+        }
+        let http = self
+            .acme_http
+            .as_deref()
+            .map(|text| resolve("acme-http", text))
+            .transpose()?;
+        Ok(Some(crate::acme::AcmeSettings {
+            domains: self.acme_domain.clone(),
+            email: self.acme_email.clone(),
+            directory: self
+                .acme_directory
+                .clone()
+                .unwrap_or_else(|| crate::acme::LETS_ENCRYPT.to_owned()),
+            directory_ca: self.acme_directory_ca.clone(),
+            state_dir: self
+                .acme_state_dir
+                .clone()
+                .unwrap_or_else(crate::acme::default_state_dir),
+            http,
+        }))
+    }
+
     /// `--fallback-alpn` as protocol names, empty entries dropped.
     fn alpn(&self) -> Result<Vec<Vec<u8>>, ConfigError> {
         self.fallback_alpn
@@ -997,6 +1117,11 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    /// The slot handshakes take the certificate from (ACME renews into it).
+    pub fn certificate_slot(&self) -> Arc<CertificateSlot> {
+        self.certificate.clone()
+    }
+
     /// Serves a new self-signed certificate for `name` (node mode: the panel's
     /// server name); the line to log about it.
     pub fn serve_self_signed_for(&self, name: &str) -> Result<String, ConfigError> {

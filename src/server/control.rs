@@ -49,6 +49,7 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
         print_links,
         qr,
         node,
+        acme,
     } = invocation.settle(descriptor_limit)?;
     let links = LinkSource {
         credentials,
@@ -106,8 +107,13 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
         }
         None => None,
     };
+    let challenges = config.acme_challenges.clone();
     let server = Server::start(config)?;
     info!("{certificate_note}");
+    if let (Some(acme), Some(challenges)) = (acme, challenges) {
+        // After the listeners: TLS-ALPN-01 is answered on them.
+        crate::acme::spawn(acme, reloader.certificate_slot(), challenges)?;
+    }
     server.log_started();
     match links::share_links(&links, server.local_addr()) {
         Ok(links) => {

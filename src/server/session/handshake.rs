@@ -101,13 +101,17 @@ pub(crate) enum Admission {
     },
     /// No usable connection (TLS failed, or the peer closed or erred first).
     Failed(String),
+    /// The handshake answered a CA's TLS-ALPN-01 validation; nothing follows.
+    AcmeValidation,
 }
 
 /// Runs the handshake and authentication within `core.config.handshake_timeout`.
 pub(crate) async fn admit(tcp: TcpStream, peer: IpAddr, core: &CoreContext) -> Admission {
     let limit = core.config.handshake_timeout;
     let started = Instant::now();
-    let mut tls = match timeout(limit, handshake(tcp, core)).await {
+    let validation = std::cell::Cell::new(false);
+    let mut tls = match timeout(limit, handshake(tcp, core, &validation)).await {
+        Some(Ok(_)) if validation.get() => return Admission::AcmeValidation,
         Some(Ok(tls)) => tls,
         Some(Err(e)) => return Admission::Failed(format!("TLS handshake failed: {e}")),
         None => return Admission::Failed(format!("no TLS handshake within {limit:?}")),
@@ -136,12 +140,20 @@ pub(crate) async fn admit(tcp: TcpStream, peer: IpAddr, core: &CoreContext) -> A
     }
 }
 
-/// The TLS handshake, with the configuration chosen per [`crate::tls::HelloChoices`].
+/// The TLS handshake, with the configuration chosen per [`crate::tls::HelloChoices`],
+/// or the one answering a pending ACME TLS-ALPN-01 validation (`validation` then
+/// says so).
 async fn handshake(
     tcp: TcpStream,
     core: &CoreContext,
+    validation: &std::cell::Cell<bool>,
 ) -> Result<TlsConnection, crate::plumbing::HandshakeError> {
     TlsConnection::accept(tcp, |hello| {
+        let acme = core.config.acme_challenges.as_ref();
+        if let Some(config) = acme.and_then(|c| c.validation(hello.server_name(), hello.alpn())) {
+            validation.set(true);
+            return config;
+        }
         core.hello_choices
             .choose(hello.cipher_suites(), hello.alpn())
     })

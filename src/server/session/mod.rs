@@ -88,6 +88,10 @@ pub(crate) async fn serve_connection(
             }
             return;
         }
+        Admission::AcmeValidation => {
+            debug!("{peer}: answered an ACME TLS-ALPN-01 validation");
+            return;
+        }
         Admission::Failed(why) => {
             counters.handshake_failures.add(1);
             debug!("{peer}: {why}");
