@@ -247,6 +247,24 @@ fn certificates_are_issued_renewed_and_kept() {
     );
     let root = pebble.root();
     let echo = spawn_target(TargetKind::Echo);
+    // The client binary, given pebble's root with --ca, verifies and relays.
+    let root_file = dir.join("pebble-root.pem");
+    std::fs::write(&root_file, &root).unwrap();
+    let server = alpn.addr.to_string();
+    let client = TestClient::start_args(&[
+        "-s",
+        &server,
+        "-p",
+        PASSWORD,
+        "--ca",
+        root_file.to_str().unwrap(),
+        "--sni",
+        "anytls.test",
+    ]);
+    let (mut conn, code) = socks_connect(client.socks, echo);
+    assert_eq!(code, 0, "the client verified the ACME certificate");
+    assert_eq!(echo_through(&mut conn, b"through --ca"), b"through --ca");
+    drop((conn, client));
     let verified = verifying_client(alpn.addr, "anytls.test", &root);
     run_local(async {
         relays(

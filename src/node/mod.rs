@@ -257,7 +257,7 @@ impl Node {
             );
         }
         if config.cert_config.is_some() {
-            info!("panel's cert_config is not used: the certificate comes from --cert/--key (or is self-signed)");
+            info!("panel's cert_config is not used: the certificate comes from --cert/--key, --acme-domain, or is self-signed");
         }
         info!(
             "node {} of panel {}: port {}, {} user(s) (made ready in {:?}), pull every {:?}, push every {:?}",
