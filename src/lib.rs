@@ -48,7 +48,7 @@
 //!
 //! # Layers
 //!
-//! A module names only modules of lower layers (`tests/layout.rs` checks this
+//! A module names only modules of lower layers (`tests/it/layout.rs` checks this
 //! list against every `use` and `crate::` path):
 //!
 //! 1. `proto`, `reloadable`, `speed_limit`, `stats`, `tls`, `cli`

@@ -24,7 +24,7 @@
 //!
 //! # Layers
 //!
-//! A module names only modules of lower layers (`tests/layout.rs` checks this
+//! A module names only modules of lower layers (`tests/it/layout.rs` checks this
 //! list against every `use` and `crate::` path); the command line is on top,
 //! and what a command runs never names it:
 //!

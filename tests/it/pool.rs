@@ -2,15 +2,13 @@
 //! are warm connections that carry exactly one client's bytes, are never reused,
 //! expire, are checked for liveness, respect the cap, and are refilled.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::common::*;
 use anytls::client::{ClientSession, ClientStream, StreamError};
 use anytls::plumbing::timeout;
 use anytls::proto::Address;
-use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -4,18 +4,16 @@
 //! listener, and gives the server that CA with `--acme-directory-ca`. `.ci/run`
 //! installs pebble; where it is absent the test is skipped with one line.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use anytls::client::{ClientConfig, ClientSession};
 use anytls::proto::Address;
 use anytls::tls::{client_config, ServerVerification};
-use common::*;
 
 /// How long pebble's certificates are valid: renewal comes a third before.
 const VALIDITY_SECS: u64 = 30;

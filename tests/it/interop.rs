@@ -4,8 +4,6 @@
 //! reused session, and the server's shaped first records as its client sees them. Skipped, with one printed line, where that folder is absent
 //! (a user's clone).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -13,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use anytls::client::ClientSession;
 use anytls::proto::Address;
-use common::*;
 
 /// A reference binary, or `None` (and a printed line) when the peers are absent.
 fn peer(name: &str) -> Option<PathBuf> {
@@ -144,7 +142,7 @@ fn reference_client_relays_udp_through_our_server() {
     udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // The reference client itself drops datagrams over about 16 KiB (measured: the
     // same with the reference server), so larger ones are tested with our client
-    // (tests/client_udp.rs).
+    // (tests/it/client_udp.rs).
     for (i, size) in [1usize, 512, 1400, 8000, 16_000].into_iter().enumerate() {
         let payload = pattern(i * 100_000, size);
         // SOCKS5 UDP header: RSV RSV FRAG, then the destination address.

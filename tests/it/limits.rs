@@ -2,18 +2,16 @@
 //! 10,000 connections that send nothing or garbage all end, and the server's file
 //! descriptors and memory return to their baseline.
 
-mod common;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use anytls::client::{connect_tls, ClientSession};
 use anytls::plumbing::timeout;
 use anytls::proto::auth::{encode_preamble, PasswordHash};
 use anytls::proto::frame::{self, Command};
 use anytls::proto::{Address, Settings};
-use common::*;
 use futures_lite::AsyncWriteExt;
 
 #[test]

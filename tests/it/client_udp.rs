@@ -4,13 +4,11 @@
 //! destination, dropped strangers and fragments, and the association ending with
 //! its control connection.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use anytls::proto::Address;
-use common::*;
 
 /// Whether a datagram arrives within `limit`.
 fn nothing_arrives(app: &UdpSocket, limit: Duration) -> bool {

@@ -1,16 +1,14 @@
 //! UDP over TCP v2 through the real server: both framings to a local UDP echo,
 //! a burst of 1,000 datagrams, and malformed headers that close only their stream.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use crate::common::*;
 use anytls::client::{ClientSession, ClientStream, StreamError};
 use anytls::plumbing::timeout;
 use anytls::proto::uot::{decode_datagram, encode_datagram, Request, UOT_V1_NAME, UOT_V2_NAME};
 use anytls::proto::Address;
-use common::*;
 
 /// A UDP echo on 127.0.0.1, served by its own thread.
 fn udp_echo() -> SocketAddr {

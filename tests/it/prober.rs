@@ -6,8 +6,6 @@
 //! (medians of three). `.ci/run` installs nginx; where it is absent the test is
 //! skipped with one printed line.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// nginx's `client_header_timeout` and `keepalive_timeout`, and the server's
 /// `--handshake-timeout`: both ends wait as long for a silent client.

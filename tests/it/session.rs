@@ -1,17 +1,15 @@
 //! The server over real TLS on 127.0.0.1: relaying, many streams and sessions, and
 //! every kind of bad input the protocol must survive.
 
-mod common;
-
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use anytls::client::{connect_tls, ClientSession, StreamError};
 use anytls::plumbing::timeout;
 use anytls::proto::frame::{self, Command};
 use anytls::proto::padding::DEFAULT_SCHEME;
 use anytls::proto::Address;
-use common::*;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 async fn echo_round_trip(session: &ClientSession, target: std::net::SocketAddr, message: &[u8]) {

@@ -2,14 +2,12 @@
 //! the attacker gets the protocol's answer or a closed connection, the bound is
 //! counted, and another client is served meanwhile.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use anytls::client::connect_tls;
 use anytls::plumbing::timeout;
 use anytls::proto::frame::{self, Command};
-use common::*;
 use futures_lite::AsyncWriteExt;
 
 /// Most bytes an attack below sends, so that a server without the bound fails the
@@ -313,8 +311,8 @@ fn stalled_targets_across_sessions_stay_within_the_users_budget() {
     assert!(server.metric_reaches("anytls_limit_hits{limit=\"buffered_per_user\"}", |n| n >= 1));
     // Sessions whose client closed while they were paused still deliver what
     // they hold until their targets stall for the stall timeout (each stream in
-    // turn), then close.
-    server.assert_fds_back_to_baseline_within(Duration::from_secs(20));
+    // turn), then close: about 15 s alone, longer beside other tests.
+    server.assert_fds_back_to_baseline_within(Duration::from_secs(45));
 }
 
 /// A session whose client reads nothing while 64 UDP associations receive

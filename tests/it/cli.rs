@@ -1,12 +1,10 @@
 //! The server binary as an operator meets it: flags, start-up errors, signals, logs.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::*;
 use anytls::client::ClientSession;
-use common::*;
 
 fn server_with(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_anytls-server"))

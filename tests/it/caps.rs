@@ -2,16 +2,14 @@
 //! answer for that stream (SYNACK with the reason, FIN), its session goes on, the
 //! stats line counts it, and another client is served meanwhile.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use anytls::client::{connect_tls, ClientSession, StreamError};
 use anytls::plumbing::timeout;
 use anytls::proto::frame::{self, Command};
 use anytls::proto::uot::{Request, UOT_V2_NAME};
 use anytls::proto::Address;
-use common::*;
 use futures_lite::AsyncWriteExt;
 
 /// Expects the stream to be refused with a reason containing `needle`, then FIN.

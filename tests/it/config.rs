@@ -3,15 +3,13 @@
 //! stops the start with one line, and SIGHUP swaps users and the certificate for
 //! new sessions while an open session keeps working.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::*;
 use anytls::client::{connect_tls, ClientConfig, ClientSession};
 use anytls::proto::Address;
 use anytls::tls::{client_config, fingerprint, ServerVerification};
-use common::*;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("anytls-config-{}-{name}", std::process::id()));

@@ -3,16 +3,14 @@
 //! users, SIGHUP reloads, and the metrics endpoint (its token, allow-list,
 //! concurrency bound and render cache).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use anytls::client::{connect_tls, ClientSession};
 use anytls::plumbing::timeout;
 use anytls::proto::frame;
-use common::*;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 const PAGE: &str = "hello from the fallback web site";

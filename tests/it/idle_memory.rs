@@ -3,12 +3,10 @@
 //! 7.5 to 8.5 KiB measured since an idle session holds no TLS buffer, issue 20;
 //! see docs/operating.md, "Memory per stream and session").
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use anytls::client::ClientSession;
-use common::*;
 use futures_lite::future;
 
 const SESSIONS: usize = 1000;

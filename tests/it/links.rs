@@ -1,11 +1,9 @@
 //! Share links: the links the server prints, at start and with `--print-links`,
 //! are accepted by our client, which connects with nothing else.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// The links the server logged at start, as (user, link).
 fn logged_links(server: &TestServer) -> Vec<(String, String)> {

@@ -1,12 +1,10 @@
 //! anytls-client (SOCKS5 inbound) and anytls-server from this repo over real TLS
 //! on 127.0.0.1.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn socks_connect_reaches_target_byte_exact() {

@@ -8,8 +8,6 @@
 //! The panel binary is built by `cargo test --workspace` (it belongs to the
 //! bench package) and found beside anytls-server.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -19,11 +17,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use anytls::client::{ClientConfig, ClientSession, StreamError};
 use anytls::plumbing::timeout;
 use anytls::proto::Address;
 use anytls::tls::{client_config, ServerVerification};
-use common::*;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "node-test-token";
