@@ -56,7 +56,7 @@ pub enum ClientOptionsError {
 /// Everything the client's operator can set, as given (flags).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOptions {
-    /// Local SOCKS5 address to listen on.
+    /// Local address of the proxy: SOCKS5 and HTTP on the same port.
     #[arg(short = 'l', long = "listen", default_value = "127.0.0.1:1080")]
     pub listen: String,
 

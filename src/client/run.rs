@@ -54,7 +54,7 @@ pub fn run(options: &ClientOptions) -> Result<(), Fatal> {
         )
     })?;
     info!(
-        "SOCKS5 listening on {} -> AnyTLS server {server} ({} executor(s) on CPU(s) {cpus:?})",
+        "SOCKS5 and HTTP proxy listening on {} -> AnyTLS server {server} ({} executor(s) on CPU(s) {cpus:?})",
         executors.local_addr(),
         cpus.len()
     );

@@ -167,8 +167,8 @@ pub struct ServerOptions {
     #[arg(short = 'l', long = "listen", default_value = "0.0.0.0:8443")]
     pub listen: String,
 
-    /// Password clients authenticate with; repeat for several users
-    /// (named password-1, password-2, ...).
+    /// Password clients authenticate with (one user, named default); repeat
+    /// for several users (named password-1, password-2, ...).
     #[arg(short = 'p', long = "password", required_unless_present_any = ["users", "config", "panel_url"])]
     #[serde(skip)]
     pub password: Vec<String>,

@@ -233,7 +233,7 @@ impl TestClient {
             .stderr(Stdio::piped())
             .spawn()
             .expect("client binary starts");
-        let (log, socks) = watch_log(&mut child, "SOCKS5 listening on ");
+        let (log, socks) = watch_log(&mut child, "SOCKS5 and HTTP proxy listening on ");
         TestClient { child, socks, log }
     }
 
