@@ -88,14 +88,41 @@ impl Account {
 }
 
 /// What a new list changed, for the log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// Users not in the old list (or whose password changed).
-    pub added: usize,
+    /// Users not in the old list (or whose password changed), by name.
+    pub added: Vec<String>,
     /// Users of the old list that are gone (or whose password changed): revoked.
-    pub removed: usize,
+    pub removed: Vec<String>,
     /// Users kept whose limits changed.
-    pub limits_changed: usize,
+    pub limits_changed: Vec<String>,
+}
+
+impl std::fmt::Display for Changes {
+    /// `2 added (carol, dave), 1 removed (bob), 0 with new limits`, at most ten
+    /// names per list.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lists = [
+            ("added", &self.added),
+            ("removed (their sessions are closed)", &self.removed),
+            ("with new limits", &self.limits_changed),
+        ];
+        for (index, (what, names)) in lists.into_iter().enumerate() {
+            let separator = if index == 0 { "" } else { ", " };
+            write!(f, "{separator}{} {what}", names.len())?;
+            if !names.is_empty() {
+                let shown: Vec<&str> = names.iter().take(10).map(String::as_str).collect();
+                let more = names.len().saturating_sub(shown.len());
+                let more = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                write!(f, " ({}{more})", shown.join(", "))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A list could not become accounts.
@@ -154,7 +181,7 @@ impl Accounts {
                     old.clone()
                 }
                 _ => {
-                    changes.added += 1;
+                    changes.added.push(spec.name.clone());
                     Arc::new(Account::new(spec, hash, now))
                 }
             };
@@ -169,13 +196,13 @@ impl Accounts {
             let before = (account.speed.rate(), account.device_limit.load(Relaxed));
             account.update(spec);
             if before != (spec.speed_limit, spec.device_limit) {
-                changes.limits_changed += 1;
+                changes.limits_changed.push(spec.name.clone());
             }
         }
         for (hash, old) in &self.by_hash {
             if !by_hash.get(hash).is_some_and(|new| Arc::ptr_eq(new, old)) {
                 old.revoked.store(true, Relaxed);
-                changes.removed += 1;
+                changes.removed.push(old.name.clone());
             }
         }
         Ok((Accounts { by_hash }, changes))
@@ -248,13 +275,14 @@ mod tests {
                 spec("dave", "d", 0, 0),
             ])
             .unwrap();
+        let mut removed = changes.removed.clone();
+        removed.sort();
+        assert_eq!(changes.added, ["carol", "dave"]);
+        assert_eq!(removed, ["bob", "carol"]);
+        assert_eq!(changes.limits_changed, ["alice"]);
         assert_eq!(
-            changes,
-            Changes {
-                added: 2,
-                removed: 2,
-                limits_changed: 1
-            }
+            Changes { removed, ..changes.clone() }.to_string(),
+            "2 added (carol, dave), 2 removed (their sessions are closed) (bob, carol), 1 with new limits (alice)"
         );
         assert!(!alice.is_revoked(), "unchanged users keep their sessions");
         assert!(Arc::ptr_eq(
@@ -305,7 +333,7 @@ mod tests {
         assert_eq!(found.name(), "99999");
         let (again, changes) = accounts.succeeded_by(&specs[1..]).unwrap();
         assert_eq!(
-            (again.len(), changes.removed, changes.added),
+            (again.len(), changes.removed.len(), changes.added.len()),
             (99_999, 1, 0)
         );
     }

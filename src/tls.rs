@@ -18,8 +18,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum TlsError {
     /// A certificate or key file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read the {what} {path}: {source}")]
     Read {
+        /// What the file should hold: certificate or key.
+        what: &'static str,
         /// The file.
         path: PathBuf,
         /// Why.
@@ -119,13 +121,14 @@ impl LoadedPair {
     /// Loads a PEM certificate chain and its PEM private key, and checks that the
     /// key belongs to the leaf certificate.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<LoadedPair, TlsError> {
-        let read = |path: &Path| {
+        let read = |what, path: &Path| {
             std::fs::read(path).map_err(|source| TlsError::Read {
+                what,
                 path: path.to_owned(),
                 source,
             })
         };
-        Self::from_pem(&read(cert)?, &read(key)?, cert, key)
+        Self::from_pem(&read("certificate", cert)?, &read("key", key)?, cert, key)
     }
 
     /// A PEM certificate chain and its PEM private key, read from `cert` and
@@ -291,6 +294,13 @@ impl HelloChoices {
     }
 }
 
+/// The first DNS name a certificate is valid for (its subjectAltName), if any.
+pub fn first_dns_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
+    let name = parsed.valid_dns_names().next().map(str::to_owned);
+    name
+}
+
 /// Colon-separated uppercase hex SHA-256 of a certificate.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     Sha256::digest(cert.as_ref())
@@ -441,6 +451,16 @@ mod tests {
                 .choose(&[], None::<std::iter::Empty<&[u8]>>)
                 .ignore_client_order
         );
+    }
+
+    #[test]
+    fn the_first_dns_name_is_read_from_the_certificate() {
+        let pair = LoadedPair::self_signed_for("proxy.example.com").unwrap();
+        assert_eq!(
+            first_dns_name(&pair.leaf).as_deref(),
+            Some("proxy.example.com")
+        );
+        assert_eq!(first_dns_name(&CertificateDer::from(vec![1, 2, 3])), None);
     }
 
     #[test]

@@ -151,6 +151,30 @@ fn flatten_acme(file: &mut toml::Table) {
     }
 }
 
+/// The known key nearest to a misspelt `key`, if one is near enough.
+pub(super) fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let substitution = diagonal + usize::from(ca != *cb);
+                diagonal = row[j + 1];
+                row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+            }
+        }
+        row[b.len()]
+    };
+    known
+        .iter()
+        .map(|candidate| (distance(key, candidate), *candidate))
+        .filter(|(d, _)| *d <= 3.max(key.len() / 4))
+        .min()
+        .map(|(_, candidate)| candidate)
+}
+
 /// The inbound fields of sing-box's `anytls` inbound that map onto ours.
 const SING_BOX_FIELDS: &[&str] = &[
     "type",
@@ -182,8 +206,12 @@ fn from_sing_box(path: &Path, text: &str) -> Result<Loaded, FileError> {
         .next()
         .ok_or_else(|| invalid("no inbound of \"type\": \"anytls\"".to_owned()))?;
     let mut ignored: Vec<String> = Vec::new();
-    if anytls.next().is_some() {
-        ignored.push("every anytls inbound after the first".to_owned());
+    let others = anytls.count();
+    if others > 0 {
+        return Err(invalid(format!(
+            "{} anytls inbounds: this server serves one; keep one in the file",
+            others + 1
+        )));
     }
     let fields = inbound
         .as_object()
@@ -213,11 +241,21 @@ fn from_sing_box(path: &Path, text: &str) -> Result<Loaded, FileError> {
         Some(listen) => text_field(listen, "listen")?,
         None => "::".to_owned(),
     };
-    let port = fields
-        .get("listen_port")
-        .and_then(Value::as_u64)
-        .and_then(|port| u16::try_from(port).ok())
-        .ok_or_else(|| invalid("\"listen_port\" must be a port number".to_owned()))?;
+    let port = match fields.get("listen_port") {
+        Some(port) => port
+            .as_u64()
+            .and_then(|port| u16::try_from(port).ok())
+            .ok_or_else(|| invalid("\"listen_port\" must be a port number".to_owned()))?,
+        None => {
+            let near = fields.keys().find(|key| {
+                !SING_BOX_FIELDS.contains(&key.as_str()) && closest(key, &["listen_port"]).is_some()
+            });
+            return Err(invalid(match near {
+                Some(near) => format!("\"listen_port\" is missing (\"{near}\" is there: a typo?)"),
+                None => "\"listen_port\" is missing".to_owned(),
+            }));
+        }
+    };
     let listen = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -240,7 +278,26 @@ fn from_sing_box(path: &Path, text: &str) -> Result<Loaded, FileError> {
                 "certificate_path" | "key_path" => {
                     file.insert(key.clone(), text_field(value, key)?.into());
                 }
+                "server_name" => {
+                    file.insert(key.clone(), text_field(value, "tls.server_name")?.into());
+                }
+                "enabled" if value == &Value::Bool(false) => {
+                    return Err(invalid(
+                        "inbound.tls.enabled is false: AnyTLS always runs over TLS, and this server serves it"
+                            .to_owned(),
+                    ))
+                }
                 "enabled" => {}
+                "reality" | "ech" if value.get("enabled") != Some(&Value::Bool(false)) => {
+                    return Err(invalid(format!(
+                        "inbound.tls.{key} is not supported by this server: remove it, or serve this inbound with sing-box"
+                    )))
+                }
+                "certificate" | "key" => {
+                    return Err(invalid(format!(
+                        "inbound.tls.{key} (inline PEM) is not supported: write it to a file and give tls.{key}_path"
+                    )))
+                }
                 other => ignored.push(format!("inbound.tls.{other}")),
             }
         }
@@ -354,13 +411,9 @@ mod tests {
         );
         assert_eq!(file["certificate_path"].as_str(), Some("c.pem"));
         assert_eq!(file["key_path"].as_str(), Some("k.pem"));
+        assert_eq!(file["server_name"].as_str(), Some("example.com"));
         let note = loaded.note.unwrap();
-        for ignored in [
-            "inbound.sniff",
-            "inbound.tls.server_name",
-            "log",
-            "outbounds",
-        ] {
+        for ignored in ["inbound.sniff", "log", "outbounds"] {
             assert!(note.contains(ignored), "{note}");
         }
         let path = write("e.json", r#"{"inbounds": [{"type": "vless"}]}"#);
@@ -368,5 +421,44 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no inbound of \"type\": \"anytls\""));
+    }
+
+    #[test]
+    fn a_sing_box_inbound_this_server_cannot_honour_is_refused_naming_the_key() {
+        let refused = |name: &str, inbound: &str| {
+            let text = format!(r#"{{"inbounds": [{inbound}]}}"#);
+            load(&write(name, &text)).unwrap_err().to_string()
+        };
+        let anytls = r#""type": "anytls", "listen_port": 8443, "users": []"#;
+        for (tls, key) in [
+            (
+                r#"{"enabled": true, "reality": {"enabled": true}}"#,
+                "inbound.tls.reality",
+            ),
+            (
+                r#"{"enabled": true, "ech": {"enabled": true}}"#,
+                "inbound.tls.ech",
+            ),
+            (r#"{"enabled": false}"#, "inbound.tls.enabled is false"),
+            (
+                r#"{"enabled": true, "certificate": ["-----BEGIN"]}"#,
+                "inbound.tls.certificate",
+            ),
+        ] {
+            let error = refused("f.json", &format!(r#"{{{anytls}, "tls": {tls}}}"#));
+            assert!(error.contains(key), "{error}");
+        }
+        let error = refused("g.json", &format!("{{{anytls}}}, {{{anytls}}}"));
+        assert!(error.contains("2 anytls inbounds"), "{error}");
+        let error = refused("h.json", r#"{"type": "anytls", "listen_prot": 8443}"#);
+        assert!(
+            error.contains("\"listen_port\" is missing (\"listen_prot\" is there: a typo?)"),
+            "{error}"
+        );
+        // Reality switched off is not a downgrade.
+        let text = format!(
+            r#"{{"inbounds": [{{{anytls}, "tls": {{"enabled": true, "reality": {{"enabled": false}}}}}}]}}"#
+        );
+        assert!(load(&write("i.json", &text)).is_ok());
     }
 }

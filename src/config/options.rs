@@ -455,6 +455,11 @@ pub struct ServerOptions {
     #[arg(long, value_name = "HOST")]
     pub public_host: Option<String>,
 
+    /// TLS server name the share links carry as `sni` [default: --public-host
+    /// if it is a name, else the certificate's first DNS name].
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+
     /// Print each user's anytls:// link (with --qr, its QR code too) and exit.
     #[arg(long)]
     #[serde(skip)]
@@ -571,6 +576,11 @@ pub struct Settled {
     pub credentials: Vec<User>,
     /// `--public-host`, for the share links.
     pub public_host: Option<String>,
+    /// `--server-name`, for the share links' `sni`.
+    pub server_name: Option<String>,
+    /// The certificate's first DNS name (not the self-signed one's), the links'
+    /// `sni` when their host is an address.
+    pub certificate_name: Option<String>,
     /// No certificate was given: the self-signed one is served.
     pub self_signed: bool,
     /// `--print-links`: print the links and exit.
@@ -633,6 +643,12 @@ impl ServerOptions {
                 (tls, note, true)
             }
         };
+        let certificate_name = match &acme {
+            Some(acme) => acme.domains.first().cloned(),
+            None => (!self_signed)
+                .then(|| crate::tls::first_dns_name(&tls.leaf))
+                .flatten(),
+        };
         let (certificate, fingerprint) = (tls.certificate.clone(), tls.fingerprint.clone());
         let (users, _) = self.load_users(&Accounts::default())?;
         let node = self.node()?;
@@ -679,6 +695,7 @@ impl ServerOptions {
         };
         let reloader = Reloader {
             invocation: Invocation::from_options(self.clone()),
+            started: self.to_table(),
             users,
             padding,
             certificate,
@@ -692,6 +709,8 @@ impl ServerOptions {
             credentials: self.credentials()?,
             node,
             public_host: self.public_host.clone(),
+            server_name: self.server_name.clone(),
+            certificate_name,
             self_signed,
             acme,
             print_links: self.print_links,
@@ -766,7 +785,7 @@ impl ServerOptions {
     /// Whether `value` is one the file may give for `key`; why not, in a line.
     pub fn check_file_value(key: &str, value: &toml::Value) -> Result<(), String> {
         if !Self::file_keys().contains(&key) {
-            return Err(match closest(key, Self::file_keys()) {
+            return Err(match file::closest(key, Self::file_keys()) {
                 Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
                 None => format!("unknown key `{key}`"),
             });
@@ -1104,11 +1123,24 @@ impl ServerOptions {
     }
 }
 
+/// The config keys SIGHUP applies; every other key needs a restart.
+const RELOADED_KEYS: &[&str] = &[
+    "users",
+    "users_file",
+    "padding_scheme",
+    "padding_scheme_file",
+    "certificate_path",
+    "key_path",
+];
+
 /// What SIGHUP re-reads: the config file (if any), then the users, the padding
 /// scheme and the certificate. Anything that no longer loads keeps the old value,
 /// and the log says why; sessions already open go on.
 pub struct Reloader {
     invocation: Invocation,
+    /// The options the server started with, as config keys: a key SIGHUP
+    /// cannot apply is named when it changes.
+    started: toml::Table,
     users: Reloadable<Accounts>,
     padding: Reloadable<PaddingScheme>,
     certificate: Arc<CertificateSlot>,
@@ -1144,19 +1176,29 @@ impl Reloader {
                 return;
             }
         };
+        let now = options.to_table();
+        let mut restart_only: Vec<&str> = self
+            .started
+            .keys()
+            .chain(now.keys())
+            .map(String::as_str)
+            .filter(|key| !RELOADED_KEYS.contains(key) && self.started.get(*key) != now.get(*key))
+            .collect();
+        restart_only.sort_unstable();
+        restart_only.dedup();
+        if !restart_only.is_empty() {
+            warn!(
+                "SIGHUP: {} changed, and take(s) effect only after a restart",
+                restart_only.join(", ")
+            );
+        }
         if options.panel_url.is_some() {
             // The panel owns the users and the padding scheme.
             info!("SIGHUP: in node mode the users and the padding scheme come from the panel");
         } else {
             match options.load_users(&self.users.load()) {
                 Ok((loaded, changes)) => {
-                    info!(
-                        "SIGHUP: reloaded {} user(s): {} added, {} removed (their sessions are closed), {} with new limits",
-                        loaded.len(),
-                        changes.added,
-                        changes.removed,
-                        changes.limits_changed
-                    );
+                    info!("SIGHUP: reloaded {} user(s): {changes}", loaded.len());
                     self.users.store(loaded);
                 }
                 Err(why) => warn!("SIGHUP: keeping the current users: {why}"),
@@ -1231,30 +1273,6 @@ fn field_of(key: &str) -> &str {
         .iter()
         .find(|(renamed, _)| *renamed == key)
         .map_or(key, |(_, field)| field)
-}
-
-/// The known key nearest to a misspelt `key`, if one is near enough.
-fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
-    let distance = |a: &str, b: &str| {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut diagonal = row[0];
-            row[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let substitution = diagonal + usize::from(ca != *cb);
-                diagonal = row[j + 1];
-                row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
-            }
-        }
-        row[b.len()]
-    };
-    known
-        .iter()
-        .map(|candidate| (distance(key, candidate), *candidate))
-        .filter(|(d, _)| *d <= 3.max(key.len() / 4))
-        .min()
-        .map(|(_, candidate)| candidate)
 }
 
 /// A deserializer that only records the field names of the struct asked for.

@@ -394,9 +394,9 @@ impl Node {
                 served.users.store(accounts);
                 info!(
                     "panel: {count} user(s): {} added, {} removed (their sessions are closed), {} with new limits; applied in {:?}",
-                    changes.added,
-                    changes.removed,
-                    changes.limits_changed,
+                    changes.added.len(),
+                    changes.removed.len(),
+                    changes.limits_changed.len(),
                     started.elapsed()
                 );
             }

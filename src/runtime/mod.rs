@@ -37,6 +37,14 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The metrics address could not be bound.
+    #[error("cannot listen on --metrics {addr}: {source}")]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// An executor could not be created or pinned.
     #[error("cannot start the executor for CPU {cpu}: {reason}")]
     Executor {

@@ -24,19 +24,19 @@ const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(2);
 /// Starts the server the command line (and its config file) describe, and serves
 /// until SIGINT or SIGTERM.
 pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
-    let descriptor_limit = match preflight::raise_descriptor_limit() {
-        Ok((before, after)) => {
-            if before < after {
-                info!("descriptor limit raised from {before} to its hard limit {after}");
-            } else {
-                info!("descriptor limit {after}");
-            }
-            after
-        }
-        Err(e) => {
-            warn!("cannot read or raise the descriptor limit: {e}");
-            1024
-        }
+    // Logged once the configuration holds, so an error line comes alone.
+    let (descriptor_limit, descriptor_note) = match preflight::raise_descriptor_limit() {
+        Ok((before, after)) if before < after => (
+            after,
+            Ok(format!(
+                "descriptor limit raised from {before} to its hard limit {after}"
+            )),
+        ),
+        Ok((_, after)) => (after, Ok(format!("descriptor limit {after}"))),
+        Err(e) => (
+            1024,
+            Err(format!("cannot read or raise the descriptor limit: {e}")),
+        ),
     };
     let Settled {
         mut config,
@@ -45,6 +45,8 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
         stats_interval,
         credentials,
         public_host,
+        server_name,
+        certificate_name,
         self_signed,
         print_links,
         qr,
@@ -54,6 +56,8 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
     let links = LinkSource {
         credentials,
         public_host,
+        server_name,
+        certificate_name,
         self_signed,
     };
     if print_links {
@@ -64,6 +68,10 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
             }
         }
         return Ok(());
+    }
+    match descriptor_note {
+        Ok(note) => info!("{note}"),
+        Err(note) => warn!("{note}"),
     }
     info!(
         "outbound connections capped at {} (descriptor limit {descriptor_limit})",

@@ -18,6 +18,10 @@ pub struct LinkSource {
     pub credentials: Vec<User>,
     /// `--public-host`: the name or address clients reach the server by.
     pub public_host: Option<String>,
+    /// `--server-name`: the links' `sni`, whatever the host.
+    pub server_name: Option<String>,
+    /// The certificate's first DNS name: the `sni` when the host is an address.
+    pub certificate_name: Option<String>,
     /// The certificate is the self-signed one: links say `insecure=1`.
     pub self_signed: bool,
 }
@@ -51,7 +55,11 @@ pub fn share_links(source: &LinkSource, listen: SocketAddr) -> Result<Vec<ShareL
         None => listen.ip().to_string(),
     };
     // A name is also the name to send in SNI; for an address, clients send none.
-    let sni = host.parse::<IpAddr>().is_err().then(|| host.clone());
+    let sni = source
+        .server_name
+        .clone()
+        .or_else(|| host.parse::<IpAddr>().is_err().then(|| host.clone()))
+        .or_else(|| source.certificate_name.clone());
     Ok(source
         .credentials
         .iter()
@@ -89,8 +97,35 @@ mod tests {
         LinkSource {
             credentials: vec![User::new("alice", "a/b@c"), User::new("bob", "b")],
             public_host: public_host.map(str::to_owned),
+            server_name: None,
+            certificate_name: None,
             self_signed,
         }
+    }
+
+    #[test]
+    fn an_address_host_takes_the_certificate_name_as_sni() {
+        let listen: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        let mut named = source(None, false);
+        named.certificate_name = Some("proxy.example.com".into());
+        let links = share_links(&named, listen).unwrap();
+        assert_eq!(
+            links[1].link,
+            "anytls://b@192.0.2.1:443/?sni=proxy.example.com"
+        );
+        // --public-host, a name, still wins; --server-name wins over both.
+        named.public_host = Some("other.example.com".into());
+        let links = share_links(&named, listen).unwrap();
+        assert_eq!(
+            links[1].link,
+            "anytls://b@other.example.com:443/?sni=other.example.com"
+        );
+        named.server_name = Some("sni.example.com".into());
+        let links = share_links(&named, listen).unwrap();
+        assert_eq!(
+            links[1].link,
+            "anytls://b@other.example.com:443/?sni=sni.example.com"
+        );
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Server {
                 let addr = metrics.listen;
                 Some(
                     runtime::bind_single(addr)
-                        .map_err(|source| StartError::Bind { addr, source })?,
+                        .map_err(|source| StartError::MetricsBind { addr, source })?,
                 )
             }
             None => None,

@@ -120,6 +120,8 @@ fn a_toml_file_gives_users_and_limits_and_sighup_rereads_it() {
     std::fs::write(
         &path,
         "listen = \"127.0.0.1:0\"\n\
+         deny_private = true\n\
+         max_streams_per_session = 8\n\
          users = [{ name = \"alice\", password = \"alice-pw\" }, { name = \"bob\", password = \"bob-pw\" }]\n",
     )
     .unwrap();
@@ -127,8 +129,14 @@ fn a_toml_file_gives_users_and_limits_and_sighup_rereads_it() {
     server.signal(libc::SIGHUP);
     assert!(server.wait_for_log_after(
         before,
-        "SIGHUP: reloaded 2 user(s)",
+        "SIGHUP: reloaded 2 user(s): 1 added (bob)",
         Duration::from_secs(5)
+    ));
+    // A key SIGHUP cannot apply is named, not silently ignored.
+    assert!(server.wait_for_log_after(
+        before,
+        "SIGHUP: deny_private changed, and take(s) effect only after a restart",
+        Duration::from_secs(1)
     ));
     assert!(serves(&server, "bob-pw", echo), "bob after the reload");
     go_tx.send(()).unwrap();

@@ -197,7 +197,7 @@ fn several_users_and_sighup_reload() {
     server.signal(libc::SIGHUP);
     assert!(
         server.wait_for_log(
-            "SIGHUP: reloaded 5 user(s): 1 added, 1 removed",
+            "SIGHUP: reloaded 5 user(s): 1 added (carol), 1 removed (their sessions are closed) (bob)",
             Duration::from_secs(5)
         ),
         "{:?}",
