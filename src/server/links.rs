@@ -77,14 +77,26 @@ pub fn share_links(source: &LinkSource, listen: SocketAddr) -> Result<Vec<ShareL
         .collect())
 }
 
-/// `link` as a QR code drawn with Unicode half blocks, for a terminal.
+/// Black text on a bright white background, then back to the terminal's own.
+const BLACK_ON_WHITE: &str = "\x1b[30;107m";
+const RESET: &str = "\x1b[0m";
+
+/// `link` as a QR code drawn with Unicode half blocks, for a terminal: dark
+/// modules are the glyphs, light ones the background, and every line sets
+/// black on white itself, so the code reads the same (dark on light, with its
+/// quiet zone) on a light terminal and a dark one.
 pub fn qr(link: &str) -> String {
     match QrCode::new(link.as_bytes()) {
         Ok(code) => code
             .render::<Dense1x2>()
-            .dark_color(Dense1x2::Light)
-            .light_color(Dense1x2::Dark)
-            .build(),
+            .dark_color(Dense1x2::Dark)
+            .light_color(Dense1x2::Light)
+            .quiet_zone(true)
+            .build()
+            .lines()
+            .map(|line| format!("{BLACK_ON_WHITE}{line}{RESET}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
         Err(e) => format!("(no QR code: {e})"),
     }
 }
@@ -147,10 +159,63 @@ mod tests {
         );
     }
 
+    /// What a camera sees of `drawn` on a terminal: glyph halves in the text
+    /// colour, the rest in the background colour (`light_theme`: the terminal's
+    /// own colours, if it ignored ours, are dark text on light).
+    fn decode(drawn: &str, honours_colours: bool, light_theme: bool) -> Option<String> {
+        let (ink_is_dark, paper_is_dark) = if honours_colours {
+            (true, false)
+        } else {
+            (light_theme, !light_theme)
+        };
+        let rows: Vec<Vec<char>> = drawn
+            .lines()
+            .map(|line| {
+                line.replace(BLACK_ON_WHITE, "")
+                    .replace(RESET, "")
+                    .chars()
+                    .collect()
+            })
+            .collect();
+        let (width, height) = (rows[0].len(), rows.len() * 2);
+        let scale = 4;
+        let dark = |x: usize, y: usize| {
+            let glyph = rows[y / 2][x];
+            let inked = match glyph {
+                '█' => true,
+                '▀' => y % 2 == 0,
+                '▄' => y % 2 == 1,
+                _ => false,
+            };
+            if inked {
+                ink_is_dark
+            } else {
+                paper_is_dark
+            }
+        };
+        let mut image =
+            rqrr::PreparedImage::prepare_from_greyscale(width * scale, height * scale, |x, y| {
+                if dark(x / scale, y / scale) {
+                    0
+                } else {
+                    255
+                }
+            });
+        let grid = image.detect_grids().into_iter().next()?;
+        grid.decode().ok().map(|(_, text)| text)
+    }
+
     #[test]
-    fn qr_codes_are_drawn_in_blocks() {
-        let drawn = qr("anytls://b@192.0.2.1:443/?insecure=1");
-        assert!(drawn.lines().count() > 10, "{drawn}");
-        assert!(drawn.contains('█') || drawn.contains('▀') || drawn.contains('▄'));
+    fn qr_codes_scan_on_light_and_dark_terminals() {
+        let link = "anytls://b@192.0.2.1:443/?sni=proxy.example.com";
+        let drawn = qr(link);
+        assert!(drawn.lines().all(|line| line.starts_with(BLACK_ON_WHITE)));
+        // A terminal that draws our colours: the same on either theme.
+        assert_eq!(decode(&drawn, true, true).as_deref(), Some(link));
+        // One that ignores them shows the terminal's own: dark on light scans.
+        assert_eq!(decode(&drawn, false, true).as_deref(), Some(link));
+        // The decoder does tell: the colours reversed (the old drawing on a
+        // light terminal) do not scan.
+        assert_eq!(decode(&drawn, false, false), None);
     }
 }
