@@ -301,6 +301,19 @@ pub fn first_dns_name(cert: &CertificateDer<'_>) -> Option<String> {
     name
 }
 
+/// A SHA-256 pin written as 64 hex digits, with or without colons.
+pub fn parse_pin(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut pin = [0u8; 32];
+    for (byte, pair) in pin.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(pin)
+}
+
 /// Colon-separated uppercase hex SHA-256 of a certificate.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     Sha256::digest(cert.as_ref())
@@ -316,6 +329,8 @@ pub enum ServerVerification {
     Roots(rustls::RootCertStore),
     /// Accept only this exact certificate (a self-signed server's).
     Pinned(CertificateDer<'static>),
+    /// Accept only the certificate with this SHA-256 (`--pin-sha256`, a link's `pin`).
+    PinnedSha256([u8; 32]),
     /// Accept any certificate (`insecure=1`): still a TLS handshake, no authentication.
     Insecure,
 }
@@ -331,7 +346,13 @@ pub fn client_config(verification: ServerVerification) -> Arc<rustls::ClientConf
             ServerVerification::Pinned(cert) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptCert {
-                    pinned: Some(cert),
+                    pinned: Some(Sha256::digest(cert.as_ref()).into()),
+                    provider: provider(),
+                })),
+            ServerVerification::PinnedSha256(pin) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptCert {
+                    pinned: Some(pin),
                     provider: provider(),
                 })),
             ServerVerification::Insecure => {
@@ -347,11 +368,12 @@ pub fn client_config(verification: ServerVerification) -> Arc<rustls::ClientConf
     Arc::new(config)
 }
 
-/// Accepts a pinned certificate or, without a pin, any certificate; handshake
-/// signatures are still verified so the peer must hold the certificate's key.
+/// Accepts the certificate with a pinned SHA-256 or, without a pin, any
+/// certificate; handshake signatures are still verified so the peer must hold
+/// the certificate's key.
 #[derive(Debug)]
 struct AcceptCert {
-    pinned: Option<CertificateDer<'static>>,
+    pinned: Option<[u8; 32]>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -365,7 +387,7 @@ impl ServerCertVerifier for AcceptCert {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         match &self.pinned {
-            Some(pinned) if pinned.as_ref() != end_entity.as_ref() => Err(
+            Some(pinned) if pinned[..] != Sha256::digest(end_entity.as_ref())[..] => Err(
                 rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
             ),
             _ => Ok(ServerCertVerified::assertion()),
@@ -461,6 +483,19 @@ mod tests {
             Some("proxy.example.com")
         );
         assert_eq!(first_dns_name(&CertificateDer::from(vec![1, 2, 3])), None);
+    }
+
+    #[test]
+    fn pins_parse_with_or_without_colons() {
+        let tls = ServerTls::self_signed().unwrap();
+        let pin = parse_pin(&tls.fingerprint).unwrap();
+        assert_eq!(pin[..], Sha256::digest(tls.leaf.as_ref())[..]);
+        assert_eq!(
+            parse_pin(&tls.fingerprint.replace(':', "").to_lowercase()),
+            Some(pin)
+        );
+        assert_eq!(parse_pin("ab:cd"), None);
+        assert_eq!(parse_pin(&"zz".repeat(32)), None);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum ClientOptionsError {
     /// Neither `-p` nor the URI gave a password.
     #[error("a password is required (-p or in the URI)")]
     NoPassword,
+    /// `--pin-sha256` (or a link's `pin`) is not 64 hex digits.
+    #[error("--pin-sha256 {0}: not a SHA-256 (64 hex digits, colons allowed)")]
+    Pin(String),
     /// The `--ca` file gave no usable certificate.
     #[error("{}: {why}", path.display())]
     Ca {
@@ -76,6 +79,12 @@ pub struct ClientOptions {
     /// Do not verify the server's certificate (for self-signed servers).
     #[arg(long)]
     pub insecure: bool,
+
+    /// Accept only the certificate with this SHA-256 (hex, colons allowed: the
+    /// fingerprint a self-signed server logs), whatever its name or issuer. A
+    /// link's `pin=` does the same.
+    #[arg(long, value_name = "HEX")]
+    pub pin_sha256: Option<String>,
 
     /// PEM file of CA certificates to trust instead of the built-in web PKI roots.
     #[arg(long, value_name = "FILE")]
@@ -122,7 +131,7 @@ impl ClientOptions {
     /// Checks every value and reads the `--ca` file.
     pub fn settle(&self) -> Result<ClientSettled, ClientOptionsError> {
         let listen = resolve("--listen", &self.listen)?;
-        let (host, port, uri_password, uri_sni, uri_insecure) =
+        let (host, port, uri_password, uri_sni, uri_insecure, uri_pin) =
             if self.server.starts_with("anytls://") {
                 let uri = ServerUri::parse(&self.server)?;
                 (
@@ -131,6 +140,7 @@ impl ClientOptions {
                     Some(uri.password),
                     uri.sni,
                     uri.insecure,
+                    uri.pin,
                 )
             } else {
                 let (host, port) = self
@@ -141,7 +151,7 @@ impl ClientOptions {
                     .parse()
                     .map_err(|_| ClientOptionsError::Server(self.server.clone()))?;
                 let host = host.trim_start_matches('[').trim_end_matches(']');
-                (host.to_owned(), port, None, None, false)
+                (host.to_owned(), port, None, None, false, None)
             };
         let password = self
             .password
@@ -150,7 +160,14 @@ impl ClientOptions {
             .ok_or(ClientOptionsError::NoPassword)?;
         let server = resolve("server", &format!("{host}:{port}"))
             .or_else(|_| resolve("server", &format!("[{host}]:{port}")))?;
-        let verification = if self.insecure || uri_insecure {
+        let pin = match self.pin_sha256.clone().or(uri_pin) {
+            Some(text) => Some(crate::tls::parse_pin(&text).ok_or(ClientOptionsError::Pin(text))?),
+            None => None,
+        };
+        let verification = if let Some(pin) = pin {
+            // A pin says exactly which certificate: it wins over insecure=1.
+            ServerVerification::PinnedSha256(pin)
+        } else if self.insecure || uri_insecure {
             ServerVerification::Insecure
         } else if let Some(ca) = &self.ca {
             ServerVerification::Roots(load_roots(ca)?)

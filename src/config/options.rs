@@ -606,7 +606,7 @@ impl ServerOptions {
         };
         let self_signed_note = |tls: &ServerTls| {
             format!(
-                "self-signed certificate for localhost, SHA-256 fingerprint {} (clients need insecure=1 or this pin)",
+                "self-signed certificate for localhost, SHA-256 fingerprint {} (clients need insecure=1, or this pin: --pin-sha256 in our client, pin= in our links)",
                 tls.fingerprint
             )
         };
@@ -1149,6 +1149,16 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    /// The SHA-256 of the certificate handshakes present now, as 64 lowercase
+    /// hex digits (a link's `pin`).
+    pub fn pin(&self) -> String {
+        self.fingerprint
+            .lock()
+            .expect("fingerprint poisoned")
+            .replace(':', "")
+            .to_lowercase()
+    }
+
     /// The slot handshakes take the certificate from (ACME renews into it).
     pub fn certificate_slot(&self) -> Arc<CertificateSlot> {
         self.certificate.clone()
@@ -1159,7 +1169,7 @@ impl Reloader {
     pub fn serve_self_signed_for(&self, name: &str) -> Result<String, ConfigError> {
         let pair = LoadedPair::self_signed_for(name)?;
         let note = format!(
-            "self-signed certificate for {name}, SHA-256 fingerprint {} (clients need insecure=1 or this pin)",
+            "self-signed certificate for {name}, SHA-256 fingerprint {} (clients need insecure=1, or this pin: --pin-sha256 in our client, pin= in our links)",
             pair.fingerprint
         );
         *self.fingerprint.lock().expect("fingerprint poisoned") = pair.fingerprint.clone();

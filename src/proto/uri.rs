@@ -18,6 +18,9 @@ pub struct ServerUri {
     pub sni: Option<String>,
     /// `insecure=1`: do not verify the certificate.
     pub insecure: bool,
+    /// `pin=`: the SHA-256 of the only certificate to accept, in hex (this
+    /// project's extension: other clients ignore it and go by `insecure`).
+    pub pin: Option<String>,
 }
 
 /// Why a URI was refused.
@@ -82,11 +85,13 @@ impl ServerUri {
             port,
             sni: None,
             insecure: false,
+            pin: None,
         };
         for (key, value) in url.query_pairs() {
             match &*key {
                 "sni" => uri.sni = Some(value.into_owned()).filter(|s| !s.is_empty()),
                 "insecure" => uri.insecure = value == "1" || value == "true",
+                "pin" => uri.pin = Some(value.into_owned()).filter(|s| !s.is_empty()),
                 _ => {}
             }
         }
@@ -114,6 +119,9 @@ impl ServerUri {
             }
             if self.insecure {
                 query.append_pair("insecure", "1");
+            }
+            if let Some(pin) = &self.pin {
+                query.append_pair("pin", pin);
             }
         }
         if url.query() == Some("") {
@@ -168,6 +176,7 @@ mod tests {
                 port: 8443,
                 sni: Some("real.example".into()),
                 insecure: true,
+                pin: None,
             }
         );
     }
@@ -197,6 +206,7 @@ mod tests {
                 port: 8443,
                 sni: Some("proxy.example.com".into()),
                 insecure: true,
+                pin: None,
             };
             let link = uri.to_link();
             assert!(link.starts_with("anytls://"), "{link}");
@@ -209,6 +219,7 @@ mod tests {
             port: 443,
             sni: None,
             insecure: false,
+            pin: None,
         };
         assert_eq!(bare.to_link(), "anytls://pw@[::1]:443/");
     }

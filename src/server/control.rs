@@ -53,7 +53,8 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
         node,
         acme,
     } = invocation.settle(descriptor_limit)?;
-    let links = LinkSource {
+    let mut links = LinkSource {
+        pin: self_signed.then(|| reloader.pin()),
         credentials,
         public_host,
         server_name,
@@ -110,6 +111,7 @@ pub fn run(invocation: &Invocation) -> Result<(), Fatal> {
             config.users.store(first.users);
             if let (true, Some(name)) = (self_signed, first.config.tls_server_name()) {
                 certificate_note = reloader.serve_self_signed_for(&name)?;
+                links.pin = Some(reloader.pin());
             }
             Some(node)
         }

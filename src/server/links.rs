@@ -22,6 +22,9 @@ pub struct LinkSource {
     pub server_name: Option<String>,
     /// The certificate's first DNS name: the `sni` when the host is an address.
     pub certificate_name: Option<String>,
+    /// The served certificate's SHA-256 in hex: self-signed links carry it as
+    /// `pin` (our extension; other clients go by `insecure=1`).
+    pub pin: Option<String>,
     /// The certificate is the self-signed one: links say `insecure=1`.
     pub self_signed: bool,
 }
@@ -71,6 +74,7 @@ pub fn share_links(source: &LinkSource, listen: SocketAddr) -> Result<Vec<ShareL
                 port: listen.port(),
                 sni: sni.clone(),
                 insecure: source.self_signed,
+                pin: source.self_signed.then(|| source.pin.clone()).flatten(),
             }
             .to_link(),
         })
@@ -111,6 +115,7 @@ mod tests {
             public_host: public_host.map(str::to_owned),
             server_name: None,
             certificate_name: None,
+            pin: None,
             self_signed,
         }
     }

@@ -134,6 +134,64 @@ fn wrong_password_fails_cleanly() {
     assert!(server.wait_for_log("authentication failed", Duration::from_secs(2)));
 }
 
+/// A self-signed server trusted by its fingerprint, not by `insecure`: the
+/// client with `--pin-sha256` (or the server's own link, whose `pin` carries
+/// it) relays; with another pin it refuses the server.
+#[test]
+fn a_pinned_self_signed_server_is_trusted_and_no_other() {
+    let server = TestServer::start(&[]);
+    assert!(server.wait_for_log("SHA-256 fingerprint", Duration::from_secs(2)));
+    let line = server
+        .log_lines()
+        .into_iter()
+        .find(|line| line.contains("SHA-256 fingerprint"))
+        .unwrap();
+    let fingerprint = line
+        .split("SHA-256 fingerprint ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .to_owned();
+    let echo = spawn_target(TargetKind::Echo);
+    let addr = server.addr.to_string();
+    let relays = |args: &[&str]| {
+        let client = TestClient::start_args(args);
+        let (mut conn, reply) = socks_connect(client.socks, echo);
+        reply == 0 && echo_through(&mut conn, b"pinned") == b"pinned"
+    };
+    assert!(relays(&[
+        "-s",
+        &addr,
+        "-p",
+        PASSWORD,
+        "--pin-sha256",
+        &fingerprint
+    ]));
+    let link = server
+        .log_lines()
+        .into_iter()
+        .find_map(|line| {
+            line.split("link for user default: ")
+                .nth(1)
+                .map(str::to_owned)
+        })
+        .expect("the server logs its link");
+    let pin = fingerprint.replace(':', "").to_lowercase();
+    assert!(link.contains(&format!("pin={pin}")), "{link}");
+    // The link's pin wins over its insecure=1: a wrong pin is refused.
+    assert!(relays(&["-s", &link]));
+    let wrong = link.replace(&pin, &"0".repeat(64));
+    assert!(!relays(&["-s", &wrong]));
+    assert!(!relays(&[
+        "-s",
+        &addr,
+        "-p",
+        PASSWORD,
+        "--pin-sha256",
+        &"ab".repeat(32)
+    ]));
+}
+
 #[test]
 fn client_recovers_after_server_restart() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
