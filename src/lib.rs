@@ -35,6 +35,7 @@
 //!   become, with SIGHUP reloads.
 //! - [`reloadable`]: a value every core reads and the control plane replaces.
 //! - [`tls`]: rustls configuration, PEM loading, the self-signed default.
+//! - [`state_file`]: private files written atomically (keys, accounts).
 //! - [`acme`]: certificates from an ACME CA, issued and renewed on a thread of
 //!   their own; the challenges' answers the data path reads.
 //! - [`stats`]: per-core counters summed when reported.
@@ -51,13 +52,14 @@
 //! A module names only modules of lower layers (`tests/it/layout.rs` checks this
 //! list against every `use` and `crate::` path):
 //!
-//! 1. `proto`, `reloadable`, `speed_limit`, `stats`, `tls`, `cli`
-//! 2. `plumbing`, `accounts`, `limits`, `acme`
-//! 3. `pool`
-//! 4. `runtime`, `node`
-//! 5. `config`
-//! 6. `metrics`, `client`
-//! 7. `server`
+//! 1. `proto`, `reloadable`, `speed_limit`, `stats`, `cli`, `state_file`
+//! 2. `tls`
+//! 3. `plumbing`, `accounts`, `limits`, `acme`
+//! 4. `pool`
+//! 5. `runtime`, `node`
+//! 6. `config`
+//! 7. `metrics`, `client`
+//! 8. `server`
 
 #![deny(unsafe_code)]
 
@@ -76,6 +78,7 @@ pub mod reloadable;
 pub mod runtime;
 pub mod server;
 pub mod speed_limit;
+pub mod state_file;
 pub mod stats;
 pub mod tls;
 

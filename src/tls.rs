@@ -36,6 +36,14 @@ pub enum TlsError {
     /// rustls refused the certificate/key pair.
     #[error("certificate and key do not form a usable pair: {0}")]
     Rejected(#[from] rustls::Error),
+    /// The self-signed certificate could not be kept for the next start.
+    #[error("cannot keep the self-signed certificate in {}: {source}", path.display())]
+    Keep {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The self-signed certificate could not be generated.
     #[error("cannot generate a self-signed certificate: {0}")]
     SelfSigned(#[from] rcgen::Error),
@@ -155,6 +163,36 @@ impl LoadedPair {
     /// A self-signed certificate for `localhost`, made in memory.
     pub fn self_signed() -> Result<LoadedPair, TlsError> {
         Self::self_signed_for("localhost")
+    }
+
+    /// A self-signed certificate for `localhost` kept in `path` (certificate
+    /// and key, PEM, mode 0600): read if it is there, else made and written, so
+    /// its fingerprint survives restarts. Whether it was made now.
+    pub fn self_signed_kept(path: &Path) -> Result<(LoadedPair, bool), TlsError> {
+        match std::fs::read(path) {
+            Ok(pem) => Ok((Self::from_pem(&pem, &pem, path, path)?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+                let pem = certified.cert.pem() + &certified.key_pair.serialize_pem();
+                let keep = |source| TlsError::Keep {
+                    path: path.to_owned(),
+                    source,
+                };
+                if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                    crate::state_file::private_dir(dir).map_err(keep)?;
+                }
+                crate::state_file::write_private(path, pem.as_bytes()).map_err(keep)?;
+                Ok((
+                    Self::from_pem(pem.as_bytes(), pem.as_bytes(), path, path)?,
+                    true,
+                ))
+            }
+            Err(source) => Err(TlsError::Read {
+                what: "self-signed certificate",
+                path: path.to_owned(),
+                source,
+            }),
+        }
     }
 
     /// A self-signed certificate for `name`, made in memory.
@@ -496,6 +534,21 @@ mod tests {
         );
         assert_eq!(parse_pin("ab:cd"), None);
         assert_eq!(parse_pin(&"zz".repeat(32)), None);
+    }
+
+    #[test]
+    fn a_kept_self_signed_certificate_is_the_same_on_the_next_start() {
+        let dir = std::env::temp_dir().join(format!("anytls-kept-{}", std::process::id()));
+        let path = dir.join("state/self-signed.pem");
+        let (first, made) = LoadedPair::self_signed_kept(&path).unwrap();
+        assert!(made);
+        let (again, made) = LoadedPair::self_signed_kept(&path).unwrap();
+        assert!(!made);
+        assert_eq!(first.fingerprint, again.fingerprint);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

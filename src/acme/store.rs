@@ -1,11 +1,8 @@
 //! The ACME state directory (`--acme-state-dir`): the account's credentials
-//! (one per CA directory), the certificate chain and its key. Each file is written whole to a temporary
-//! name with mode 0600 and renamed over the old one, so a crash never leaves half
-//! a file and no other user can read a key.
+//! (one per CA directory), the certificate chain and its key, each written with
+//! [`crate::state_file::write_private`].
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use instant_acme::AccountCredentials;
@@ -32,14 +29,10 @@ pub struct Stored {
 impl Store {
     /// The store in `dir`, created (mode 0700) if missing.
     pub fn open(dir: &Path) -> Result<Store, AcmeError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| AcmeError::State {
-                path: dir.to_owned(),
-                source,
-            })?;
+        crate::state_file::private_dir(dir).map_err(|source| AcmeError::State {
+            path: dir.to_owned(),
+            source,
+        })?;
         Ok(Store {
             dir: dir.to_owned(),
         })
@@ -118,19 +111,8 @@ impl Store {
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), AcmeError> {
         let path = self.dir.join(name);
-        let temporary = self.dir.join(format!(".{name}.new"));
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temporary)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            fs::rename(&temporary, &path)
-        })();
-        written.map_err(|source| AcmeError::State { path, source })
+        crate::state_file::write_private(&path, bytes)
+            .map_err(|source| AcmeError::State { path, source })
     }
 }
 

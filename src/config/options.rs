@@ -236,6 +236,12 @@ pub struct ServerOptions {
     #[serde(rename = "key_path")]
     pub key: Option<PathBuf>,
 
+    /// Where the self-signed certificate (served without --cert or ACME) is
+    /// kept, so its fingerprint survives restarts [default: self-signed.pem in
+    /// $STATE_DIRECTORY, which the systemd unit sets; else made at each start].
+    #[arg(long, value_name = "FILE")]
+    pub self_signed_file: Option<PathBuf>,
+
     /// Get the certificate for this name from an ACME CA and renew it
     /// (repeatable: one certificate for all). The CA validates by TLS-ALPN-01 on
     /// --listen (port 443 must reach it) or HTTP-01 on --acme-http. Excludes
@@ -638,8 +644,35 @@ impl ServerOptions {
                 (ServerTls::waiting()?, note, false)
             }
             _ => {
-                let tls = ServerTls::self_signed()?;
-                let note = self_signed_note(&tls);
+                let kept = self
+                    .self_signed_file
+                    .clone()
+                    .or_else(default_self_signed_file)
+                    .map(|path| (LoadedPair::self_signed_kept(&path), path));
+                let (tls, kept_note) = match kept {
+                    Some((Ok((pair, made)), path)) => (
+                        ServerTls::from_pair(pair)?,
+                        format!(
+                            "; {} {}",
+                            if made {
+                                "made now and kept in"
+                            } else {
+                                "kept in"
+                            },
+                            path.display()
+                        ),
+                    ),
+                    Some((Err(e), _)) => (
+                        ServerTls::self_signed()?,
+                        format!("; made now, not kept: {e}"),
+                    ),
+                    None => (
+                        ServerTls::self_signed()?,
+                        "; made now, not kept (--self-signed-file FILE keeps it across restarts)"
+                            .to_owned(),
+                    ),
+                };
+                let note = self_signed_note(&tls) + &kept_note;
                 (tls, note, true)
             }
         };
@@ -1121,6 +1154,15 @@ impl ServerOptions {
             }
         })
     }
+}
+
+/// Where the self-signed certificate is kept by default: `self-signed.pem` in
+/// systemd's `$STATE_DIRECTORY` (the unit sets it). Elsewhere only
+/// `--self-signed-file` keeps it: a server started by hand writes nothing
+/// into the working directory or the home directory unasked.
+fn default_self_signed_file() -> Option<PathBuf> {
+    let dir = std::env::var_os("STATE_DIRECTORY").filter(|value| !value.is_empty())?;
+    Some(PathBuf::from(dir).join("self-signed.pem"))
 }
 
 /// The config keys SIGHUP applies; every other key needs a restart.

@@ -8,6 +8,7 @@ use anytls::client::ClientSession;
 
 fn server_with(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_anytls-server"))
+        .env_remove("STATE_DIRECTORY")
         .args(args)
         .output()
         .expect("binary runs")

@@ -140,18 +140,7 @@ fn wrong_password_fails_cleanly() {
 #[test]
 fn a_pinned_self_signed_server_is_trusted_and_no_other() {
     let server = TestServer::start(&[]);
-    assert!(server.wait_for_log("SHA-256 fingerprint", Duration::from_secs(2)));
-    let line = server
-        .log_lines()
-        .into_iter()
-        .find(|line| line.contains("SHA-256 fingerprint"))
-        .unwrap();
-    let fingerprint = line
-        .split("SHA-256 fingerprint ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .unwrap()
-        .to_owned();
+    let fingerprint = logged_fingerprint(&server);
     let echo = spawn_target(TargetKind::Echo);
     let addr = server.addr.to_string();
     let relays = |args: &[&str]| {
@@ -190,6 +179,41 @@ fn a_pinned_self_signed_server_is_trusted_and_no_other() {
         "--pin-sha256",
         &"ab".repeat(32)
     ]));
+}
+
+/// The self-signed certificate's fingerprint the server logged at start.
+fn logged_fingerprint(server: &TestServer) -> String {
+    assert!(server.wait_for_log("SHA-256 fingerprint", Duration::from_secs(2)));
+    let line = server
+        .log_lines()
+        .into_iter()
+        .find(|line| line.contains("SHA-256 fingerprint"))
+        .unwrap();
+    line.split("SHA-256 fingerprint ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .to_owned()
+}
+
+/// With `--self-signed-file` the self-signed identity is made once and kept:
+/// a restarted server presents the same certificate, so a pin stays good.
+#[test]
+fn a_kept_self_signed_identity_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("anytls-identity-{}", std::process::id()));
+    let file = dir.join("state/self-signed.pem");
+    let flags = ["--self-signed-file", file.to_str().unwrap()];
+    let first = TestServer::start(&flags);
+    let made = logged_fingerprint(&first);
+    assert!(first.logged("made now and kept in"));
+    drop(first);
+    let second = TestServer::start(&flags);
+    assert_eq!(logged_fingerprint(&second), made);
+    assert!(second.logged("; kept in"));
+    // Without it, each start makes another.
+    let (a, b) = (TestServer::start(&[]), TestServer::start(&[]));
+    assert_ne!(logged_fingerprint(&a), logged_fingerprint(&b));
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

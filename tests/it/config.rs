@@ -194,6 +194,7 @@ fn a_bad_config_file_is_one_line_and_exit_code_2() {
     )
     .unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_anytls-server"))
+        .env_remove("STATE_DIRECTORY")
         .args(["--config", path.to_str().unwrap()])
         .output()
         .unwrap();

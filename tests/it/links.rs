@@ -41,7 +41,7 @@ fn every_printed_link_connects_our_client() {
     let echo = spawn_target(TargetKind::Echo);
     for (user, link) in &links {
         assert!(
-            link.starts_with("anytls://") && link.ends_with("insecure=1"),
+            link.starts_with("anytls://") && link.contains("insecure=1&pin="),
             "{link}"
         );
         let client = TestClient::start_args(&["-s", link]);
@@ -64,6 +64,7 @@ fn every_printed_link_connects_our_client() {
 #[test]
 fn print_links_prints_them_with_qr_codes_and_exits() {
     let output = Command::new(env!("CARGO_BIN_EXE_anytls-server"))
+        .env_remove("STATE_DIRECTORY")
         .args(["-l", "0.0.0.0:8443", "-p", "one", "-p", "two"])
         .args([
             "--public-host",
@@ -75,7 +76,20 @@ fn print_links_prints_them_with_qr_codes_and_exits() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let links: Vec<&str> = stdout.lines().filter(|l| l.contains("anytls://")).collect();
+    // The self-signed certificate's SHA-256 goes with insecure=1 as `pin`.
+    let links: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("anytls://"))
+        .map(|l| {
+            l.rsplit_once("&pin=").map_or(l, |(link, pin)| {
+                assert!(
+                    pin.len() == 64 && pin.chars().all(|c| c.is_ascii_hexdigit()),
+                    "{l}"
+                );
+                link
+            })
+        })
+        .collect();
     assert_eq!(
         links,
         [
@@ -86,6 +100,7 @@ fn print_links_prints_them_with_qr_codes_and_exits() {
     assert!(stdout.contains('█') || stdout.contains('▀'), "{stdout}");
     // A wildcard address and no --public-host: no link to print, one error line.
     let output = Command::new(env!("CARGO_BIN_EXE_anytls-server"))
+        .env_remove("STATE_DIRECTORY")
         .args(["-l", "0.0.0.0:8443", "-p", "one", "--print-links"])
         .output()
         .unwrap();

@@ -228,6 +228,7 @@ struct Unstarted {
 impl Unstarted {
     fn spawn(args: &[&str]) -> Unstarted {
         let mut child = Command::new(env!("CARGO_BIN_EXE_anytls-server"))
+            .env_remove("STATE_DIRECTORY")
             .args(args)
             .args(["--cores", "1"])
             .env("RUST_LOG", "debug")

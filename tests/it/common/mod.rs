@@ -76,6 +76,8 @@ impl TestServer {
                 "RUST_LOG",
                 std::env::var("SERVER_LOG").unwrap_or_else(|_| "debug".into()),
             )
+            // Under systemd the self-signed identity is kept: not in tests.
+            .env_remove("STATE_DIRECTORY")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
