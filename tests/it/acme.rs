@@ -4,7 +4,7 @@
 //! listener, and gives the server that CA with `--acme-directory-ca`. `.ci/run`
 //! installs pebble; where it is absent the test is skipped with one line.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -17,22 +17,6 @@ use anytls::tls::{client_config, ServerVerification};
 
 /// How long pebble's certificates are valid: renewal comes a third before.
 const VALIDITY_SECS: u64 = 30;
-
-fn binary(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// pebble and its DNS server, killed when dropped.
 struct Pebble {
@@ -54,7 +38,7 @@ impl Drop for Pebble {
 impl Pebble {
     /// pebble validating TLS-ALPN-01 on `tls_port` and HTTP-01 on `http_port`.
     fn start(dir: &Path, tls_port: u16, http_port: u16) -> Option<Pebble> {
-        let (pebble, challtestsrv) = (binary("pebble")?, binary("pebble-challtestsrv")?);
+        let (pebble, challtestsrv) = (installed("pebble")?, installed("pebble-challtestsrv")?);
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -66,14 +66,6 @@ fn replace_file(path: &Path, text: &str) {
     std::fs::rename(&temporary, path).unwrap();
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The stand-in panel, killed when dropped.
 struct Panel {
     child: Child,

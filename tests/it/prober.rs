@@ -41,22 +41,6 @@ impl Drop for Nginx {
     }
 }
 
-fn nginx_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("nginx"))
-        .find(|candidate| candidate.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_nginx(binary: &Path, dir: &Path, cert: &Path, key: &Path) -> Nginx {
     let (http, https) = (free_port(), free_port());
     std::fs::create_dir_all(dir.join("www")).unwrap();
@@ -311,7 +295,7 @@ fn captured_client_bytes(server: &TestServer) -> Vec<u8> {
 
 #[test]
 fn a_prober_sees_the_site_behind_the_fallback_as_nginx_serves_it() {
-    let Some(binary) = nginx_binary() else {
+    let Some(binary) = installed("nginx") else {
         println!("skipped: nginx is not installed (apt-get install nginx)");
         return;
     };

@@ -19,6 +19,24 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 pub const PASSWORD: &str = "test-password";
 
+/// A port on 127.0.0.1 that was free a moment ago (for a child process to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An installed program (nginx, pebble): in `PATH`, `/usr/sbin` or `/usr/bin`.
+pub fn installed(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin"].map(std::path::PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
 /// The server binary running as a child process.
 pub struct TestServer {
     child: Child,
