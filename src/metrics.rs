@@ -102,10 +102,52 @@ fn single(
     family(encoder, name, help, metric_type, [(Vec::new(), value)])
 }
 
+/// The process's resident memory in bytes (`VmRSS` of /proc/self/status).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The process's open file descriptors (entries of /proc/self/fd).
+fn open_descriptors() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
+}
+
 impl Collector for Sources {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         use MetricType::{Counter, Gauge};
         let e = &mut encoder;
+        family(
+            e,
+            "anytls_build_info",
+            "The server's version, as a label; always 1.",
+            Gauge,
+            [(
+                vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+                1u64,
+            )],
+        )?;
+        // Read from /proc at most once per render (renders are cached for 1 s).
+        if let Some(bytes) = resident_bytes() {
+            single(
+                e,
+                "anytls_resident_memory_bytes",
+                "Resident memory of the process.",
+                Gauge,
+                bytes,
+            )?;
+        }
+        if let Some(count) = open_descriptors() {
+            single(
+                e,
+                "anytls_open_descriptors",
+                "Open file descriptors of the process.",
+                Gauge,
+                count,
+            )?;
+        }
         let total = self.stats.snapshot();
         single(
             e,

@@ -341,12 +341,22 @@ fn metrics_endpoint_serves_prometheus_text() {
             "anytls_core_sessions_open{core=\"0\"} 1",
             "anytls_pool_new_total{kind=\"lockfree\"} 1",
             "anytls_auth_failures_total 0",
+            concat!(
+                "anytls_build_info{version=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\"} 1"
+            ),
         ] {
             assert!(
                 body.lines().any(|l| l == line),
                 "missing {line:?} in\n{body}"
             );
         }
+        // The process's own: resident memory and descriptors, as the kernel counts them.
+        let rss = metric_in(&body, "anytls_resident_memory_bytes").expect("resident memory");
+        assert!(rss > (1 << 20) && rss < (1 << 32), "{rss}");
+        let fds = metric_in(&body, "anytls_open_descriptors").expect("descriptors");
+        assert!(fds >= 4 && fds as usize <= server.fd_count() + 4, "{fds}");
         assert!(http_get(addr, "/nope").starts_with("HTTP/1.1 404"));
     });
 }
