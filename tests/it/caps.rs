@@ -300,11 +300,13 @@ fn slow_targets_cannot_add_up_past_the_session_budget() {
         session.heartbeat().await.unwrap();
         closed
     });
-    // 16 x 256 KiB were sent and a 512 KiB budget holds a few streams' worth: the
+    // 16 x 256 KiB were sent and the 512 KiB budget holds two streams' worth: the
     // streams are closed in rounds, each freeing the budget for the next, until
-    // every target (all stalled) has lost its stream.
+    // what is left fits. Whether the last two are closed too depends on how much
+    // the kernel's buffers took meanwhile (with the machine busy, less), so at
+    // most two may stay open; every other one must be closed.
     eprintln!("{closed} of {STREAMS} streams closed");
-    assert_eq!(closed, STREAMS, "only {closed} streams were closed");
+    assert!(closed >= STREAMS - 2, "only {closed} streams were closed");
     server.assert_serves();
     assert!(
         server.metric_reaches("anytls_limit_hits{limit=\"session_buffer\"}", |n| n >= 1),
