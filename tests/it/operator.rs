@@ -288,26 +288,10 @@ fn scrape_over(mut conn: std::net::TcpStream) -> Vec<u8> {
     response
 }
 
-/// Where the server's metrics endpoint listens (from its log).
-fn metrics_addr(server: &TestServer) -> SocketAddr {
-    assert!(server.wait_for_log("metrics on http://", Duration::from_secs(5)));
-    let line = server
-        .log_lines()
-        .into_iter()
-        .find(|l| l.contains("metrics on http://"))
-        .expect("metrics address logged");
-    line.split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn metrics_endpoint_serves_prometheus_text() {
     let server = TestServer::start(&["--metrics", "127.0.0.1:0", "--pool-type", "lockfree"]);
-    let addr = metrics_addr(&server);
+    let addr = server.metrics_addr();
     let echo = spawn_target(TargetKind::Echo);
     run_local(async {
         let session = ClientSession::connect(&server.client_config())
@@ -366,7 +350,7 @@ const TOKEN_HEADER: &str = "Authorization: Bearer s3cret\r\n";
 #[test]
 fn metrics_need_the_bearer_token() {
     let server = TestServer::start(&["--metrics", "127.0.0.1:0", "--metrics-token", "s3cret"]);
-    let addr = metrics_addr(&server);
+    let addr = server.metrics_addr();
     for headers in ["", "Authorization: Bearer wrong\r\n"] {
         let response = http_request(addr, "/metrics", headers);
         assert!(
@@ -409,7 +393,7 @@ fn metrics_from_outside_the_allow_list_are_closed_unanswered() {
         "--metrics-allow",
         "127.0.0.2/32",
     ]);
-    let addr = metrics_addr(&server);
+    let addr = server.metrics_addr();
     let from = |source: &str| {
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         socket
@@ -432,7 +416,7 @@ fn metrics_from_outside_the_allow_list_are_closed_unanswered() {
 #[test]
 fn scrapes_past_the_concurrency_bound_are_closed_at_once() {
     let server = TestServer::start(&["--metrics", "127.0.0.1:0"]);
-    let addr = metrics_addr(&server);
+    let addr = server.metrics_addr();
     // 16 scrapers that send nothing hold every slot (for up to 5 s each).
     let holders: Vec<_> = (0..16)
         .map(|_| std::net::TcpStream::connect(addr).unwrap())
@@ -464,7 +448,7 @@ fn scrapes_past_the_concurrency_bound_are_closed_at_once() {
 #[test]
 fn scrapes_within_a_second_get_the_same_render() {
     let server = TestServer::start(&["--metrics", "127.0.0.1:0", "--metrics-token", "s3cret"]);
-    let addr = metrics_addr(&server);
+    let addr = server.metrics_addr();
     let refused_line = |n: u64| format!("anytls_metrics_refused_total{{reason=\"token\"}} {n}");
     let mut refused = 0;
     for attempt in 0.. {
