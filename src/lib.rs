@@ -34,7 +34,9 @@
 //! - [`config`]: the server's options (flags) and the checked configuration they
 //!   become, with SIGHUP reloads.
 //! - [`reloadable`]: a value every core reads and the control plane replaces.
-//! - [`tls`]: rustls configuration, PEM loading, the self-signed default.
+//! - [`tls`]: rustls configuration, PEM loading, the self-signed default, the
+//!   client's certificate checks.
+//! - [`der`]: a certificate's validity period read from its DER.
 //! - [`state_file`]: private files written atomically (keys, accounts).
 //! - [`acme`]: certificates from an ACME CA, issued and renewed on a thread of
 //!   their own; the challenges' answers the data path reads.
@@ -52,7 +54,7 @@
 //! A module names only modules of lower layers (`tests/it/layout.rs` checks this
 //! list against every `use` and `crate::` path):
 //!
-//! 1. `proto`, `reloadable`, `speed_limit`, `stats`, `cli`, `state_file`
+//! 1. `proto`, `reloadable`, `speed_limit`, `stats`, `cli`, `state_file`, `der`
 //! 2. `tls`
 //! 3. `plumbing`, `accounts`, `limits`, `acme`
 //! 4. `pool`
@@ -68,6 +70,7 @@ pub mod acme;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod der;
 pub mod limits;
 pub mod metrics;
 pub mod node;

@@ -365,6 +365,11 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 pub enum ServerVerification {
     /// Trust the given roots (for example the web PKI).
     Roots(rustls::RootCertStore),
+    /// Trust these certificates (`--ca`): each as the root of chains and also as
+    /// itself, for the names it carries while it is valid, so that a self-signed
+    /// end-entity certificate (`openssl req -x509` makes it `CA:TRUE`, which chain
+    /// building refuses as a server's own) is trusted as exactly that server.
+    Certificates(Vec<CertificateDer<'static>>),
     /// Accept only this exact certificate (a self-signed server's).
     Pinned(CertificateDer<'static>),
     /// Accept only the certificate with this SHA-256 (`--pin-sha256`, a link's `pin`).
@@ -381,6 +386,9 @@ pub fn client_config(verification: ServerVerification) -> Arc<rustls::ClientConf
     let config =
         match verification {
             ServerVerification::Roots(roots) => builder.with_root_certificates(roots),
+            ServerVerification::Certificates(certificates) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(TrustedCertificates::new(certificates))),
             ServerVerification::Pinned(cert) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptCert {
@@ -404,6 +412,118 @@ pub fn client_config(verification: ServerVerification) -> Arc<rustls::ClientConf
         }
         .with_no_client_auth();
     Arc::new(config)
+}
+
+/// Trusts chains to the given certificates, and each certificate as itself.
+#[derive(Debug)]
+struct TrustedCertificates {
+    chains: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    exact: Vec<CertificateDer<'static>>,
+    /// Checks the handshake's signatures (its certificate check is not used).
+    signatures: AcceptCert,
+}
+
+impl TrustedCertificates {
+    fn new(certificates: Vec<CertificateDer<'static>>) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(certificates.iter().cloned());
+        let chains = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .ok();
+        TrustedCertificates {
+            chains,
+            exact: certificates,
+            signatures: AcceptCert {
+                pinned: None,
+                provider: provider(),
+            },
+        }
+    }
+}
+
+impl ServerCertVerifier for TrustedCertificates {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError;
+        if !self.exact.iter().any(|trusted| trusted == end_entity) {
+            let unknown = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+            let Some(chains) = &self.chains else {
+                return Err(unknown);
+            };
+            return chains
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map_err(|e| match e {
+                    // webpki refuses a CA certificate as a server's own before it
+                    // looks for an issuer: this one is none of those trusted.
+                    rustls::Error::InvalidCertificate(CertificateError::Other(other))
+                        if other.0.downcast_ref::<webpki::Error>()
+                            == Some(&webpki::Error::CaUsedAsEndEntity) =>
+                    {
+                        unknown
+                    }
+                    other => other,
+                });
+        }
+        let invalid = rustls::Error::InvalidCertificate;
+        let (not_before, not_after) =
+            crate::der::validity(end_entity).ok_or(invalid(CertificateError::BadEncoding))?;
+        let at = |secs| UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
+        if now.as_secs() < not_before {
+            return Err(invalid(CertificateError::NotValidYetContext {
+                time: now,
+                not_before: at(not_before),
+            }));
+        }
+        if now.as_secs() >= not_after {
+            return Err(invalid(CertificateError::ExpiredContext {
+                time: now,
+                not_after: at(not_after),
+            }));
+        }
+        let parsed = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| invalid(CertificateError::BadEncoding))?;
+        if parsed
+            .verify_is_valid_for_subject_name(server_name)
+            .is_err()
+        {
+            return Err(invalid(CertificateError::NotValidForNameContext {
+                expected: server_name.to_owned(),
+                presented: parsed.valid_dns_names().map(str::to_owned).collect(),
+            }));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.signatures.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.signatures.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.signatures.supported_verify_schemes()
+    }
 }
 
 /// Accepts the certificate with a pinned SHA-256 or, without a pin, any

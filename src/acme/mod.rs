@@ -122,7 +122,7 @@ pub fn kept_certificate(settings: &AcmeSettings) -> Result<Option<(LoadedPair, u
         return Ok(None);
     }
     let pair = load(&store, &stored)?;
-    let (_, not_after) = schedule::validity(&pair.leaf).ok_or(AcmeError::Validity)?;
+    let (_, not_after) = crate::der::validity(&pair.leaf).ok_or(AcmeError::Validity)?;
     Ok(schedule::still_valid(not_after, unix_now()).then_some((pair, not_after)))
 }
 
@@ -171,7 +171,7 @@ async fn keep_renewed(
     let mut failures = 0u32;
     let mut due = match kept_certificate(&settings) {
         Ok(Some((pair, not_after))) => {
-            let (not_before, _) = schedule::validity(&pair.leaf).unwrap_or((0, not_after));
+            let (not_before, _) = crate::der::validity(&pair.leaf).unwrap_or((0, not_after));
             schedule::renew_at(not_before, not_after, rand::random())
         }
         _ => 0,
@@ -306,7 +306,7 @@ async fn issue(
         names: settings.domains.clone(),
     };
     let pair = load(store, &stored)?;
-    let validity = schedule::validity(&pair.leaf).ok_or(AcmeError::Validity)?;
+    let validity = crate::der::validity(&pair.leaf).ok_or(AcmeError::Validity)?;
     store.save_certificate(&stored)?;
     Ok((pair, validity))
 }

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use thiserror::Error;
 
 use super::{ClientConfig, PoolSettings};
@@ -86,9 +87,15 @@ pub struct ClientOptions {
     #[arg(long, value_name = "HEX")]
     pub pin_sha256: Option<String>,
 
-    /// PEM file of CA certificates to trust instead of the built-in web PKI roots.
+    /// PEM file of certificates to trust instead of the built-in web PKI roots:
+    /// CAs, and self-signed server certificates (trusted for the names they carry).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+
+    /// Seconds reaching the server may take, TCP and TLS together, before the
+    /// connection that asked for it is answered with a timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u64,
 
     /// Idle sessions kept open even when they are older than the idle timeout.
     #[arg(short = 'm', long = "min-idle-session", default_value_t = 5)]
@@ -170,15 +177,16 @@ impl ClientOptions {
         } else if self.insecure || uri_insecure {
             ServerVerification::Insecure
         } else if let Some(ca) = &self.ca {
-            ServerVerification::Roots(load_roots(ca)?)
+            ServerVerification::Certificates(load_certificates(ca)?)
         } else {
             ServerVerification::Roots(rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             })
         };
         let server_name = self.sni.clone().or(uri_sni).unwrap_or(host);
-        let config =
+        let mut config =
             ClientConfig::new(server, &server_name, client_config(verification), &password);
+        config.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
         let pool = PoolSettings {
             min_idle: self.min_idle_session,
             idle_timeout: Duration::from_secs(self.idle_session_timeout.max(1)),
@@ -214,18 +222,17 @@ fn resolve(what: &'static str, text: &str) -> Result<SocketAddr, ClientOptionsEr
         .ok_or_else(|| unresolved("resolves to no address".to_owned()))
 }
 
-fn load_roots(path: &Path) -> Result<rustls::RootCertStore, ClientOptionsError> {
+fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientOptionsError> {
     let bad = |why: String| ClientOptionsError::Ca {
         path: path.to_owned(),
         why,
     };
     let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &pem[..]).filter_map(Result::ok) {
-        roots.add(cert).map_err(|e| bad(e.to_string()))?;
-    }
-    if roots.is_empty() {
+    let certificates: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
+        .filter_map(Result::ok)
+        .collect();
+    if certificates.is_empty() {
         return Err(bad("no PEM certificate found".to_owned()));
     }
-    Ok(roots)
+    Ok(certificates)
 }

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use futures_lite::future;
 use glommio::net::TcpListener;
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use super::options::{ClientOptions, ClientSettled};
 use super::{inbound, ClientConfig, SessionPool};
@@ -13,14 +13,16 @@ use crate::cli::{self, Fatal};
 use crate::plumbing::Event;
 use crate::runtime::{self, Executors};
 
-/// Serves local SOCKS5 connections from `listener` through `pool` until `stop`.
+/// Serves local SOCKS5 and HTTP proxy connections from `listener` through `pool` until `stop`.
 pub async fn serve(listener: TcpListener, pool: Rc<SessionPool>, stop: Rc<Event>) {
     glommio::spawn_local(pool.clone().maintain()).detach();
     let serve = |conn| {
         let pool = pool.clone();
         glommio::spawn_local(async move {
-            if let Err(e) = inbound::serve(conn, pool).await {
-                debug!("SOCKS connection: {e}");
+            match inbound::serve(conn, pool).await {
+                Err(e) if e.is_upstream() => warn!("{e}"),
+                Err(e) => debug!("local connection: {e}"),
+                Ok(()) => {}
             }
         })
         .detach();
@@ -40,13 +42,16 @@ pub fn run(options: &ClientOptions) -> Result<(), Fatal> {
     let stop = cli::stop_signals()?;
     let server = config.server;
     // ClientConfig holds an Rc (the shared padding scheme): each executor builds its own.
-    let (tls, server_name, password) = (
+    let (tls, server_name, password, connect_timeout) = (
         config.tls.clone(),
         config.server_name.clone(),
         config.password,
+        config.connect_timeout,
     );
     let executors = Executors::start("anytls-client", listen, &cpus, move |_, listener, stop| {
-        let config = ClientConfig::from_parts(server, server_name.clone(), tls.clone(), password);
+        let mut config =
+            ClientConfig::from_parts(server, server_name.clone(), tls.clone(), password);
+        config.connect_timeout = connect_timeout;
         serve(
             listener,
             Rc::new(SessionPool::new(config, pool.clone())),

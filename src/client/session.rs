@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncRead, AsyncWriteExt};
 use futures_rustls::client::TlsStream;
@@ -18,7 +18,9 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rustls::pki_types::ServerName;
 
-use crate::plumbing::{self, Event, Padder, Pipe, ReadBuffer, SharedScheme, Signal, WriteQueue};
+use crate::plumbing::{
+    self, timeout, Event, Padder, Pipe, ReadBuffer, SharedScheme, Signal, WriteQueue,
+};
 use crate::proto::auth::{encode_preamble, PasswordHash};
 pub use crate::proto::client_session::SYNACK_TIMEOUT;
 use crate::proto::client_session::{self, Action, Close};
@@ -29,6 +31,61 @@ use crate::proto::{Address, PaddingScheme};
 /// Server->client bytes buffered per stream before the session stops reading.
 const STREAM_RECEIVE_LIMIT: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+
+/// How long reaching the server may take, TCP and TLS together, unless the
+/// configuration says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a session to the server could not be had, in the words the client logs.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP to the server failed.
+    #[error("cannot reach the AnyTLS server {server}: {source}")]
+    Unreachable {
+        /// The server's address.
+        server: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// TCP and TLS did not complete in time.
+    #[error("timed out reaching the AnyTLS server {server} ({after:?} without a TLS session)")]
+    TimedOut {
+        /// The server's address.
+        server: SocketAddr,
+        /// The limit.
+        after: Duration,
+    },
+    /// The TLS handshake failed: the certificate, most often.
+    #[error("TLS with the AnyTLS server {server} failed, checking the name {name}: {source}")]
+    Tls {
+        /// The server's address.
+        server: SocketAddr,
+        /// The name the certificate was checked against.
+        name: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Writing the authentication failed.
+    #[error("the AnyTLS server {server} closed the connection during authentication: {source}")]
+    Authentication {
+        /// The server's address.
+        server: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl From<ConnectError> for io::Error {
+    fn from(e: ConnectError) -> io::Error {
+        let kind = match &e {
+            ConnectError::Unreachable { source, .. }
+            | ConnectError::Tls { source, .. }
+            | ConnectError::Authentication { source, .. } => source.kind(),
+            ConnectError::TimedOut { .. } => io::ErrorKind::TimedOut,
+        };
+        io::Error::new(kind, e)
+    }
+}
 
 /// Where and how a client connects.
 #[derive(Clone)]
@@ -46,6 +103,8 @@ pub struct ClientConfig {
     pub padding: SharedScheme,
     /// `client=` in Settings.
     pub client_name: String,
+    /// How long TCP and TLS to the server may take together.
+    pub connect_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -76,24 +135,58 @@ impl ClientConfig {
             password,
             padding: Rc::new(RefCell::new(Arc::new(PaddingScheme::default()))),
             client_name: format!("anytls-rs/{}", env!("CARGO_PKG_VERSION")),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
 
-/// Connects TCP and completes the TLS handshake, nothing more.
-pub async fn connect_tls(config: &ClientConfig) -> io::Result<TlsStream<plumbing::Transport>> {
-    tls_over(TcpStream::connect(config.server).await?, config).await
+/// Connects TCP and completes the TLS handshake, nothing more, within the
+/// configuration's connect timeout.
+pub async fn connect_tls(
+    config: &ClientConfig,
+) -> Result<TlsStream<plumbing::Transport>, ConnectError> {
+    let connect = async {
+        let tcp =
+            TcpStream::connect(config.server)
+                .await
+                .map_err(|e| ConnectError::Unreachable {
+                    server: config.server,
+                    source: e.into(),
+                })?;
+        tls_over(tcp, config).await
+    };
+    timeout(config.connect_timeout, connect)
+        .await
+        .unwrap_or(Err(ConnectError::TimedOut {
+            server: config.server,
+            after: config.connect_timeout,
+        }))
 }
 
 /// Completes the TLS handshake over a TCP connection already made to the server.
 async fn tls_over(
     tcp: TcpStream,
     config: &ClientConfig,
-) -> io::Result<TlsStream<plumbing::Transport>> {
-    tcp.set_nodelay(true)?;
+) -> Result<TlsStream<plumbing::Transport>, ConnectError> {
+    let failed = |source: io::Error| ConnectError::Tls {
+        server: config.server,
+        name: name_text(&config.server_name),
+        source,
+    };
+    tcp.set_nodelay(true).map_err(|e| failed(e.into()))?;
     futures_rustls::TlsConnector::from(config.tls.clone())
         .connect(config.server_name.clone(), plumbing::Transport::new(tcp))
         .await
+        .map_err(failed)
+}
+
+/// A server name as the certificate check saw it.
+fn name_text(name: &ServerName<'_>) -> String {
+    match name {
+        ServerName::DnsName(dns) => dns.as_ref().to_owned(),
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Why a stream did not open.
@@ -105,6 +198,10 @@ pub enum StreamError {
     /// The session ended first.
     #[error("session closed")]
     SessionClosed,
+    /// The session ended before the server sent a single AnyTLS frame: a server
+    /// that does not take the password closes it, or answers as its fallback site.
+    #[error("the server closed the session right after authentication without an AnyTLS answer (likely a wrong password)")]
+    NotAnswered,
     /// A v2 server sent no SYNACK within [`SYNACK_TIMEOUT`]: the session is stuck
     /// and was closed.
     #[error("no SYNACK within {SYNACK_TIMEOUT:?}; session closed")]
@@ -142,20 +239,42 @@ pub struct ClientSession {
 impl ClientSession {
     /// Connects, authenticates and queues Settings. Settings leave together with the
     /// first stream's SYN and address (packet 1), as the reference client does.
-    pub async fn connect(config: &ClientConfig) -> io::Result<ClientSession> {
-        Self::connect_over(TcpStream::connect(config.server).await?, config).await
+    pub async fn connect(config: &ClientConfig) -> Result<ClientSession, ConnectError> {
+        Self::authenticate(connect_tls(config).await?, config).await
     }
 
     /// As [`ClientSession::connect`], over a TCP connection the caller made to
     /// `config.server` (from an address of its choosing, say).
-    pub async fn connect_over(tcp: TcpStream, config: &ClientConfig) -> io::Result<ClientSession> {
-        let mut tls = tls_over(tcp, config).await?;
+    pub async fn connect_over(
+        tcp: TcpStream,
+        config: &ClientConfig,
+    ) -> Result<ClientSession, ConnectError> {
+        let tls = timeout(config.connect_timeout, tls_over(tcp, config))
+            .await
+            .unwrap_or(Err(ConnectError::TimedOut {
+                server: config.server,
+                after: config.connect_timeout,
+            }))?;
+        Self::authenticate(tls, config).await
+    }
+
+    /// Sends the preamble over `tls` and starts the session.
+    async fn authenticate(
+        mut tls: TlsStream<plumbing::Transport>,
+        config: &ClientConfig,
+    ) -> Result<ClientSession, ConnectError> {
         let scheme = config.padding.borrow().clone();
         let mut preamble = Vec::new();
         let padding0 = scheme.preamble_padding(&mut SmallRng::from_entropy());
         encode_preamble(&config.password, padding0, &mut preamble);
-        tls.write_all(&preamble).await?;
-        tls.flush().await?;
+        let sent = async {
+            tls.write_all(&preamble).await?;
+            tls.flush().await
+        };
+        sent.await.map_err(|source| ConnectError::Authentication {
+            server: config.server,
+            source,
+        })?;
         let machine = client_session::ClientSession::new(
             &config.client_name,
             scheme.md5_hex(),
@@ -269,10 +388,15 @@ impl Inner {
         self.started.set();
         self.queue.close();
         self.machine.borrow_mut().end();
+        let why = if self.machine.borrow().answered() {
+            StreamError::SessionClosed
+        } else {
+            StreamError::NotAnswered
+        };
         let slots: Vec<_> = self.slots.borrow_mut().drain().collect();
         for (_, slot) in slots {
             slot.incoming.abort();
-            slot.resolve(Err(StreamError::SessionClosed));
+            slot.resolve(Err(why.clone()));
         }
     }
 

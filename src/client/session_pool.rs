@@ -5,13 +5,12 @@
 //! kept ones are probed with a heartbeat so dead sessions are dropped.
 
 use std::cell::{Cell, RefCell};
-use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::debug;
 
-use super::session::{ClientConfig, ClientSession};
+use super::session::{ClientConfig, ClientSession, ConnectError};
 use crate::plumbing::timeout;
 
 /// How a [`SessionPool`] keeps sessions.
@@ -82,7 +81,7 @@ impl SessionPool {
     }
 
     /// The newest healthy idle session, or a new one.
-    pub async fn acquire(&self) -> io::Result<Lease> {
+    pub async fn acquire(&self) -> Result<Lease, ConnectError> {
         if !self.settings.disable_reuse {
             while let Some(idle) = self.idle.borrow_mut().pop() {
                 if !idle.session.is_closed() {

@@ -69,6 +69,7 @@ pub struct ClientSession {
     actions: VecDeque<Action>,
     next_id: u32,
     server_version: u32,
+    answered: bool,
     ended: bool,
 }
 
@@ -83,6 +84,7 @@ impl ClientSession {
             actions: VecDeque::from([Action::Send(Command::Settings, 0, settings)]),
             next_id: 1,
             server_version: 0,
+            answered: false,
             ended: false,
         }
     }
@@ -144,6 +146,12 @@ impl ClientSession {
         self.server_version
     }
 
+    /// Whether the server has sent a frame only an AnyTLS server sends. A session
+    /// that ends before one came most likely had its password refused.
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
     /// Whether the session has ended.
     pub fn is_ended(&self) -> bool {
         self.ended
@@ -187,6 +195,10 @@ impl ClientSession {
             return None;
         }
         let id = frame.stream_id;
+        self.answered |= !matches!(
+            frame.cmd,
+            Command::Syn | Command::Settings | Command::Unknown(_)
+        );
         match frame.cmd {
             Command::Push => {
                 if self.streams.contains_key(&id) {
@@ -299,6 +311,19 @@ mod tests {
                 (Push, 3)
             ]
         );
+    }
+
+    #[test]
+    fn only_a_frame_a_server_sends_counts_as_an_answer() {
+        let now = Instant::now();
+        let mut session = ClientSession::new("t", "m", now);
+        session.open_stream(&target(), now).unwrap();
+        for cmd in [Command::Unknown(0x48), Command::Syn, Command::Settings] {
+            session.handle_frame(frame(cmd, 1, b"TTP/1.1 400"), now);
+            assert!(!session.answered(), "{cmd:?} is no answer");
+        }
+        session.handle_frame(frame(Command::ServerSettings, 0, b"v=2"), now);
+        assert!(session.answered());
     }
 
     #[test]

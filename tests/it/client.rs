@@ -134,6 +134,152 @@ fn wrong_password_fails_cleanly() {
     assert!(server.wait_for_log("authentication failed", Duration::from_secs(2)));
 }
 
+/// Sends a plain HTTP proxy request for `http://{target}/` to `proxy`; returns
+/// the status line and the body of the answer.
+fn proxy_get(proxy: std::net::SocketAddr, target: std::net::SocketAddr) -> (String, String) {
+    let mut conn = std::net::TcpStream::connect(proxy).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
+}
+
+/// Each way a connection can fail upstream is one WARN line in the client's log
+/// naming the cause, and the HTTP side answers 502 or 504 with that line.
+#[test]
+fn each_failed_connection_is_one_warning_with_its_cause() {
+    let echo = spawn_target(TargetKind::Echo);
+    let check = |client: &TestClient, status: &str, cause: &str| {
+        let before = client.log_lines().len();
+        let (got_status, body) = proxy_get(client.socks, echo);
+        assert!(got_status.contains(status), "{got_status}: {body}");
+        assert!(body.contains(cause), "body {body:?} should say {cause:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let warnings = loop {
+            let warnings: Vec<String> = client.log_lines()[before..]
+                .iter()
+                .filter(|line| line.contains(" WARN "))
+                .cloned()
+                .collect();
+            if !warnings.is_empty() || Instant::now() > deadline {
+                break warnings;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0].contains(&format!("HTTP {echo}: {}", body.trim_end())),
+            "{warnings:?} vs {body:?}"
+        );
+    };
+
+    // No server listening.
+    let nothing = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = TestClient::start(nothing, &["-p", PASSWORD]);
+    check(&client, "502", "cannot reach the AnyTLS server");
+    drop(client);
+
+    // A server that takes TCP and never answers TLS.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TestClient::start(
+        silent.local_addr().unwrap(),
+        &["-p", PASSWORD, "--connect-timeout", "1"],
+    );
+    check(&client, "504", "timed out reaching the AnyTLS server");
+    drop(client);
+
+    let server = TestServer::start(&["--deny", "127.0.0.0/8"]);
+    // The self-signed certificate is not trusted: the name checked is named.
+    let address = server.addr.to_string();
+    let client = TestClient::start_args(&["-s", &address, "-p", PASSWORD, "--sni", "proxy1.test"]);
+    check(
+        &client,
+        "502",
+        "failed, checking the name proxy1.test: invalid peer certificate",
+    );
+    drop(client);
+    // A password the server does not take.
+    let client = TestClient::start(server.addr, &["-p", "not-the-password"]);
+    check(&client, "502", "likely a wrong password");
+    drop(client);
+    // The server refuses the target, with its reason.
+    let client = TestClient::start(server.addr, &["-p", PASSWORD]);
+    check(
+        &client,
+        "502",
+        &format!("server refused the stream: target {echo} is not allowed by this server"),
+    );
+}
+
+/// Writes a self-signed certificate for `name` made as `openssl req -x509` makes
+/// one (`CA:TRUE`) and its key into `dir`; returns their paths.
+fn self_signed_ca_true(dir: &std::path::Path, name: &str) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (
+        cert_path.to_str().unwrap().to_owned(),
+        key_path.to_str().unwrap().to_owned(),
+    )
+}
+
+/// `--ca` with the server's own self-signed `CA:TRUE` certificate trusts exactly
+/// that server for the names it carries, and no other certificate or name.
+#[test]
+fn ca_accepts_a_self_signed_server_certificate_for_its_own_name() {
+    let dir = std::env::temp_dir().join(format!("anytls-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = self_signed_ca_true(&dir, "proxy1.test");
+    let (other, _) = self_signed_ca_true(&dir, "other.test");
+    let server = TestServer::start(&["--cert", &cert, "--key", &key]);
+    let address = server.addr.to_string();
+    let echo = spawn_target(TargetKind::Echo);
+    let start = |ca: &str, sni: &str| {
+        TestClient::start_args(&["-s", &address, "-p", PASSWORD, "--ca", ca, "--sni", sni])
+    };
+
+    let trusted = start(&cert, "proxy1.test");
+    let (mut conn, reply) = socks_connect(trusted.socks, echo);
+    assert_eq!(reply, 0, "{:#?}", trusted.log_lines());
+    assert_eq!(echo_through(&mut conn, b"through --ca"), b"through --ca");
+
+    for (ca, sni, why) in [
+        (
+            &cert,
+            "proxy2.test",
+            "certificate not valid for name \"proxy2.test\"",
+        ),
+        (&other, "proxy1.test", "UnknownIssuer"),
+    ] {
+        let client = start(ca, sni);
+        let (status, body) = proxy_get(client.socks, echo);
+        assert!(status.contains("502"), "{ca} {sni}: {status} {body}");
+        assert!(body.contains(why), "{ca} {sni}: {body}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A self-signed server trusted by its fingerprint, not by `insecure`: the
 /// client with `--pin-sha256` (or the server's own link, whose `pin` carries
 /// it) relays; with another pin it refuses the server.

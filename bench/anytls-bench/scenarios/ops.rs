@@ -93,7 +93,7 @@ pub async fn stream_ended(session: &ClientSession, stream: &ClientStream, what: 
     }
     match stream.established().await {
         Err(StreamError::Refused(text)) => Failed::new(Failure::Refused, text),
-        Err(StreamError::SessionClosed | StreamError::SynAckTimeout) => {
+        Err(StreamError::SessionClosed | StreamError::NotAnswered | StreamError::SynAckTimeout) => {
             Failed::new(Failure::ShortResponse, format!("FIN before SYNACK, {what}"))
         }
         Ok(()) => Failed::new(Failure::ShortResponse, format!("FIN after {what}")),
@@ -128,7 +128,7 @@ pub async fn open_established(
     match stream.established().await {
         Ok(()) => Ok((stream, t0.elapsed())),
         Err(StreamError::Refused(text)) => Err(Failed::new(Failure::Refused, text)),
-        Err(StreamError::SessionClosed | StreamError::SynAckTimeout) => {
+        Err(StreamError::SessionClosed | StreamError::NotAnswered | StreamError::SynAckTimeout) => {
             let why = session.alert().map_or_else(
                 || "session closed before SYNACK".to_owned(),
                 |a| format!("alert: {a}"),

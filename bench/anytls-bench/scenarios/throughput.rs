@@ -152,7 +152,9 @@ async fn worker(ctx: Arc<Context>, w: Worker) -> Tally {
             Some(Err(StreamError::Refused(text))) => {
                 rec.fail(Failed::new(Failure::Refused, text));
             }
-            Some(Err(StreamError::SessionClosed | StreamError::SynAckTimeout)) => {
+            Some(Err(
+                StreamError::SessionClosed | StreamError::NotAnswered | StreamError::SynAckTimeout,
+            )) => {
                 let why = session.alert().map_or_else(
                     || "session closed before SYNACK (wrong password?)".to_owned(),
                     |a| format!("alert: {a}"),

@@ -384,7 +384,7 @@ async fn ended(session: &ClientSession, stream: &ClientStream, got: usize, want:
     }
     match stream.established().await {
         Err(StreamError::Refused(text)) => format!("stream refused: {text}"),
-        Err(StreamError::SessionClosed | StreamError::SynAckTimeout) => {
+        Err(StreamError::SessionClosed | StreamError::NotAnswered | StreamError::SynAckTimeout) => {
             format!("FIN before SYNACK after {got} of {want}")
         }
         Ok(()) => format!("FIN after {got} of {want}"),

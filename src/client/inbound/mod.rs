@@ -16,7 +16,7 @@ use thiserror::Error;
 pub mod udp;
 
 use super::http::{self, HttpError, ProxyRequest};
-use super::session::{ClientStream, StreamError};
+use super::session::{ClientStream, ConnectError, StreamError};
 use super::session_pool::{Lease, SessionPool};
 use super::socks5::{self, Reply, SocksCommand, SocksError};
 use crate::plumbing::{self, timeout};
@@ -43,10 +43,20 @@ pub enum InboundError {
     /// The request did not come whole in time, or was too long.
     #[error("proxy request incomplete")]
     Handshake,
-    /// No session to the server could be had.
-    #[error("cannot reach the AnyTLS server: {0}")]
+    /// A stream to the target could not be had through the server.
+    #[error("{request} {target}: {cause}")]
+    Unserved {
+        /// How the target was asked for: `SOCKS5 CONNECT`, `HTTP CONNECT`, ...
+        request: &'static str,
+        /// The target.
+        target: Address,
+        /// Why.
+        cause: Unserved,
+    },
+    /// The session carrying the connection failed.
+    #[error("the session to the AnyTLS server failed: {0}")]
     Session(io::Error),
-    /// The server refused the stream.
+    /// The server refused a UDP-over-TCP stream.
     #[error("{0}")]
     Stream(#[from] StreamError),
     /// The UDP ASSOCIATE socket failed.
@@ -56,6 +66,50 @@ pub enum InboundError {
     /// datagram.
     #[error("UDP over TCP: {0}")]
     Uot(#[from] UotError),
+}
+
+/// Why a stream to a target could not be opened through the server: what the
+/// client logs at WARN and an HTTP client gets as the body of its 502 or 504.
+#[derive(Debug, Error)]
+pub enum Unserved {
+    /// No session to the server could be had.
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    /// The session could not take the stream (it closed, or the address is too long).
+    #[error("{0}")]
+    Session(io::Error),
+    /// The server refused or did not answer the stream.
+    #[error("{0}")]
+    Stream(#[from] StreamError),
+}
+
+impl Unserved {
+    /// The HTTP status an HTTP proxy client is answered with.
+    fn http_status(&self) -> &'static str {
+        match self {
+            Unserved::Connect(ConnectError::TimedOut { .. })
+            | Unserved::Stream(StreamError::SynAckTimeout) => "504 Gateway Timeout",
+            _ => "502 Bad Gateway",
+        }
+    }
+
+    /// The SOCKS5 reply a SOCKS client is answered with.
+    fn socks_reply(&self) -> Reply {
+        match self {
+            Unserved::Stream(StreamError::Refused(text)) => Reply::for_refusal(text),
+            Unserved::Connect(ConnectError::TimedOut { .. })
+            | Unserved::Stream(StreamError::SynAckTimeout) => Reply::TtlExpired,
+            _ => Reply::GeneralFailure,
+        }
+    }
+}
+
+impl InboundError {
+    /// Whether the failure is the server's or the way to it (logged at WARN), not
+    /// the local client's (logged at debug).
+    pub fn is_upstream(&self) -> bool {
+        matches!(self, InboundError::Unserved { .. })
+    }
 }
 
 /// Reads into `buf` until `parse` finds a whole request (at most `limit` bytes).
@@ -120,20 +174,21 @@ async fn serve_http(
     ) = match request {
         Ok(parsed) => parsed,
         Err(InboundError::Http(e)) => {
-            respond(&mut conn, e.status()).await?;
+            respond(&mut conn, e.status(), "").await?;
             return Err(e.into());
         }
         Err(e) => return Err(e),
     };
     let (lease, stream) = match open(&pool, &target).await {
         Ok(opened) => opened,
-        Err(e) => {
-            let status = match &e {
-                InboundError::Stream(StreamError::SynAckTimeout) => "504 Gateway Timeout",
-                _ => "502 Bad Gateway",
-            };
-            respond(&mut conn, status).await?;
-            return Err(e);
+        Err(cause) => {
+            respond(&mut conn, cause.http_status(), &format!("{cause}\n")).await?;
+            let request = if tunnel { "HTTP CONNECT" } else { "HTTP" };
+            return Err(InboundError::Unserved {
+                request,
+                target,
+                cause,
+            });
         }
     };
     debug!(
@@ -152,20 +207,24 @@ async fn serve_http(
     relay(conn, &pool, lease, stream, &first).await
 }
 
-/// Answers an HTTP request that cannot be served with `status` and no body.
-async fn respond(conn: &mut TcpStream, status: &str) -> io::Result<()> {
-    let response = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+/// Answers an HTTP request that cannot be served with `status` and a plain-text
+/// `body`.
+async fn respond(conn: &mut TcpStream, status: &str, body: &str) -> io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     conn.write_all(response.as_bytes()).await
 }
 
 /// A stream to `target` on a pooled session, once the server answered SYNACK.
-async fn open(pool: &SessionPool, target: &Address) -> Result<(Lease, ClientStream), InboundError> {
-    let lease = pool.acquire().await.map_err(InboundError::Session)?;
+async fn open(pool: &SessionPool, target: &Address) -> Result<(Lease, ClientStream), Unserved> {
+    let lease = pool.acquire().await?;
     let stream = match lease.session.open_stream(target) {
         Ok(stream) => stream,
         Err(e) => {
             pool.release(lease);
-            return Err(InboundError::Session(e));
+            return Err(Unserved::Session(e));
         }
     };
     match stream.established().await {
@@ -265,14 +324,13 @@ async fn serve_socks(
     let early = buf.split_off(used);
     let (lease, stream) = match open(&pool, &target).await {
         Ok(opened) => opened,
-        Err(e) => {
-            let code = match &e {
-                InboundError::Stream(StreamError::Refused(text)) => Reply::for_refusal(text),
-                InboundError::Stream(StreamError::SynAckTimeout) => Reply::TtlExpired,
-                _ => Reply::GeneralFailure,
-            };
-            conn.write_all(&socks5::reply(code)).await?;
-            return Err(e);
+        Err(cause) => {
+            conn.write_all(&socks5::reply(cause.socks_reply())).await?;
+            return Err(InboundError::Unserved {
+                request: "SOCKS5 CONNECT",
+                target,
+                cause,
+            });
         }
     };
     conn.write_all(&socks5::reply(Reply::Succeeded)).await?;

@@ -35,7 +35,7 @@ use glommio::net::{TcpStream, UdpSocket};
 use log::debug;
 use thiserror::Error;
 
-use super::InboundError;
+use super::{InboundError, Unserved};
 use crate::client::session::ClientStream;
 use crate::client::session_pool::{Lease, SessionPool};
 use crate::client::socks5::{self, DatagramError, ExpectedSender, Reply};
@@ -273,12 +273,17 @@ impl Association {
         destination: &Address,
         first_datagram: &[u8],
     ) -> Result<Rc<ClientStream>, InboundError> {
-        let lease = self.pool.acquire().await.map_err(InboundError::Session)?;
+        let unserved = |cause: Unserved| InboundError::Unserved {
+            request: "SOCKS5 UDP ASSOCIATE",
+            target: destination.clone(),
+            cause,
+        };
+        let lease = self.pool.acquire().await.map_err(|e| unserved(e.into()))?;
         let session = lease.session.clone();
         *self.lease.borrow_mut() = Some(lease);
         let stream = session
             .open_stream(&Address::Domain(UOT_V2_NAME.into(), 0))
-            .map_err(InboundError::Session)?;
+            .map_err(|e| unserved(Unserved::Session(e)))?;
         let stream = Rc::new(stream);
         *self.stream.borrow_mut() = Some(stream.clone());
         let mut opening = Vec::with_capacity(1 + MAX_SOCKS_UDP_HEADER + first_datagram.len());
@@ -292,7 +297,7 @@ impl Association {
             .write_all(&opening)
             .await
             .map_err(InboundError::Session)?;
-        stream.established().await?;
+        stream.established().await.map_err(|e| unserved(e.into()))?;
         debug!(
             "{}: UDP association: stream {} established (first datagram to {destination})",
             self.peer,

@@ -344,7 +344,7 @@ pub async fn session_from(
     tcp.set_nonblocking(true)?;
     // SAFETY: the descriptor was just taken out of a connected std TcpStream.
     let tcp = unsafe { glommio::net::TcpStream::from_raw_fd(tcp.into_raw_fd()) };
-    anytls::client::ClientSession::connect_over(tcp, config).await
+    Ok(anytls::client::ClientSession::connect_over(tcp, config).await?)
 }
 
 /// Runs `fut` on a fresh glommio executor on this thread.
