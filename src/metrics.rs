@@ -21,6 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,10 +38,10 @@ use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::MetricsConfig;
+use crate::config::{MetricsConfig, ServerConfig};
 use crate::plumbing::{timeout, Throttle};
 use crate::pool::SharedPool;
-use crate::stats::{CoreCounters, Counter, Limit, Stats};
+use crate::stats::{CoreCounters, Counter, DialFailure, Limit, Stats};
 
 /// Longest request head read from a scraper.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -59,6 +60,8 @@ pub struct Sources {
     pub stats: Stats,
     /// The outbound pool.
     pub pool: Arc<SharedPool>,
+    /// The configuration: the certificate presented and the reloads' outcomes.
+    pub config: Arc<ServerConfig>,
 }
 
 impl fmt::Debug for Sources {
@@ -219,6 +222,52 @@ impl Collector for Sources {
                 .zip(total.limit_hits)
                 .map(|(limit, n)| (vec![("limit", limit.name().to_owned())], n)),
         )?;
+        let (policy, dial): (Vec<_>, Vec<_>) = DialFailure::ALL
+            .iter()
+            .zip(total.dial_failures)
+            .partition(|(why, _)| why.is_policy());
+        family(
+            e,
+            "anytls_dial_failures",
+            "Stream targets the server tried and did not reach, by reason.",
+            Counter,
+            dial.into_iter()
+                .map(|(why, n)| (vec![("reason", why.name().to_owned())], n)),
+        )?;
+        family(
+            e,
+            "anytls_target_refusals",
+            "Stream targets the server's policy refused without trying, by reason \
+             (deny_range: --deny/--deny-private; own_socket: the server itself; \
+             route: the panel's routes).",
+            Counter,
+            policy
+                .into_iter()
+                .map(|(why, n)| (why.name(), n))
+                .chain([("route", total.limit_hits[Limit::Route as usize])])
+                .map(|(why, n)| (vec![("reason", why.to_owned())], n)),
+        )?;
+        let reloads = &self.config.reloads;
+        family(
+            e,
+            "anytls_reloads",
+            "SIGHUP reloads, by result (failed: something did not load and was kept).",
+            Counter,
+            [
+                ("succeeded", &reloads.succeeded),
+                ("failed", &reloads.failed),
+            ]
+            .map(|(result, n)| (vec![("result", result.to_owned())], n.load(Relaxed))),
+        )?;
+        if let Some(not_after) = self.config.certificate.as_ref().and_then(|c| c.not_after()) {
+            single(
+                e,
+                "anytls_certificate_expiry_timestamp_seconds",
+                "When the certificate new handshakes present expires (notAfter), in seconds since the epoch.",
+                Gauge,
+                not_after,
+            )?;
+        }
         single(
             e,
             "anytls_handshake_failures",
@@ -453,7 +502,7 @@ enum Answer {
     Metrics,
     /// 401: the token is missing or wrong (whatever the path).
     Unauthorized,
-    /// 404: a request for anything but `GET /metrics` (or `GET /`).
+    /// 404: a request for anything but `GET /metrics`.
     NotFound,
     /// 400: no complete HTTP request head.
     BadRequest,
@@ -470,7 +519,7 @@ fn judge(head: &[u8], access: &Access) -> Answer {
     if !access.authorized(request.headers) {
         return Answer::Unauthorized;
     }
-    if request.method == Some("GET") && matches!(request.path, Some("/metrics" | "/")) {
+    if request.method == Some("GET") && request.path == Some("/metrics") {
         Answer::Metrics
     } else {
         Answer::NotFound
@@ -703,7 +752,7 @@ mod tests {
             );
         }
         let token = "Authorization: Bearer s3cret\r\n";
-        assert_eq!(judge(&get("/", token), &guarded), Answer::Metrics);
+        assert_eq!(judge(&get("/", token), &guarded), Answer::NotFound);
         assert_eq!(judge(&get("/nope", token), &guarded), Answer::NotFound);
     }
 
@@ -711,7 +760,7 @@ mod tests {
     fn without_a_token_configured_any_get_of_metrics_is_answered() {
         let open = access(None, &[]);
         assert_eq!(judge(&get("/metrics", ""), &open), Answer::Metrics);
-        assert_eq!(judge(&get("/", ""), &open), Answer::Metrics);
+        assert_eq!(judge(&get("/", ""), &open), Answer::NotFound);
         assert_eq!(judge(&get("/nope", ""), &open), Answer::NotFound);
         assert_eq!(
             judge(b"POST /metrics HTTP/1.1\r\nHost: m\r\n\r\n", &open),

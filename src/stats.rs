@@ -34,6 +34,58 @@ pub struct CoreCounters {
     pub padding_updates: Counter,
     /// Times each per-client limit was reached, by [`Limit`].
     pub limit_hits: [Counter; Limit::ALL.len()],
+    /// Streams whose target could not be reached, by [`DialFailure`].
+    pub dial_failures: [Counter; DialFailure::ALL.len()],
+}
+
+/// Why a stream's target was not reached (the server tried, or refused to try).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialFailure {
+    /// The name did not resolve.
+    Resolve,
+    /// The target refused the connection (RST).
+    Refused,
+    /// No route to the target's network or host.
+    Unreachable,
+    /// Resolving and connecting took longer than `--connect-timeout`.
+    Timeout,
+    /// Another connect error.
+    Other,
+    /// Refused by the server's policy: a `--deny` or `--deny-private` range.
+    DenyRange,
+    /// Refused by the server's policy: one of the server's own sockets.
+    OwnSocket,
+}
+
+impl DialFailure {
+    /// Every reason, in counter order.
+    pub const ALL: [DialFailure; 7] = [
+        DialFailure::Resolve,
+        DialFailure::Refused,
+        DialFailure::Unreachable,
+        DialFailure::Timeout,
+        DialFailure::Other,
+        DialFailure::DenyRange,
+        DialFailure::OwnSocket,
+    ];
+
+    /// Its name in metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            DialFailure::Resolve => "resolve",
+            DialFailure::Refused => "refused",
+            DialFailure::Unreachable => "unreachable",
+            DialFailure::Timeout => "timeout",
+            DialFailure::Other => "other",
+            DialFailure::DenyRange => "deny_range",
+            DialFailure::OwnSocket => "own_socket",
+        }
+    }
+
+    /// Whether the server's own policy refused the target (it was never tried).
+    pub fn is_policy(self) -> bool {
+        matches!(self, DialFailure::DenyRange | DialFailure::OwnSocket)
+    }
 }
 
 /// A per-client limit (see `config::Limits`).
@@ -147,6 +199,11 @@ impl CoreCounters {
     pub fn limit_hit(&self, limit: Limit) {
         self.limit_hits[limit as usize].add(1);
     }
+
+    /// Counts one target not reached.
+    pub fn dial_failed(&self, why: DialFailure) {
+        self.dial_failures[why as usize].add(1);
+    }
 }
 
 /// A counter written by one core only.
@@ -250,6 +307,9 @@ impl Stats {
             for (sum, hits) in total.limit_hits.iter_mut().zip(&core.limit_hits) {
                 *sum += hits.get();
             }
+            for (sum, n) in total.dial_failures.iter_mut().zip(&core.dial_failures) {
+                *sum += n.get();
+            }
         }
         total
     }
@@ -271,4 +331,6 @@ pub struct StatsSnapshot {
     pub padding_updates: u64,
     /// By [`Limit`], in [`Limit::ALL`] order.
     pub limit_hits: [u64; Limit::ALL.len()],
+    /// By [`DialFailure`], in [`DialFailure::ALL`] order.
+    pub dial_failures: [u64; DialFailure::ALL.len()],
 }

@@ -108,6 +108,13 @@ impl CertificateSlot {
     pub fn is_empty(&self) -> bool {
         self.0.read().expect("certificate slot poisoned").is_none()
     }
+
+    /// When the certificate presented now expires, in seconds since the epoch.
+    pub fn not_after(&self) -> Option<u64> {
+        let certified = self.0.read().expect("certificate slot poisoned").clone()?;
+        let (_, not_after) = crate::der::validity(certified.end_entity_cert().ok()?)?;
+        Some(not_after)
+    }
 }
 
 impl ResolvesServerCert for CertificateSlot {

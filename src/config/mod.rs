@@ -167,6 +167,20 @@ pub struct ServerConfig {
     pub deny: Vec<ipnet::IpNet>,
     /// Also refuse loopback, private and link-local targets (`--deny-private`).
     pub deny_private: bool,
+    /// Where handshakes take the certificate from, when it can be replaced
+    /// (SIGHUP, ACME); for the expiry metric.
+    pub certificate: Option<Arc<crate::tls::CertificateSlot>>,
+    /// How SIGHUP reloads went.
+    pub reloads: Arc<ReloadCounts>,
+}
+
+/// How SIGHUP reloads went, for the metrics (written by the control thread).
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    /// Reloads where everything tried loaded.
+    pub succeeded: std::sync::atomic::AtomicU64,
+    /// Reloads where something did not load (and the old value was kept).
+    pub failed: std::sync::atomic::AtomicU64,
 }
 
 /// The metrics endpoint (`--metrics`) and who may scrape it.
@@ -244,6 +258,8 @@ impl ServerConfig {
             limits: Limits::default(),
             deny: Vec::new(),
             deny_private: false,
+            certificate: None,
+            reloads: Arc::default(),
         }
     }
 }

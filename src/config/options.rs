@@ -18,7 +18,9 @@ use clap::ArgMatches;
 use serde::{Deserialize, Serialize};
 
 use super::file::{self, FileError, User};
-use super::{parse_users, Limits, MetricsConfig, Reloadable, ServerConfig, UsersFileError};
+use super::{
+    parse_users, Limits, MetricsConfig, ReloadCounts, Reloadable, ServerConfig, UsersFileError,
+};
 use crate::accounts::{Accounts, Changes};
 use crate::limits::GuessRules;
 use crate::node::NodeSettings;
@@ -683,6 +685,7 @@ impl ServerOptions {
                 .flatten(),
         };
         let (certificate, fingerprint) = (tls.certificate.clone(), tls.fingerprint.clone());
+        let reloads = Arc::new(ReloadCounts::default());
         let (users, _) = self.load_users(&Accounts::default())?;
         let node = self.node()?;
         let fallback = self
@@ -725,6 +728,8 @@ impl ServerOptions {
             deny: self.deny.clone(),
             deny_private: self.deny_private,
             limits: self.limits(descriptor_limit)?,
+            certificate: Some(certificate.clone()),
+            reloads: reloads.clone(),
         };
         let reloader = Reloader {
             invocation: Invocation::from_options(self.clone()),
@@ -732,6 +737,7 @@ impl ServerOptions {
             users,
             padding,
             certificate,
+            reloads,
             fingerprint: std::sync::Mutex::new(fingerprint),
         };
         Ok(Settled {
@@ -1188,6 +1194,7 @@ pub struct Reloader {
     certificate: Arc<CertificateSlot>,
     /// The fingerprint of the certificate handshakes present now.
     fingerprint: std::sync::Mutex<String>,
+    reloads: Arc<ReloadCounts>,
 }
 
 impl Reloader {
@@ -1219,15 +1226,27 @@ impl Reloader {
         Ok(note)
     }
 
-    /// Reloads; new sessions use what loaded.
+    /// Reloads; new sessions use what loaded. Counted in the configuration's
+    /// [`ReloadCounts`]: a reload where anything did not load counts as failed.
     pub fn reload(&self) {
+        let counter = if self.reload_all() {
+            &self.reloads.succeeded
+        } else {
+            &self.reloads.failed
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Reloads each part; whether every part tried loaded.
+    fn reload_all(&self) -> bool {
         let options = match self.invocation.resolve() {
             Ok((options, _)) => options,
             Err(why) => {
                 warn!("SIGHUP: keeping the current settings: {why}");
-                return;
+                return false;
             }
         };
+        let mut loaded_all = true;
         let now = options.to_table();
         let mut restart_only: Vec<&str> = self
             .started
@@ -1253,7 +1272,10 @@ impl Reloader {
                     info!("SIGHUP: reloaded {} user(s): {changes}", loaded.len());
                     self.users.store(loaded);
                 }
-                Err(why) => warn!("SIGHUP: keeping the current users: {why}"),
+                Err(why) => {
+                    warn!("SIGHUP: keeping the current users: {why}");
+                    loaded_all = false;
+                }
             }
         }
         match options.load_padding() {
@@ -1267,10 +1289,13 @@ impl Reloader {
                 }
                 self.padding.store(loaded);
             }
-            Err(why) => warn!("SIGHUP: keeping the current padding scheme: {why}"),
+            Err(why) => {
+                warn!("SIGHUP: keeping the current padding scheme: {why}");
+                loaded_all = false;
+            }
         }
         let (Some(cert), Some(key)) = (&options.cert, &options.key) else {
-            return;
+            return loaded_all;
         };
         match LoadedPair::from_pem_files(cert, key) {
             Ok(pair) => {
@@ -1285,8 +1310,12 @@ impl Reloader {
                     self.certificate.replace(pair);
                 }
             }
-            Err(why) => warn!("SIGHUP: keeping the current certificate: {why}"),
+            Err(why) => {
+                warn!("SIGHUP: keeping the current certificate: {why}");
+                loaded_all = false;
+            }
         }
+        loaded_all
     }
 }
 

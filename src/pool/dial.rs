@@ -24,7 +24,7 @@ use ipnet::IpNet;
 use super::lookup_slots::LookupSlots;
 use crate::plumbing::Event;
 use crate::proto::Address;
-use crate::stats::Limit;
+use crate::stats::{DialFailure, Limit};
 
 /// How long a resolved name is reused.
 const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -101,18 +101,24 @@ impl TargetPolicy {
 
     /// Whether a stream may connect to `addr`.
     pub fn allows(&self, addr: SocketAddr) -> bool {
+        self.refusal(addr).is_none()
+    }
+
+    /// Why a stream may not connect to `addr`, if it may not.
+    pub fn refusal(&self, addr: SocketAddr) -> Option<DialFailure> {
         let ip = canonical(addr.ip());
         if self.deny.iter().any(|net| net.contains(&ip)) {
-            return false;
+            return Some(DialFailure::DenyRange);
         }
-        !self.own.iter().any(|own| {
+        let own = self.own.iter().any(|own| {
             own.port() == addr.port()
                 && (canonical(own.ip()) == ip
                     || ip.is_unspecified()
                     || (own.ip().is_loopback() && ip.is_loopback())
                     || (own.ip().is_unspecified()
                         && (ip.is_loopback() || self.local_ips.contains(&ip))))
-        })
+        });
+        own.then_some(DialFailure::OwnSocket)
     }
 }
 
@@ -136,15 +142,35 @@ pub enum DialError {
     /// The pool holds `--max-outbound-connections` and none is a spare to close.
     #[error("outbound connection limit reached")]
     LimitReached,
-    /// Every address of the target is refused by the server's policy.
+    /// Every address of the target is refused by the server's policy (the
+    /// reason is the first address's).
     #[error("target {0} is not allowed by this server")]
-    Denied(Address),
+    Denied(Address, DialFailure),
     /// Resolving + connecting took longer than allowed.
     #[error("connect {0}: timed out after {1:?}")]
     Timeout(Address, Duration),
 }
 
 impl DialError {
+    /// Why the target was not reached, as counted; `None` for a limit of the
+    /// server's, which is counted as a limit hit.
+    pub fn failure(&self) -> Option<DialFailure> {
+        Some(match self {
+            DialError::Resolve(..) => DialFailure::Resolve,
+            DialError::Connect(_, e) if is_descriptor_exhaustion(e) => return None,
+            DialError::Connect(_, e) => match e.raw_os_error() {
+                Some(libc::ECONNREFUSED) => DialFailure::Refused,
+                Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => DialFailure::Unreachable,
+                Some(libc::ETIMEDOUT) => DialFailure::Timeout,
+                _ if e.kind() == io::ErrorKind::TimedOut => DialFailure::Timeout,
+                _ => DialFailure::Other,
+            },
+            DialError::LimitReached => return None,
+            DialError::Denied(_, why) => *why,
+            DialError::Timeout(..) => DialFailure::Timeout,
+        })
+    }
+
     /// The server-wide limit this failure means was reached, if any.
     pub fn limit(&self) -> Option<Limit> {
         match self {
@@ -201,11 +227,22 @@ impl Resolver {
         user: &str,
     ) -> Result<Vec<SocketAddr>, DialError> {
         let mut addrs = self.lookup(address, user).await?;
-        addrs.retain(|addr| self.policy.allows(*addr));
-        if addrs.is_empty() {
-            return Err(DialError::Denied(address.clone()));
+        let mut refused = None;
+        addrs.retain(|addr| match self.policy.refusal(*addr) {
+            None => true,
+            Some(why) => {
+                refused.get_or_insert(why);
+                false
+            }
+        });
+        match refused {
+            _ if !addrs.is_empty() => Ok(addrs),
+            Some(why) => Err(DialError::Denied(address.clone(), why)),
+            None => Err(DialError::Resolve(
+                address.to_string(),
+                "no addresses".to_owned(),
+            )),
         }
-        Ok(addrs)
     }
 
     /// Lookups running and waiting for a thread on this core.
@@ -561,7 +598,10 @@ mod tests {
     fn denied_ranges_and_private_addresses_are_refused() {
         let deny = ["203.0.113.0/24".parse().unwrap()];
         let policy = TargetPolicy::new(&deny, false, Vec::new());
-        assert!(!policy.allows(addr("203.0.113.9:80")));
+        assert_eq!(
+            policy.refusal(addr("203.0.113.9:80")),
+            Some(DialFailure::DenyRange)
+        );
         assert!(policy.allows(addr("198.51.100.1:80")));
         assert!(
             policy.allows(addr("127.0.0.1:80")),
@@ -585,7 +625,10 @@ mod tests {
     #[test]
     fn the_servers_own_sockets_are_refused() {
         let policy = TargetPolicy::new(&[], false, vec![addr("127.0.0.1:8443")]);
-        assert!(!policy.allows(addr("127.0.0.1:8443")));
+        assert_eq!(
+            policy.refusal(addr("127.0.0.1:8443")),
+            Some(DialFailure::OwnSocket)
+        );
         assert!(
             !policy.allows(addr("127.0.0.2:8443")),
             "any loopback address reaches it"

@@ -186,6 +186,7 @@ async fn serve_core(index: usize, listener: TcpListener, stop: Rc<Event>, shared
         let sources = Arc::new(metrics::Sources {
             stats: stats.clone(),
             pool: shared_pool.clone(),
+            config: config.clone(),
         });
         let listener = runtime::adopt_listener(socket);
         glommio::spawn_local(metrics::serve(listener, sources, settings)).detach();

@@ -13,6 +13,7 @@ mod client;
 mod client_udp;
 mod config;
 mod contrib;
+mod docs;
 mod hostile;
 mod idle_memory;
 mod interop;

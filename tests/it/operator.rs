@@ -345,6 +345,77 @@ fn metrics_endpoint_serves_prometheus_text() {
     });
 }
 
+/// What an operator alerts on: targets refused by policy and dials that failed,
+/// each by reason; reloads by result; when the certificate expires.
+#[test]
+fn metrics_count_refusals_dial_failures_reloads_and_the_certificate_expiry() {
+    let dir = std::env::temp_dir().join(format!("anytls-alerting-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["proxy1.test".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2031, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, params.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let mut server = TestServer::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--deny",
+        "10.0.0.0/8",
+        "--cert",
+        cert_path.to_str().unwrap(),
+        "--key",
+        key_path.to_str().unwrap(),
+    ]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let own = server.addr;
+    run_local(async {
+        let session = ClientSession::connect(&server.client_config())
+            .await
+            .unwrap();
+        for target in ["10.1.2.3:80".parse().unwrap(), own, closed] {
+            let stream = session
+                .open_stream(&anytls::proto::Address::Ip(target))
+                .unwrap();
+            assert!(stream.established().await.is_err(), "{target}");
+        }
+    });
+    // One reload that loads, one whose certificate does not.
+    let skip = server.log_len();
+    server.signal(libc::SIGHUP);
+    assert!(server.wait_for_log_after(skip, "SIGHUP", Duration::from_secs(5)));
+    std::fs::write(&cert_path, "not a certificate").unwrap();
+    let skip = server.log_len();
+    server.signal(libc::SIGHUP);
+    assert!(server.wait_for_log_after(
+        skip,
+        "SIGHUP: keeping the current certificate",
+        Duration::from_secs(5)
+    ));
+    let body = http_get(server.metrics_addr(), "/metrics");
+    for (selector, want) in [
+        ("anytls_target_refusals{reason=\"deny_range\"}", 1),
+        ("anytls_target_refusals{reason=\"own_socket\"}", 1),
+        ("anytls_target_refusals{reason=\"route\"}", 0),
+        ("anytls_dial_failures{reason=\"refused\"}", 1),
+        ("anytls_dial_failures{reason=\"timeout\"}", 0),
+        ("anytls_reloads{result=\"succeeded\"}", 1),
+        ("anytls_reloads{result=\"failed\"}", 1),
+        // 2031-01-01T00:00:00Z
+        ("anytls_certificate_expiry_timestamp_seconds", 1_924_992_000),
+    ] {
+        assert_eq!(
+            metric_in(&body, selector),
+            Some(want),
+            "{selector} in\n{body}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 const TOKEN_HEADER: &str = "Authorization: Bearer s3cret\r\n";
 
 #[test]

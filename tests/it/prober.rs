@@ -360,18 +360,25 @@ fn a_prober_sees_the_site_behind_the_fallback_as_nginx_serves_it() {
         ),
     ];
     let targets = [("ours", server.addr), ("nginx", nginx.https)];
-    // Every probe against both, three times, all at once: the slow ones wait
-    // for the site's timeouts, in parallel.
+    // Every probe against both, three times, in parallel so that the slow ones
+    // wait for the site's timeouts together; each starts 15 ms after the one
+    // before, so that neither side is timed on a queue of 60 handshakes at once
+    // (a prober sends one probe at a time).
     let runs: Vec<_> = probes
         .iter()
         .enumerate()
         .flat_map(|(index, (_, what))| {
-            targets.iter().flat_map(move |&(_, addr)| {
-                (0..3).map(move |_| {
-                    let what = what.clone();
-                    (index, addr, std::thread::spawn(move || probe(addr, &what)))
-                })
-            })
+            (0..3).flat_map(move |_| targets.map(|(_, addr)| (index, addr, what)))
+        })
+        .enumerate()
+        .map(|(order, (index, addr, what))| {
+            let what = what.clone();
+            let start = Duration::from_millis(15 * order as u64);
+            let run = std::thread::spawn(move || {
+                std::thread::sleep(start);
+                probe(addr, &what)
+            });
+            (index, addr, run)
         })
         .collect();
     let mut results: Vec<[Vec<Seen>; 2]> = probes.iter().map(|_| Default::default()).collect();

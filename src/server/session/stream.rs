@@ -85,6 +85,9 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry, target: Address)
                 }),
                 None => log::debug!("{peer}: stream {id}: {e}"),
             }
+            if let Some(why) = e.failure() {
+                core.counters().dial_failed(why);
+            }
             return failed(e.to_string());
         }
     };

@@ -107,7 +107,12 @@ async fn serve(session: &Session, id: u32, entry: &StreamEntry) -> TaskEnd {
             .await
         {
             Ok(addrs) => Some(addrs[0]),
-            Err(e) => return failed(e.to_string()),
+            Err(e) => {
+                if let Some(why) = e.failure() {
+                    core.counters().dial_failed(why);
+                }
+                return failed(e.to_string());
+            }
         }
     } else {
         None
