@@ -384,9 +384,16 @@ fn metrics_count_refusals_dial_failures_reloads_and_the_certificate_expiry() {
         }
     });
     // One reload that loads, one whose certificate does not.
-    let skip = server.log_len();
     server.signal(libc::SIGHUP);
-    assert!(server.wait_for_log_after(skip, "SIGHUP", Duration::from_secs(5)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_in(
+        &http_get(server.metrics_addr(), "/metrics"),
+        "anytls_reloads{result=\"succeeded\"}",
+    ) != Some(1)
+    {
+        assert!(Instant::now() < deadline, "the first reload never counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::fs::write(&cert_path, "not a certificate").unwrap();
     let skip = server.log_len();
     server.signal(libc::SIGHUP);
@@ -395,6 +402,7 @@ fn metrics_count_refusals_dial_failures_reloads_and_the_certificate_expiry() {
         "SIGHUP: keeping the current certificate",
         Duration::from_secs(5)
     ));
+    std::thread::sleep(Duration::from_millis(1100)); // past the render cache
     let body = http_get(server.metrics_addr(), "/metrics");
     for (selector, want) in [
         ("anytls_target_refusals{reason=\"deny_range\"}", 1),
