@@ -213,6 +213,20 @@ fn each_failed_connection_is_one_warning_with_its_cause() {
     let client = TestClient::start(server.addr, &["-p", "not-the-password"]);
     check(&client, "502", "likely a wrong password");
     drop(client);
+    // The same through a server whose fallback site answers the wrong password.
+    let site = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let site_addr = site.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut conn in site.incoming().take(4).flatten() {
+            let answer =
+                "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            conn.write_all(answer.as_bytes()).ok();
+        }
+    });
+    let with_site = TestServer::start(&["--fallback", &site_addr]);
+    let client = TestClient::start(with_site.addr, &["-p", "not-the-password"]);
+    check(&client, "502", "likely a wrong password");
+    drop(client);
     // The server refuses the target, with its reason.
     let client = TestClient::start(server.addr, &["-p", PASSWORD]);
     check(
