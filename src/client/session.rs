@@ -196,7 +196,7 @@ pub enum StreamError {
     #[error("server refused the stream: {0}")]
     Refused(String),
     /// The session ended first.
-    #[error("session closed")]
+    #[error("the session to the AnyTLS server closed before it answered the stream")]
     SessionClosed,
     /// The session ended before the server sent a single AnyTLS frame: a server
     /// that does not take the password closes it, or answers as its fallback site.

@@ -76,7 +76,7 @@ pub enum Unserved {
     #[error("{0}")]
     Connect(#[from] ConnectError),
     /// The session could not take the stream (it closed, or the address is too long).
-    #[error("{0}")]
+    #[error("the session to the AnyTLS server could not take the stream: {0}")]
     Session(io::Error),
     /// The server refused or did not answer the stream.
     #[error("{0}")]
