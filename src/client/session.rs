@@ -155,7 +155,16 @@ pub async fn connect_tls(
                 })?;
         tls_over(tcp, config).await
     };
-    timeout(config.connect_timeout, connect)
+    within_connect_timeout(config, connect).await
+}
+
+/// Runs `reach` (TCP and TLS to the server) within the configuration's connect
+/// timeout.
+async fn within_connect_timeout<T>(
+    config: &ClientConfig,
+    reach: impl std::future::Future<Output = Result<T, ConnectError>>,
+) -> Result<T, ConnectError> {
+    timeout(config.connect_timeout, reach)
         .await
         .unwrap_or(Err(ConnectError::TimedOut {
             server: config.server,
@@ -249,12 +258,7 @@ impl ClientSession {
         tcp: TcpStream,
         config: &ClientConfig,
     ) -> Result<ClientSession, ConnectError> {
-        let tls = timeout(config.connect_timeout, tls_over(tcp, config))
-            .await
-            .unwrap_or(Err(ConnectError::TimedOut {
-                server: config.server,
-                after: config.connect_timeout,
-            }))?;
+        let tls = within_connect_timeout(config, tls_over(tcp, config)).await?;
         Self::authenticate(tls, config).await
     }
 
