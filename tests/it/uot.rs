@@ -16,18 +16,7 @@ fn udp_echo() -> SocketAddr {
     let addr = socket.local_addr().unwrap();
     // Room for a whole burst: UDP drops what does not fit, and this test is about
     // the server, not about the echo thread keeping up.
-    let size: libc::c_int = 8 << 20;
-    // SAFETY: setsockopt reads `size` for the duration of the call; the fd is ours.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    enlarge_receive_buffer(&socket);
     std::thread::spawn(move || {
         let mut buf = [0u8; 65_536];
         while let Ok((n, from)) = socket.recv_from(&mut buf) {
